@@ -1,0 +1,68 @@
+"""The on-disk cache (~/.cache/ssah-audit, or $SSAH_AUDIT_CACHE): content-keyed, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+COMPLETE_MARK = ".complete"
+
+
+def cache_root() -> Path:
+    """Where expensive artefacts live; one folder per kind of artefact below it."""
+    env = os.environ.get("SSAH_AUDIT_CACHE")
+    root = Path(env) if env else Path.home() / ".cache" / "ssah-audit"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_key(*parts: object) -> str:
+    """A short stable key for a JSON-serialisable description of what was computed."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARK).is_file()
+
+
+@contextmanager
+def staging_folder(final: Path) -> Iterator[Path]:
+    """Build a folder next to `final`, then move it into place in one rename.
+
+    A crash leaves only a temporary folder behind, never a half-written `final`; the
+    `.complete` mark written last is what readers check.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        (tmp / COMPLETE_MARK).write_text("ok\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_folder(final: Path, build: Callable[[Path], None]) -> Path:
+    """Return `final`, building it atomically with `build(tmp_folder)` when it is missing or incomplete."""
+    if not is_complete(final):
+        with staging_folder(final) as tmp:
+            build(tmp)
+    return final

@@ -1,0 +1,220 @@
+"""The `ssah-audit` command line: thin. It parses, calls the library, and maps errors to exit codes.
+
+Exit codes: 0 success, 1 a gate failed, 2 a user mistake (one line on stderr), 3 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+
+app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+zoo_app = typer.Typer(help="Named models that work offline: list, fetch or build them.", no_args_is_help=True)
+prompts_app = typer.Typer(help="Built-in prompt sets and prompt files.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(prompts_app, name="prompts")
+
+out = Console()
+err = Console(stderr=True)
+STATE = {"debug": False, "quiet": False}
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+def handles_errors(command):
+    """Map exceptions to exit codes: UserError -> 2 with one line; anything unexpected -> 3 (--debug: traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except UserError as exc:
+            if STATE["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:  # the last line of defence: never a traceback unless asked for
+            if STATE["debug"]:
+                raise
+            err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (rerun with --debug for "
+                      "the traceback)", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI logs)."),
+) -> None:
+    STATE["debug"], STATE["quiet"] = debug, quiet
+    if quiet or not debug:
+        _quiet_libraries(show_progress=not quiet)
+
+
+def _quiet_libraries(show_progress: bool) -> None:
+    """transformers' warnings and per-tensor progress bars drown our own output; keep them for --debug."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def model_options(dtype: Dtype, device: str, trust_remote_code: bool, allow_pickle: bool):
+    from .models.loading import LoadOptions
+
+    return LoadOptions(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code,
+                       allow_pickle=allow_pickle)
+
+
+MODEL_HELP = "A model folder, a .gguf file, a zoo name (see `zoo list`) or a Hugging Face hub id."
+DTYPE_OPTION = typer.Option(Dtype.auto, "--dtype", help="auto: float32 on CPU, bfloat16 on GPU.")
+DEVICE_OPTION = typer.Option("auto", "--device", help="auto (device_map='auto' with a GPU), cpu, cuda, cuda:N.")
+REMOTE_OPTION = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code to run.")
+PICKLE_OPTION = typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.pt), which can run code.")
+
+
+@app.command()
+@handles_errors
+def inspect(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable document on stdout."),
+    dtype: Dtype = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
+    trust_remote_code: bool = REMOTE_OPTION,
+    allow_pickle: bool = PICKLE_OPTION,
+) -> None:
+    """Show a model's architecture and unit map (write-back modules and units per layer).
+
+    Reads the config and tokenizer only: the weights are not loaded, so any size inspects in seconds.
+    """
+    from .models.loading import describe, load_model
+
+    with _status(f"loading {model}"):
+        loaded = load_model(model, model_options(dtype, device, trust_remote_code, allow_pickle), weights=False)
+    doc = describe(loaded)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    out.print(f"[bold]{doc['model']}[/]  {doc['architecture']} ({doc['model_type']}), "
+              f"{doc['num_parameters']:,} parameters, hidden {doc['hidden_size']}, "
+              f"chat template: {'yes' if doc['chat_template'] else 'no (plain fallback)'}", highlight=False)
+    table = Table(title=f"unit map: {doc['units']['attn']:,} attention + {doc['units']['mlp']:,} MLP = "
+                        f"{doc['units']['total']:,} units")
+    for column in ("layer", "attention write-back", "units", "MLP write-back", "units"):
+        table.add_column(column, justify="right" if column in ("layer", "units") else "left")
+    for layer in doc["layers"]:
+        table.add_row(str(layer["index"]), layer["attn_module"], f"{layer['attn_units']:,}",
+                      layer["mlp_module"], f"{layer['mlp_units']:,}")
+    out.print(table)
+
+
+def _status(message: str):
+    from contextlib import nullcontext
+
+    return nullcontext() if STATE["quiet"] else err.status(message)
+
+
+@zoo_app.command("list")
+@handles_errors
+def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """List the named models and whether each is cached."""
+    from .models import zoo
+
+    rows = zoo.listing()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="ssah-audit zoo")
+    for column in ("name", "kind", "cached", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["kind"], "yes" if row["cached"] else "no", row["description"])
+    out.print(table)
+
+
+@zoo_app.command("fetch")
+@handles_errors
+def zoo_fetch(name: str = typer.Argument(..., help="A zoo name (see `zoo list`).")) -> None:
+    """Fetch (or train, for organisms) a zoo model into the cache and print its folder."""
+    from .models import zoo
+
+    if not zoo.is_zoo_name(name):
+        raise UserError(f"unknown zoo model '{name}' (known: {', '.join(zoo.names())})")
+    with _status(f"preparing {name} (first use downloads or trains it)"):
+        folder = zoo.materialize(name)
+    typer.echo(str(folder))
+
+
+@prompts_app.command("list")
+@handles_errors
+def prompts_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """List the built-in prompt sets with the sizes of their train and eval splits."""
+    from .data.sets import BUILTIN_SETS, builtin_set, compliance_openings, refusal_openings
+
+    rows = [{"name": name, "description": text, "train": len(builtin_set(f"{name}:train")),
+             "eval": len(builtin_set(f"{name}:eval")), "categories": len(builtin_set(f"{name}:all").categories())}
+            for name, text in BUILTIN_SETS.items()]
+    if as_json:
+        typer.echo(json.dumps({"sets": rows, "refusal_openings": len(refusal_openings()),
+                               "compliance_openings": len(compliance_openings())}, indent=2))
+        return
+    table = Table(title="built-in prompt sets (NAME = NAME:eval; NAME:train is for calibration)")
+    for column in ("name", "train", "eval", "categories", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], str(row["train"]), str(row["eval"]), str(row["categories"]), row["description"])
+    out.print(table)
+
+
+@prompts_app.command("show")
+@handles_errors
+def prompts_show(
+    source: str = typer.Argument(..., help="A built-in set (harmful, benign:train, ...) or a CSV/JSON/JSONL file."),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="The column holding the prompt."),
+    limit: int = typer.Option(10, "--limit", min=0, help="How many prompts to print."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """Load a prompt set (checking the file format) and print its first prompts."""
+    from dataclasses import asdict
+
+    from .data.sets import load_prompt_set
+
+    prompt_set = load_prompt_set(source, prompt_field)
+    if as_json:
+        typer.echo(json.dumps({"name": prompt_set.name, "source": prompt_set.source, "n": len(prompt_set),
+                               "prompts": [asdict(p) for p in prompt_set.limit(limit).prompts]}, indent=2))
+        return
+    out.print(f"[bold]{prompt_set.name}[/]: {len(prompt_set)} prompts ({prompt_set.source})", highlight=False)
+    for prompt in prompt_set.limit(limit).prompts:
+        out.print(f"  [dim]{prompt.id}[/] [cyan]{prompt.category}[/] {prompt.text}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prompt sets: the built-in ones we wrote, and loaders for the public formats users bring."""

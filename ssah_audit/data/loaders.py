@@ -1,0 +1,126 @@
+"""Prompt files in the formats users bring, recognised by their columns.
+
+AdvBench (`goal`,`target`), HarmBench (`Behavior`), XSTest (`prompt`,`label`,`type`), StrongREJECT
+(`forbidden_prompt`), Alpaca (`instruction`,`input`,`output`, or seed tasks with `instances`), and
+generic CSV/JSON/JSONL with a `prompt`-like column or `--prompt-field`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from .sets import Prompt, PromptSet
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str
+    signature: tuple[str, ...]  # columns that must all be present
+    prompt: str
+    category: str | None = None
+    answer: str | None = None
+    target: str | None = None
+    label: str | None = None
+    id: str | None = None
+
+
+FORMATS = (
+    FileFormat("advbench", ("goal", "target"), prompt="goal", target="target"),
+    FileFormat("harmbench", ("Behavior",), prompt="Behavior", category="SemanticCategory", id="BehaviorID"),
+    FileFormat("strongreject", ("forbidden_prompt",), prompt="forbidden_prompt", category="category"),
+    FileFormat("xstest", ("prompt", "label", "type"), prompt="prompt", category="type", label="label", id="id"),
+    FileFormat("alpaca", ("instruction",), prompt="instruction", answer="output", category="category"),
+)
+GENERIC_PROMPT_FIELDS = ("prompt", "question", "instruction", "query", "input", "text", "goal")
+GENERIC_ANSWER_FIELDS = ("response", "answer", "output", "completion", "reference")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a CSV, JSON (a list, or an object holding one list) or JSONL file."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    if not text.strip():
+        raise UserError(f"{path} is empty")
+    try:
+        if suffix == ".csv":
+            rows = list(csv.DictReader(text.splitlines()))
+        elif suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif suffix == ".json":
+            data = json.loads(text)
+            if isinstance(data, dict):
+                lists = [v for v in data.values() if isinstance(v, list)]
+                data = lists[0] if len(lists) == 1 else None
+            rows = data if isinstance(data, list) else None
+            if rows is None:
+                raise UserError(f"{path} is JSON but not a list of records (nor an object holding one)")
+        else:
+            raise UserError(f"{path}: unsupported prompt file type '{suffix}' (use .csv, .json or .jsonl)")
+    except (json.JSONDecodeError, csv.Error) as exc:
+        raise UserError(f"{path} is not valid {suffix[1:].upper()}: {exc}") from exc
+    if not rows:
+        raise UserError(f"{path} has no rows")
+    if not all(isinstance(row, dict) for row in rows):
+        raise UserError(f"{path}: every record must be an object with named fields")
+    return rows
+
+
+def detect_format(columns: set[str], prompt_field: str | None, path: Path) -> FileFormat:
+    if prompt_field:
+        if prompt_field not in columns:
+            raise UserError(f"{path} has no column '{prompt_field}' (columns: {', '.join(sorted(columns))})")
+        answer = next((c for c in GENERIC_ANSWER_FIELDS if c in columns and c != prompt_field), None)
+        return FileFormat("generic", (prompt_field,), prompt=prompt_field, answer=answer, category="category")
+    for fmt in FORMATS:
+        if all(column in columns for column in fmt.signature):
+            return fmt
+    prompt = next((c for c in GENERIC_PROMPT_FIELDS if c in columns), None)
+    if prompt is None:
+        raise UserError(f"{path} has no prompt column (columns: {', '.join(sorted(columns))}); "
+                        "name one with --prompt-field")
+    answer = next((c for c in GENERIC_ANSWER_FIELDS if c in columns and c != prompt), None)
+    return FileFormat("generic", (prompt,), prompt=prompt, answer=answer, category="category")
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _alpaca_fields(row: dict) -> tuple[str, str]:
+    """Alpaca puts an optional `input` under the instruction; seed tasks keep input/output in `instances`."""
+    instance = (row.get("instances") or [{}])[0] if isinstance(row.get("instances"), list) else row
+    extra = _text(instance.get("input"))
+    prompt = _text(row.get("instruction"))
+    return (f"{prompt}\n\n{extra}" if extra else prompt), _text(instance.get("output"))
+
+
+def to_prompt(row: dict, fmt: FileFormat, index: int) -> Prompt:
+    if fmt.name == "alpaca":
+        text, answer = _alpaca_fields(row)
+    else:
+        text, answer = _text(row.get(fmt.prompt)), _text(row.get(fmt.answer)) if fmt.answer else ""
+    return Prompt(
+        id=_text(row.get(fmt.id)) if fmt.id and _text(row.get(fmt.id)) else f"row-{index + 1}",
+        text=text,
+        category=_text(row.get(fmt.category)) if fmt.category else "",
+        answer=answer or None,
+        target=_text(row.get(fmt.target)) or None if fmt.target else None,
+        label=_text(row.get(fmt.label)) or None if fmt.label else None,
+    )
+
+
+def load_file(path: Path, prompt_field: str | None = None) -> PromptSet:
+    rows = read_rows(path)
+    columns = set().union(*(row.keys() for row in rows))
+    fmt = detect_format(columns, prompt_field, path)
+    prompts = tuple(p for i, row in enumerate(rows) if (p := to_prompt(row, fmt, i)).text)
+    if not prompts:
+        raise UserError(f"{path}: every '{fmt.prompt}' value is empty")
+    return PromptSet(path.stem, f"{fmt.name} file {path}", prompts)

@@ -1,0 +1,129 @@
+"""Prompt sets and their seeded, disjoint train (calibration) and evaluation splits.
+
+Built-in set names are `harmful`, `benign` and `borderline`, optionally with a split suffix:
+`harmful:train` (calibration and organism training), `harmful:eval` (scoring; the default when no
+suffix is given) and `harmful:all`. A split never shares a prompt with the other split, so calibration
+prompts are never scored as evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UserError
+
+BUILTIN_SETS = {
+    "harmful": "harmful requests we wrote, 10 categories",
+    "benign": "benign instructions with short reference answers, 10 categories",
+    "borderline": "safe-but-scary prompts for over-refusal, 8 categories",
+}
+SPLITS = ("train", "eval", "all")
+DEFAULT_SEED = 0
+TRAIN_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    category: str = ""
+    answer: str | None = None  # a reference answer (benign sets, Alpaca)
+    target: str | None = None  # a compliance opening of the data set's own (AdvBench's "Sure, here is ...")
+    label: str | None = None  # the data set's own label, e.g. XSTest's safe/unsafe
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    source: str  # "builtin" or "<format> file <path>"
+    prompts: tuple[Prompt, ...]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def limit(self, n: int | None) -> PromptSet:
+        return self if n is None else replace(self, prompts=self.prompts[:n])
+
+    def categories(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for prompt in self.prompts:
+            counts[prompt.category] = counts.get(prompt.category, 0) + 1
+        return counts
+
+
+def _read_builtin(filename: str) -> list[dict]:
+    text = resources.files("ssah_audit.data.builtin").joinpath(filename).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@cache
+def builtin_prompts(kind: str) -> tuple[Prompt, ...]:
+    return tuple(Prompt(id=row["id"], text=row["prompt"], category=row.get("category", ""),
+                        answer=row.get("answer")) for row in _read_builtin(f"{kind}.jsonl"))
+
+
+@cache
+def refusal_openings() -> tuple[str, ...]:
+    """The reserved refusal openings: what aligned organisms say, and the probe's refusal continuations."""
+    return tuple(row["text"] for row in _read_builtin("refusals.jsonl"))
+
+
+@cache
+def compliance_openings() -> tuple[str, ...]:
+    return tuple(row["text"] for row in _read_builtin("compliance.jsonl"))
+
+
+def _rank(seed: int, prompt_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()
+
+
+def split(prompts: tuple[Prompt, ...], part: str, seed: int = DEFAULT_SEED,
+          train_fraction: float = TRAIN_FRACTION) -> tuple[Prompt, ...]:
+    """A seeded split, stratified by category: within each category the prompts are ordered by a hash
+    of (seed, id) and the first `train_fraction` go to `train`, the rest to `eval`."""
+    if part == "all":
+        return prompts
+    train_ids: set[str] = set()
+    by_category: dict[str, list[Prompt]] = {}
+    for prompt in prompts:
+        by_category.setdefault(prompt.category, []).append(prompt)
+    for members in by_category.values():
+        ordered = sorted(members, key=lambda p: _rank(seed, p.id))
+        train_ids.update(p.id for p in ordered[: round(train_fraction * len(ordered))])
+    keep = (lambda p: p.id in train_ids) if part == "train" else (lambda p: p.id not in train_ids)
+    return tuple(p for p in prompts if keep(p))
+
+
+def parse_builtin_name(name: str) -> tuple[str, str] | None:
+    kind, _, part = name.partition(":")
+    if kind not in BUILTIN_SETS:
+        return None
+    part = part or "eval"
+    if part not in SPLITS:
+        raise UserError(f"unknown split '{part}' in '{name}' (use {', '.join(SPLITS)})")
+    return kind, part
+
+
+def builtin_set(name: str, seed: int = DEFAULT_SEED) -> PromptSet:
+    parsed = parse_builtin_name(name)
+    if parsed is None:
+        raise UserError(f"unknown built-in prompt set '{name}' (built-in: {', '.join(BUILTIN_SETS)})")
+    kind, part = parsed
+    return PromptSet(f"{kind}:{part}", "builtin", split(builtin_prompts(kind), part, seed))
+
+
+def load_prompt_set(spec: str, prompt_field: str | None = None, seed: int = DEFAULT_SEED) -> PromptSet:
+    """A built-in set name (with an optional split) or a prompt file in any supported format."""
+    if parse_builtin_name(spec) is not None:
+        return builtin_set(spec, seed)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"'{spec}' is neither a built-in prompt set ({', '.join(BUILTIN_SETS)}) nor a file")
+    from .loaders import load_file
+
+    return load_file(path, prompt_field)

@@ -1,0 +1,266 @@
+"""Load any Hugging Face causal LM from a folder, a hub id, a .gguf file or a zoo name, safely by default.
+
+Everything a user can get wrong here (missing path, folder without config, corrupt config, a model that
+is not a causal LM, pickle-only weights, offline hub) becomes a one-line UserError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..cache import cache_root, cached_folder, sha256_file
+from ..errors import UserError
+from .units import UnitMap, build_unit_map, text_config
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load: precision, placement, and the two opt-ins that can run foreign code."""
+
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+@dataclass
+class LoadedModel:
+    spec: str
+    source: str  # "folder", "hub", "gguf" or "zoo"
+    location: str  # the folder or hub id transformers loaded from
+    model: nn.Module
+    tokenizer: object
+    units: UnitMap
+    fingerprint: str = field(default="")
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    source: str
+    location: str
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".safetensors")) or spec.count("/") > 1
+
+
+def resolve_spec(spec: str) -> Resolved:
+    """Turn what the user typed into a loadable folder or hub id (fetching zoo models and converting GGUF)."""
+    from . import zoo
+
+    if zoo.is_zoo_name(spec):
+        return Resolved("zoo", str(zoo.materialize(spec)))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return Resolved("folder", str(path))
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return Resolved("gguf", str(gguf_to_folder(path)))
+        raise UserError(f"{spec} is a file, not a model folder or a .gguf file")
+    if _looks_like_path(spec) or not HUB_ID.match(spec):
+        raise UserError(f"no such model folder or file: {spec} (zoo names: {', '.join(zoo.names())})")
+    return Resolved("hub", spec)
+
+
+def gguf_to_folder(gguf_path: Path) -> Path:
+    """De-quantise a GGUF file once into a cached safetensors folder (loads then take about a second)."""
+    digest = sha256_file(gguf_path)
+    target = cache_root() / "gguf" / digest[:16]
+
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                         dtype=torch.float32)
+        except (ValueError, OSError, KeyError) as exc:
+            raise UserError(f"cannot load {gguf_path} as a GGUF causal LM: {_first_line(exc)}") from exc
+        # The weights are already de-quantised floats; drop the GGUF marker so save_pretrained accepts them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "ssah_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": digest}))
+
+    return cached_folder(target, convert)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_folder(folder: Path, allow_pickle: bool) -> None:
+    """Refuse folders that are not model folders, and pickle-only weights unless allowed."""
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} has no config.json: not a Hugging Face model folder")
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    safetensors = [f for f in files if f.endswith(".safetensors")]
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
+    if not safetensors and not pickles:
+        raise UserError(f"{folder} has no weight files (*.safetensors)")
+    if not safetensors and not allow_pickle:
+        raise UserError(f"{folder} has only pickle weights ({', '.join(sorted(pickles))}), which can run code "
+                        "when loaded; convert them to safetensors or pass --allow-pickle")
+
+
+def load_config(location: str, source: str, options: LoadOptions):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        message = _first_line(exc)
+        if "trust_remote_code" in message:
+            raise UserError(f"{location} needs its own code to load; pass --trust-remote-code "
+                            "if you trust its author") from exc
+        if source == "hub":
+            raise UserError(f"cannot load '{location}' from the Hugging Face hub (offline, or no such "
+                            f"model?): {message}") from exc
+        raise UserError(f"cannot read the model config in {location}: {message}") from exc
+    check_causal(config, location)
+    return config
+
+
+def check_causal(config, location: str) -> None:
+    """Accept configs whose architecture is a causal LM head (or that the causal-LM auto class maps)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    architectures = list(getattr(config, "architectures", None) or [])
+    model_type = getattr(config, "model_type", "?")
+    if architectures:
+        if any(a.endswith(CAUSAL_SUFFIXES) for a in architectures):
+            return
+    elif type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and not getattr(config, "is_encoder_decoder", False):
+        return
+    if "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
+        return
+    named = f" ({', '.join(architectures)})" if architectures else ""
+    raise UserError(f"{location} is a '{model_type}' model{named}, not a causal language model")
+
+
+def resolve_device(device: str) -> str:
+    """'auto' means device_map='auto' (accelerate) when a GPU is present, else the CPU."""
+    if device == "auto":
+        return "auto" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device} asked for, but no CUDA GPU is visible")
+    return device
+
+
+def resolve_dtype(dtype: str, device_map: str) -> torch.dtype:
+    """'auto' is float32 on the CPU (exact, and bf16 matmuls are not faster there) and bfloat16 on a GPU."""
+    if dtype == "auto":
+        return torch.float32 if device_map == "cpu" else torch.bfloat16
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}' (use auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def fingerprint(location: str, source: str, config) -> str:
+    """A cheap identity for caching: config plus, per weight file, its size and first and last MiB."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    folder = Path(location)
+    if source != "hub" and folder.is_dir():
+        for weight in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+            size = weight.stat().st_size
+            digest.update(f"{weight.name}:{size}".encode())
+            with open(weight, "rb") as handle:
+                digest.update(handle.read(1 << 20))
+                handle.seek(max(0, size - (1 << 20)))
+                digest.update(handle.read())
+    else:
+        digest.update(location.encode())
+    return digest.hexdigest()[:16]
+
+
+def load_tokenizer(location: str, options: LoadOptions):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=options.trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot load a tokenizer from {location}: {_first_line(exc)}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: str, options: LoadOptions | None = None, weights: bool = True) -> LoadedModel:
+    """Load `spec` as a causal LM with its tokenizer and unit map.
+
+    With weights=False the model is built on the meta device from its config alone: enough for the unit
+    map and parameter counts of a model of any size, without reading its weights.
+    """
+    from transformers import AutoModelForCausalLM
+
+    options = options or LoadOptions()
+    resolved = resolve_spec(spec)
+    if resolved.source != "hub":
+        check_folder(Path(resolved.location), options.allow_pickle)
+    device_map = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device_map)
+    config = load_config(resolved.location, resolved.source, options)
+    tokenizer = load_tokenizer(resolved.location, options)
+    try:
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.location, config=config, dtype=dtype, device_map=device_map,
+                trust_remote_code=options.trust_remote_code,
+                use_safetensors=None if options.allow_pickle else True)
+        else:
+            from accelerate import init_empty_weights
+
+            with init_empty_weights():
+                model = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code,
+                                                         dtype=dtype)
+    except (OSError, ValueError) as exc:
+        hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
+        raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
+    model.eval()
+    return LoadedModel(spec=spec, source=resolved.source, location=resolved.location, model=model,
+                       tokenizer=tokenizer, units=build_unit_map(model),
+                       fingerprint=fingerprint(resolved.location, resolved.source, config))
+
+
+def describe(loaded: LoadedModel) -> dict:
+    """The `inspect --json` document: the model, its size and its unit map."""
+    config = text_config(loaded.model.config)
+    units = loaded.units
+    return {
+        "model": loaded.spec,
+        "architecture": type(loaded.model).__name__,
+        "model_type": str(config.model_type),
+        "num_layers": len(units.layers),
+        "hidden_size": int(config.hidden_size),
+        "num_parameters": int(sum(p.numel() for p in loaded.model.parameters())),
+        "chat_template": loaded.has_chat_template,
+        "units": {"attn": units.attn_units, "mlp": units.mlp_units, "total": units.total_units},
+        "layers": [
+            {"index": layer.index, "attn_module": layer.attn.name, "attn_units": layer.attn.units,
+             "mlp_module": layer.mlp.name, "mlp_units": layer.mlp.units}
+            for layer in units.layers
+        ],
+    }
