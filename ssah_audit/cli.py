@@ -100,6 +100,7 @@ PICKLE_OPTION = typer.Option(False, "--allow-pickle", help="Allow pickle weights
 def inspect(
     model: str = typer.Argument(..., help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the machine-readable document on stdout."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the unit map as a Markdown table."),
     dtype: Dtype = DTYPE_OPTION,
     device: str = DEVICE_OPTION,
     trust_remote_code: bool = REMOTE_OPTION,
@@ -116,6 +117,11 @@ def inspect(
     doc = describe(loaded)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
+        return
+    if markdown:
+        from .report.templates import render
+
+        typer.echo(render("inspect.md.j2", doc=doc), nl=False)
         return
     out.print(f"[bold]{doc['model']}[/]  {doc['architecture']} ({doc['model_type']}), "
               f"{doc['num_parameters']:,} parameters, hidden {doc['hidden_size']}, "

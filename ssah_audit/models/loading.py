@@ -236,6 +236,7 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
             with init_empty_weights():
                 model = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code,
                                                          dtype=dtype)
+            model.tie_weights()  # meta initialisation can leave tied embeddings as two tensors
     except (OSError, ValueError) as exc:
         hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
         raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
