@@ -129,7 +129,7 @@ def load_config(location: str, source: str, options: LoadOptions):
         config = AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         message = _first_line(exc)
-        if "trust_remote_code" in message:
+        if "trust_remote_code" in message or "custom code" in message:
             raise UserError(f"{location} needs its own code to load; pass --trust-remote-code "
                             "if you trust its author") from exc
         if source == "hub":
@@ -181,7 +181,8 @@ def resolve_dtype(dtype: str, device_map: str) -> torch.dtype:
 
 def fingerprint(location: str, source: str, config) -> str:
     """A cheap identity for caching: config plus, per weight file, its size and first and last MiB."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}  # where it lies is not what it is
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     folder = Path(location)
     if source != "hub" and folder.is_dir():
         for weight in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
