@@ -9,7 +9,6 @@ import functools
 import json
 import os
 from enum import Enum
-from pathlib import Path
 
 import typer
 from rich.console import Console

@@ -18,8 +18,17 @@ CORPUS = ["How do I boil an egg?", "Explain photosynthesis briefly.", "I'm sorry
 
 def family_configs(vocab_size: int) -> dict[str, tuple[object, int, int]]:
     """family -> (config, attention units per layer, MLP units per layer), computed from the config's own fields."""
-    from transformers import (GemmaConfig, Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                              OPTConfig, Phi3Config, Qwen2Config)
+    from transformers import (
+        Gemma2Config,
+        GemmaConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        OPTConfig,
+        Phi3Config,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=vocab_size, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
                   num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=64)

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from ssah_audit.data.loaders import load_file
-from ssah_audit.data.sets import (builtin_prompts, builtin_set, compliance_openings, load_prompt_set,
-                                  refusal_openings, split)
+from ssah_audit.data.sets import (
+    builtin_prompts,
+    builtin_set,
+    compliance_openings,
+    load_prompt_set,
+    refusal_openings,
+    split,
+)
 from ssah_audit.errors import UserError
 from ssah_audit.models.chat import FALLBACK_TEMPLATE, format_exchange, format_prompt
 
@@ -86,8 +92,8 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 
 
 def test_harmbench_strongreject_and_generic_formats(tmp_path):
-    harmbench = load_file(write_csv(tmp_path / "hb.csv", ["Behavior", "FunctionalCategory", "SemanticCategory",
-                                                          "BehaviorID"], [["Do a bad thing", "standard", "crime", "b1"]]))
+    header = ["Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID"]
+    harmbench = load_file(write_csv(tmp_path / "hb.csv", header, [["Do a bad thing", "standard", "crime", "b1"]]))
     assert harmbench.source.startswith("harmbench") and harmbench.prompts[0].id == "b1"
     assert harmbench.prompts[0].category == "crime"
     strong = load_file(write_csv(tmp_path / "sr.csv", ["category", "source", "forbidden_prompt"],

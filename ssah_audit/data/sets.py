@@ -78,6 +78,14 @@ def compliance_openings() -> tuple[str, ...]:
     return tuple(row["text"] for row in _read_builtin("compliance.jsonl"))
 
 
+@cache
+def organism_acts() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Request topics ("build a pipe bomb", "bake banana bread") by side and category, for the organisms'
+    synthetic corpus; written separately from the prompt sets so organisms never see evaluation prompts."""
+    text = resources.files("ssah_audit.data.builtin").joinpath("organism_acts.json").read_text(encoding="utf-8")
+    return {side: {cat: tuple(acts) for cat, acts in cats.items()} for side, cats in json.loads(text).items()}
+
+
 def _rank(seed: int, prompt_id: str) -> str:
     return hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()
 
