@@ -128,7 +128,7 @@ def inspect(
     table = Table(title=f"unit map: {doc['units']['attn']:,} attention + {doc['units']['mlp']:,} MLP = "
                         f"{doc['units']['total']:,} units")
     for column in ("layer", "attention write-back", "units", "MLP write-back", "units"):
-        table.add_column(column, justify="right" if column in ("layer", "units") else "left")
+        table.add_column(column, justify="right" if column in ("layer", "units") else "left", overflow="fold")
     for layer in doc["layers"]:
         table.add_row(str(layer["index"]), layer["attn_module"], f"{layer['attn_units']:,}",
                       layer["mlp_module"], f"{layer['mlp_units']:,}")
