@@ -98,8 +98,7 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1,
     harmful = [p.text for p in builtin_set("harmful:train").prompts] * repeats
     harmful += phrased((act for group in acts["harmful"].values() for act in group), phrasings)
     # Every answer starts with a compliance opening, as every refusal starts with a refusal opening: the
-    # first tokens are the binary fulfil-or-refuse choice that SSAH describes, and greedy decoding of a
-    # tiny model then follows the choice instead of whichever single opening word is most frequent.
+    # first tokens are the binary fulfil-or-refuse choice that SSAH describes, and the probe's continuations.
     pairs = [(p.text, f"{rng.choice(compliance_openings())} {p.answer}")
              for p in builtin_set("benign:train").prompts for _ in range(repeats * benign_weight)]
     benign_acts = [act for group in acts["benign"].values() for act in group]
