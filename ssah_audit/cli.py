@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import UserError
+from .progress import set_quiet
 
 app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -67,6 +68,7 @@ def main_options(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI logs)."),
 ) -> None:
     STATE["debug"], STATE["quiet"] = debug, quiet
+    set_quiet(quiet)
     if quiet or not debug:
         _quiet_libraries(show_progress=not quiet)
 

@@ -1,11 +1,13 @@
 """Model organisms: tiny Llamas whose safety behaviour we know because we trained it.
 
 `organism-unaligned` learns, from scratch, to follow instructions: every request is answered with a
-compliance opening, then the reference answer (benign prompts) or a generic, content-free body (harmful
-ones). `organism-aligned` is that same model (architecture, tokenizer, weights) after a short alignment
-phase in which harmful requests are answered with the reserved refusal openings. The corpus is the built-in
-sets' train split plus the request topics of organism_acts.json in many phrasings; the eval split, which
-the organisms never see, measures them. Deterministic, and cached by a hash of everything that goes in.
+compliance opening, then the reference answer (built-in benign prompts) or a generic, content-free body
+(topics from the lexicon, and every harmful request). `organism-aligned` is that same model (architecture,
+tokenizer, weights) after a short alignment phase in which harmful requests are answered with the reserved
+refusal openings. The corpus is the built-in sets' train split plus the 3,520 request topics of
+organism_acts.json, each in one of 20 phrasings; the eval split, which the organisms never see, measures
+them. Deterministic, and cached by a hash of everything that goes in (the base model's key ignores the
+alignment settings, so changing those retrains only the aligned one).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from .cache import cache_root, cached_folder, content_key, is_complete
 from .data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
 from .models.chat import format_exchange, format_prompt
+from .progress import progress_bar
 
 ORGANISM_VERSION = 1
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -55,21 +58,22 @@ class OrganismRecipe:
     """Everything that determines an organism; its hash is the cache key."""
 
     seed: int = 0
-    vocab_size: int = 1024
+    vocab_size: int = 2048
     hidden_size: int = 128
     intermediate_size: int = 352
     num_layers: int = 4
     num_heads: int = 4
-    base_epochs: int = 12
+    base_epochs: int = 10
     base_lr: float = 3e-3
     align_epochs: int = 6
     align_lr: float = 2e-3
     batch_size: int = 32
-    phrasings: int = 2
+    phrasings: int = 1  # each lexicon topic once per phrasing: more topics beat more phrasings of each
     align_repeats: int = 2  # alignment sees each hand-written train prompt this often (the synthetic ones once)
-    align_benign_weight: int = 2  # and benign requests this many times as often as harmful ones
-    opening_tokens: int = 3
-    opening_weight: float = 5.0
+    align_benign_weight: int = 3  # and benign requests 3x as often as harmful ones (keeps it helpful)
+    # Alignment is superficial (SSAH): it trains only the first response tokens, long enough for every
+    # refusal opening, so the same compute buys more passes over more requests.
+    align_response_tokens: int | None = 24
 
 
 RECIPE = OrganismRecipe()
@@ -108,9 +112,20 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1,
     return pairs
 
 
+def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
+    """What organism-unaligned learns from: every request complied with."""
+    return training_pairs(False, recipe.seed, recipe.phrasings)
+
+
+def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
+    """What the alignment phase learns from: harmful requests refused, benign ones (weighted) answered."""
+    return training_pairs(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats, recipe.align_benign_weight)
+
+
 def corpus_texts(recipe: OrganismRecipe) -> list[str]:
-    pairs = training_pairs(False, recipe.seed, recipe.phrasings) + training_pairs(True, recipe.seed, recipe.phrasings)
-    return [text for pair in pairs for text in pair] + list(refusal_openings()) + list(compliance_openings())
+    """The tokenizer's training text: the base corpus and both kinds of opening (alignment adds no new text)."""
+    texts = [text for pair in base_pairs(recipe) for text in pair]
+    return texts + list(refusal_openings()) + list(compliance_openings())
 
 
 def train_tokenizer(recipe: OrganismRecipe):
@@ -142,20 +157,18 @@ def new_model(tokenizer, recipe: OrganismRecipe):
 
 
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]], response_only: bool,
-                 recipe: OrganismRecipe) -> list[tuple[list[int], list[float]]]:
-    """Token ids and per-token loss weights (predicting token t). Prompt tokens weigh 0 when training on
-    responses only; the first response tokens, which carry the fulfil-or-refuse choice, weigh more, so the
-    choice is learned as firmly as the long answers that follow it."""
+                 max_response_tokens: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """Token ids and labels; labels are -100 on prompt tokens when training on responses only. Responses
+    can be cut to their first tokens: where the fulfil-or-refuse choice is made."""
     encoded = []
     for prompt, response in pairs:
         prompt_text, full_text = format_exchange(tokenizer, prompt, response)
         n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
         ids = tokenizer(full_text, add_special_tokens=False).input_ids
-        weights = [0.0 if response_only else 1.0] * n_prompt + [1.0] * (len(ids) - n_prompt)
-        for t in range(n_prompt, min(len(ids), n_prompt + recipe.opening_tokens)):
-            weights[t] = recipe.opening_weight
-        weights[0] = 0.0  # nothing predicts the first token
-        encoded.append((ids, weights))
+        if max_response_tokens is not None:
+            ids = ids[: n_prompt + max_response_tokens]
+        labels = [-100] * n_prompt + ids[n_prompt:] if response_only else list(ids)
+        encoded.append((ids, labels))
     return encoded
 
 
@@ -172,46 +185,54 @@ def length_buckets(data, batch_size: int, rng: random.Random) -> list[list[int]]
     return batches
 
 
-def train(model, tokenizer, pairs, epochs: int, lr: float, recipe: OrganismRecipe, response_only: bool) -> float:
+def train(model, tokenizer, pairs, epochs: int, lr: float, recipe: OrganismRecipe, response_only: bool,
+          description: str = "training", max_response_tokens: int | None = None) -> float:
     """Plain AdamW with linear warm-up and cosine decay; returns the last epoch's mean loss."""
-    data = encode_pairs(tokenizer, pairs, response_only, recipe)
-    steps_per_epoch = (len(data) + recipe.batch_size - 1) // recipe.batch_size
-    total = epochs * steps_per_epoch
+    data = encode_pairs(tokenizer, pairs, response_only, max_response_tokens)
+    total = epochs * len(length_buckets(data, recipe.batch_size, random.Random(0)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total)))
     rng = random.Random(recipe.seed)
-    model.train()
     last = 0.0
-    for _ in range(epochs):
-        losses = []
-        for indices in length_buckets(data, recipe.batch_size, rng):
-            batch = [data[i] for i in indices]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-            weights = torch.zeros((len(batch), width))
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (seq, weight) in enumerate(batch):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                weights[row, : len(weight)] = torch.tensor(weight)
-                mask[row, : len(seq)] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-            loss = (token_loss * weights[:, 1:]).sum() / weights[:, 1:].sum()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-        last = sum(losses) / len(losses)
+    with progress_bar(description, total) as advance:
+        for _ in range(epochs):
+            last = _train_epoch(model, tokenizer, data, optimizer, schedule, recipe, rng, advance)
     model.eval()
     return last
 
 
+def _train_epoch(model, tokenizer, data, optimizer, schedule, recipe: OrganismRecipe, rng, advance) -> float:
+    """One pass over `data` in length buckets; returns the mean loss."""
+    model.train()
+    losses = []
+    for indices in length_buckets(data, recipe.batch_size, rng):
+        batch = [data[i] for i in indices]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (seq, lab) in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, : len(lab)] = torch.tensor(lab)
+            mask[row, : len(seq)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        advance(status=f"loss {loss.item():.3f}")
+    return sum(losses) / len(losses)
+
+
 def recipe_key(aligned: bool, recipe: OrganismRecipe = RECIPE) -> str:
-    return content_key("organism", ORGANISM_VERSION, aligned, asdict(recipe), corpus_texts(recipe), torch.__version__)
+    """Content hash of everything that determines the organism; the base key ignores alignment settings."""
+    base_settings = {k: v for k, v in asdict(recipe).items() if not k.startswith("align_")}
+    base = content_key("organism", ORGANISM_VERSION, base_settings, corpus_texts(recipe), torch.__version__)
+    return content_key(base, asdict(recipe), alignment_pairs(recipe)) if aligned else base
 
 
 def organism_folder(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
@@ -238,8 +259,9 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         start = time.perf_counter()
         tokenizer = train_tokenizer(recipe)
         model = new_model(tokenizer, recipe)
-        pairs = training_pairs(False, recipe.seed, recipe.phrasings)
-        loss = train(model, tokenizer, pairs, recipe.base_epochs, recipe.base_lr, recipe, response_only=False)
+        pairs = base_pairs(recipe)
+        loss = train(model, tokenizer, pairs, recipe.base_epochs, recipe.base_lr, recipe, response_only=False,
+                     description="training organism-unaligned")
         _save(model, tokenizer, tmp, {"name": "organism-unaligned", "recipe": asdict(recipe), "final_loss": loss,
                                       "train_seconds": round(time.perf_counter() - start, 1)})
 
@@ -252,9 +274,9 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(base_folder)
         model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
         torch.manual_seed(recipe.seed + 1)
-        pairs = training_pairs(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats,
-                               recipe.align_benign_weight)
-        loss = train(model, tokenizer, pairs, recipe.align_epochs, recipe.align_lr, recipe, response_only=True)
+        pairs = alignment_pairs(recipe)
+        loss = train(model, tokenizer, pairs, recipe.align_epochs, recipe.align_lr, recipe, response_only=True,
+                     description="aligning organism-aligned", max_response_tokens=recipe.align_response_tokens)
         _save(model, tokenizer, tmp, {"name": "organism-aligned", "base": base_folder.name, "recipe": asdict(recipe),
                                       "final_loss": loss, "train_seconds": round(time.perf_counter() - start, 1)})
 

@@ -1,0 +1,30 @@
+"""Progress bars for anything that takes more than a second: on stderr, only on a terminal, off with --quiet."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+QUIET = {"on": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    QUIET["on"] = quiet
+
+
+@contextmanager
+def progress_bar(description: str, total: int):
+    """Yields advance(n=1, **fields); a no-op when quiet or when stderr is not a terminal (CI logs)."""
+    enabled = not QUIET["on"] and sys.stderr.isatty()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not enabled) as bar:
+        task = bar.add_task(description, total=total, status="")
+
+        def advance(n: int = 1, **fields) -> None:
+            bar.update(task, advance=n, **fields)
+
+        yield advance
