@@ -68,7 +68,7 @@ class OrganismRecipe:
     align_epochs: int = 6
     align_lr: float = 2e-3
     batch_size: int = 32
-    phrasings: int = 1  # each lexicon topic once per phrasing: more topics beat more phrasings of each
+    phrasings: int = 1  # phrasings per lexicon topic (more topics helped more than more phrasings)
     align_repeats: int = 2  # alignment sees each hand-written train prompt this often (the synthetic ones once)
     align_benign_weight: int = 3  # and benign requests 3x as often as harmful ones (keeps it helpful)
     # Alignment is superficial (SSAH): it trains only the first response tokens, long enough for every
