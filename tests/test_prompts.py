@@ -77,6 +77,7 @@ def test_xstest_and_alpaca_files_are_recognised():
     xstest = load_file(SHARED / "xstest_prompts.csv")
     assert xstest.source.startswith("xstest") and len(xstest) == 450
     assert {p.label for p in xstest.prompts} == {"safe", "unsafe"}
+    assert len(xstest.safe_only()) == 250 and builtin_set("borderline").safe_only() == builtin_set("borderline")
     alpaca = load_file(SHARED / "alpaca_harmless_instructions.json")
     assert alpaca.source.startswith("alpaca") and len(alpaca) == 6264
     seeds = load_file(SHARED / "alpaca_seed_tasks.jsonl")

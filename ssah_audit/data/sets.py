@@ -49,6 +49,12 @@ class PromptSet:
     def limit(self, n: int | None) -> PromptSet:
         return self if n is None else replace(self, prompts=self.prompts[:n])
 
+    def safe_only(self) -> PromptSet:
+        """For over-refusal: a set whose prompts carry safe/unsafe labels (XSTest) keeps its safe ones."""
+        if not any(p.label == "safe" for p in self.prompts):
+            return self
+        return replace(self, name=f"{self.name}[safe]", prompts=tuple(p for p in self.prompts if p.label == "safe"))
+
     def categories(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for prompt in self.prompts:
