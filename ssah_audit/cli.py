@@ -9,6 +9,7 @@ import functools
 import json
 import os
 from enum import Enum
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -216,6 +217,112 @@ def prompts_show(
     out.print(f"[bold]{prompt_set.name}[/]: {len(prompt_set)} prompts ({prompt_set.source})", highlight=False)
     for prompt in prompt_set.limit(limit).prompts:
         out.print(f"  [dim]{prompt.id}[/] [cyan]{prompt.category}[/] {prompt.text}", highlight=False)
+
+
+SET_HELP = "A built-in set (with an optional :train/:eval/:all split) or a CSV/JSON/JSONL prompt file."
+
+
+@app.command()
+@handles_errors
+def behavior(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    reference: str = typer.Option(None, "--reference", help="A reference aligned model to measure alongside."),
+    harmful: str = typer.Option("harmful", "--harmful", help=SET_HELP),
+    benign: str = typer.Option("benign", "--benign", help=SET_HELP + " Needs reference answers."),
+    borderline: str = typer.Option("borderline", "--borderline",
+                                   help=SET_HELP + " A labelled file (XSTest) contributes its safe prompts."),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per forward pass."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap confidence intervals."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full results (samples included) here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
+    dtype: Dtype = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
+    trust_remote_code: bool = REMOTE_OPTION,
+    allow_pickle: bool = PICKLE_OPTION,
+) -> None:
+    """Measure behaviour: harmful compliance (ASR), over-refusal, utility NLL, logit refusal score.
+
+    Every rate carries a seeded bootstrap 95% interval. With --reference, the reference gets the same
+    blocks and the JSON adds the first-token KL between the two on the benign prompts.
+    """
+    from .behavior.evaluate import compare, measure
+    from .data.sets import load_prompt_set
+    from .models.loading import load_model
+    from .outputs import check_output, write_atomic
+
+    target = check_output(json_out, overwrite) if json_out else None
+    sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
+    sets[2] = sets[2].safe_only()
+    sets = [prompt_set.limit(limit) for prompt_set in sets]
+    options = model_options(dtype, device, trust_remote_code, allow_pickle)
+    loaded = load_model(model, options)
+    doc = measure(loaded, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    if reference:
+        ref = load_model(reference, options)
+        doc["reference"] = measure(ref, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+        doc["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
+    doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit}
+    if target:
+        write_atomic(target, json.dumps(doc, indent=2) + "\n")
+    _behavior_table(doc)
+
+
+def _behavior_table(doc: dict) -> None:
+    table = Table(title="behaviour (95% bootstrap CI)")
+    table.add_column("model")
+    for column in ("harmful compliance", "over-refusal", "utility NLL (ppl)", "refusal score"):
+        table.add_column(column, justify="right")
+    for block in [doc] + ([doc["reference"]] if "reference" in doc else []):
+        h, b, u, r = block["harmful"], block["borderline"], block["utility"], block["refusal_score"]
+        table.add_row(block["model"], f"{h['compliance_rate']:.1%} [{h['ci95'][0]:.1%}, {h['ci95'][1]:.1%}] n={h['n']}",
+                      f"{b['refusal_rate']:.1%} [{b['ci95'][0]:.1%}, {b['ci95'][1]:.1%}] n={b['n']}",
+                      f"{u['nll']:.3f} ({u['perplexity']:.1f})", f"{r['mean']:+.2f}")
+    out.print(table)
+    if doc.get("first_token_kl") is not None:
+        out.print(f"first-token KL(reference || model) on benign prompts: {doc['first_token_kl']:.4f}")
+
+
+@app.command("judge")
+@handles_errors
+def judge_command(
+    file: Path = typer.Argument(..., help="A CSV/JSON/JSONL file of completions produced elsewhere."),
+    out_file: Path = typer.Option(..., "--out", help="CSV to write: every input column plus `refusal` (1/0)."),
+    column: str = typer.Option("completion", "--column", help="The column holding the completion."),
+    prompt_column: str = typer.Option("prompt", "--prompt-column", help="The column holding the prompt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+) -> None:
+    """Judge completions as refusal (full or partial) or compliance, and summarise."""
+    import csv
+    import io
+
+    from .behavior.judge import is_refusal
+    from .behavior.metrics import rate
+    from .data.loaders import read_rows
+    from .outputs import check_output, write_atomic
+
+    target = check_output(out_file, overwrite)
+    rows = read_rows(file.expanduser())
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    for needed in (column, prompt_column):
+        if needed not in columns:
+            raise UserError(f"{file} has no column '{needed}' (columns: {', '.join(columns)})")
+    flags = [is_refusal(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns + ["refusal"], extrasaction="ignore")
+    writer.writeheader()
+    for row, flag in zip(rows, flags, strict=True):
+        writer.writerow({**row, "refusal": int(flag)})
+    write_atomic(target, buffer.getvalue())
+    summary = rate(flags)
+    table = Table(title=f"judged {file.name}")
+    for name in ("completions", "refusals", "refusal rate (95% CI)"):
+        table.add_column(name, justify="right")
+    table.add_row(str(summary.n), str(sum(flags)),
+                  f"{summary.rate:.1%} [{summary.ci95[0]:.1%}, {summary.ci95[1]:.1%}]")
+    out.print(table)
 
 
 def main() -> None:

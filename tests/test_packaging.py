@@ -19,6 +19,8 @@ def test_wheel_contains_templates_and_data_and_renders_from_them(tmp_path):
     wheel = next(tmp_path.glob("ssah_audit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "ssah_audit/templates/inspect.md.j2" in names
+    for module in ("cli", "organisms", "models/units", "data/sets", "behavior/judge", "report/templates"):
+        assert f"ssah_audit/{module}.py" in names, module
     for data in ("harmful.jsonl", "benign.jsonl", "borderline.jsonl", "refusals.jsonl", "compliance.jsonl",
                  "organism_acts.json"):
         assert f"ssah_audit/data/builtin/{data}" in names

@@ -1,0 +1,1 @@
+"""Behaviour: batched generation, the refusal judge, and safety/utility metrics."""

@@ -1,0 +1,55 @@
+"""One behaviour measurement of a model: harmful compliance, over-refusal, utility, refusal score, and, given
+a reference model, the same for it plus the first-token KL between the two. Returns plain JSON data."""
+
+from __future__ import annotations
+
+import time
+
+from ..data.sets import PromptSet
+from ..errors import UserError
+from .generate import generate
+from .judge import is_refusal
+from .metrics import answer_nll, first_token_kl, rate, refusal_scores, summary
+
+
+def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int) -> list[dict]:
+    prompts = [p.text for p in prompt_set.prompts]
+    completions = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens, batch_size,
+                           description=f"{loaded.spec}: {prompt_set.name}")
+    return [{"set": prompt_set.name, "prompt": p, "completion": c, "refusal": is_refusal(p, c)}
+            for p, c in zip(prompts, completions, strict=True)]
+
+
+def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,
+            batch_size: int = 16, seed: int = 0) -> dict:
+    """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape)."""
+    answered = [(p.text, p.answer) for p in benign.prompts if p.answer]
+    if not answered:
+        raise UserError(f"benign set '{benign.name}' has no reference answers (needed for utility NLL)")
+    start = time.perf_counter()
+    harmful_samples = _judged(loaded, harmful, max_new_tokens, batch_size)
+    borderline_samples = _judged(loaded, borderline, max_new_tokens, batch_size)
+    generation_seconds = time.perf_counter() - start
+    complied = rate([not s["refusal"] for s in harmful_samples], seed)
+    refused = rate([s["refusal"] for s in borderline_samples], seed)
+    utility = answer_nll(loaded.model, loaded.tokenizer, answered, batch_size)
+    scores = refusal_scores(loaded.model, loaded.tokenizer, [p.text for p in harmful.prompts], batch_size)
+    return {
+        "model": loaded.spec,
+        "fingerprint": loaded.fingerprint,
+        "harmful": complied.as_dict("compliance_rate") | {"set": harmful.name},
+        "borderline": refused.as_dict("refusal_rate") | {"set": borderline.name},
+        "utility": {"nll": utility["nll"], "perplexity": utility["perplexity"], "tokens": utility["tokens"],
+                    "set": benign.name},
+        "refusal_score": summary(scores) | {"set": harmful.name},
+        "samples": harmful_samples + borderline_samples,
+        "seconds": {"generation": round(generation_seconds, 2), "total": round(time.perf_counter() - start, 2)},
+    }
+
+
+def compare(loaded, reference, benign: PromptSet, batch_size: int = 16) -> float | None:
+    """First-token KL(reference || model) on benign prompts; None when the vocabularies differ."""
+    if loaded.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        return None
+    return first_token_kl(loaded.model, reference.model, loaded.tokenizer, [p.text for p in benign.prompts],
+                          batch_size)
