@@ -25,7 +25,7 @@ test: lint
 
 audit: install
 	$(BIN)/ssah-audit inspect smollm2-135m-instruct
-	$(BIN)/ssah-audit zoo list
+	$(BIN)/ssah-audit behavior smollm2-135m-instruct --limit 50
 
 clean:
 	rm -rf $(VENV) build *.egg-info
