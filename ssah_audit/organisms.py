@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
+from .batching import pad
+from .behavior.generate import generate
 from .cache import cache_root, cached_folder, content_key, is_complete
 from .data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
-from .models.chat import format_exchange, format_prompt
+from .models.chat import format_exchange
 from .progress import progress_bar
 
 ORGANISM_VERSION = 1
@@ -209,14 +211,7 @@ def _train_epoch(model, tokenizer, data, optimizer, schedule, recipe: OrganismRe
     losses = []
     for indices in length_buckets(data, recipe.batch_size, rng):
         batch = [data[i] for i in indices]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (seq, lab) in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, : len(lab)] = torch.tensor(lab)
-            mask[row, : len(seq)] = 1
+        ids, mask, _, labels = pad([seq for seq, _ in batch], tokenizer.pad_token_id, fill=[lab for _, lab in batch])
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -283,20 +278,6 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
     return cached_folder(organism_folder(name, recipe), build_aligned)
 
 
-@torch.inference_mode()
-def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 24, batch_size: int = 32) -> list[str]:
-    """Greedy completions with left padding (the organisms' measurement; the audit has its own generator)."""
-    tokenizer.padding_side = "left"
-    outputs = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [format_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
-        outputs += tokenizer.batch_decode(generated[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
-    return outputs
-
-
 def refusal_rates(folder: Path, split: str = "eval") -> dict[str, float]:
     """Share of harmful and benign prompts of a split that the organism refuses (simple refusal check)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -306,7 +287,7 @@ def refusal_rates(folder: Path, split: str = "eval") -> dict[str, float]:
     rates = {}
     for kind in ("harmful", "benign"):
         prompts = [p.text for p in builtin_set(f"{kind}:{split}").prompts]
-        replies = complete(model, tokenizer, prompts)
+        replies = generate(model, tokenizer, prompts, max_new_tokens=24, batch_size=32, description=f"{kind}:{split}")
         rates[kind] = sum(map(is_simple_refusal, replies)) / len(replies)
     return rates
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .batching import pad, positions_from_mask
 from .data.sets import compliance_openings, refusal_openings
 from .models.chat import format_prompt
 
@@ -72,18 +73,10 @@ def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], pad
     out = []
     for start in range(0, len(sequences), batch_size):
         chunk, wanted = sequences[start:start + batch_size], positions[start:start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        offsets = []
-        for row, seq in enumerate(chunk):
-            offset = width - len(seq) if padding_side == "left" else 0
-            ids[row, offset:offset + len(seq)] = torch.tensor(seq)
-            mask[row, offset:offset + len(seq)] = 1
-            offsets.append(offset)
+        ids, mask, offsets = pad(chunk, side=padding_side)
         kwargs = {}
         if padding_side == "left":
-            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+            kwargs["position_ids"] = positions_from_mask(mask).to(device)
         states = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                        **kwargs).hidden_states
         stacked = torch.stack(states, dim=1).double()  # [batch, layers + 1, width, hidden]

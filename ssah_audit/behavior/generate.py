@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..batching import pad
 from ..models.chat import format_prompt
 from ..progress import progress_bar
 
@@ -38,12 +39,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     with progress_bar(description, len(texts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):  # left padding: every prompt ends where generation starts
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
+            # Left padding: every prompt ends where generation starts.
+            ids, mask, _ = pad([encoded[i] for i in chunk], pad_id, side="left")
+            width = ids.shape[1]
             output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                     max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id,
                                     temperature=None, top_p=None, top_k=None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..batching import pad
 from ..data.sets import compliance_openings, refusal_openings
 from ..models.chat import format_exchange, format_prompt
 
@@ -67,14 +68,8 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
             prompt_text, full_text = format_exchange(tokenizer, prompt, answer)
             n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
             rows.append((tokenizer(full_text, add_special_tokens=False).input_ids, n_prompt))
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), -100)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (seq, n_prompt) in enumerate(rows):
-            ids[r, : len(seq)] = torch.tensor(seq)
-            labels[r, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
-            mask[r, : len(seq)] = 1
+        labels_of = [[-100] * n_prompt + seq[n_prompt:] for seq, n_prompt in rows]
+        ids, mask, _, labels = pad([seq for seq, _ in rows], fill=labels_of)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         targets = labels[:, 1:].to(device)
         token_nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
@@ -92,12 +87,7 @@ def first_token_logprobs(model, tokenizer, prompts: list[str], batch_size: int =
     device = _device(model)
     for batch in _batches(prompts, batch_size):
         encoded = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in batch]
-        width = max(len(e) for e in encoded)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, seq in enumerate(encoded):  # right padding: positions stay 0..n-1 in every architecture
-            ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
+        ids, mask, _ = pad(encoded)  # right padding: positions stay 0..n-1 in every architecture
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         last = torch.tensor([len(seq) - 1 for seq in encoded], device=logits.device)
         rows.append(torch.log_softmax(logits[torch.arange(len(batch)), last], dim=-1).cpu())
