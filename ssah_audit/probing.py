@@ -157,3 +157,37 @@ def summarise(d_r: np.ndarray, d_c: np.ndarray) -> ProbeResult:
 def probe(loaded, prompts, steps: int = DEFAULT_STEPS, batch_size: int = 16) -> ProbeResult:
     items = build_items(loaded.tokenizer, prompts, steps)
     return summarise(*distances(loaded.model, items, steps, batch_size=batch_size))
+
+
+def prompt_states(loaded, prompts, batch_size: int = 16) -> torch.Tensor:
+    """Last-token hidden states of chat-formatted prompts at every layer: [prompts, layers + 1, hidden]."""
+    sequences = [_tokens(loaded.tokenizer, format_prompt(loaded.tokenizer, p.text)) for p in prompts]
+    return hidden_at(loaded.model, sequences, [[len(s) - 1] for s in sequences], batch_size=batch_size)[:, 0]
+
+
+def linear_probe_accuracy(harmful: torch.Tensor, benign: torch.Tensor, folds: int = 5, seed: int = 0) -> list[float]:
+    """Per layer, held-out accuracy (stratified k-fold) of a logistic regression telling harmful from benign
+    prompts by their last-token states."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.array([1] * len(harmful) + [0] * len(benign))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    accuracies = []
+    for layer in range(harmful.shape[1]):
+        features = torch.cat([harmful[:, layer], benign[:, layer]]).numpy()
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        accuracies.append(float(cross_val_score(classifier, features, labels, cv=splitter).mean()))
+    return accuracies
+
+
+def refusal_directions(harmful: torch.Tensor, benign: torch.Tensor) -> torch.Tensor:
+    """Difference-in-means direction per layer (harmful mean minus benign mean): [layers + 1, hidden]."""
+    return harmful.mean(dim=0) - benign.mean(dim=0)
+
+
+def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
+    """Per-layer cosine between two models' refusal directions (same architecture and width)."""
+    return torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).tolist()
