@@ -23,7 +23,7 @@ import torch
 
 from .batching import pad
 from .behavior.generate import generate
-from .cache import cache_root, cached_folder, content_key, is_complete
+from .cache import cache_root, cached_folder, content_key
 from .data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
 from .models.chat import format_exchange
 from .progress import progress_bar
@@ -290,7 +290,3 @@ def refusal_rates(folder: Path, split: str = "eval") -> dict[str, float]:
         replies = generate(model, tokenizer, prompts, max_new_tokens=24, batch_size=32, description=f"{kind}:{split}")
         rates[kind] = sum(map(is_simple_refusal, replies)) / len(replies)
     return rates
-
-
-def is_cached(name: str) -> bool:
-    return is_complete(organism_folder(name))
