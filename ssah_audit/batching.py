@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UserError
+
 
 def pad(sequences: list[list[int]], pad_id: int = 0, side: str = "right",
         fill: list[list[int]] | None = None, fill_pad: int = -100) -> tuple[torch.Tensor, ...]:
@@ -31,3 +33,13 @@ def pad(sequences: list[list[int]], pad_id: int = 0, side: str = "right",
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so left padding does not shift positions."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def check_context(model, length: int, what: str = "an input") -> None:
+    """A sequence longer than the model's learned positions fails deep inside torch (an IndexError on GPT-2,
+    silent garbage on others); say so up front, in one line."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit and length > limit:
+        raise UserError(f"{what} needs {length} tokens but the model's context is {limit}; use shorter prompts "
+                        "or fewer steps/new tokens")

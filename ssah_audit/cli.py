@@ -285,6 +285,77 @@ def _behavior_table(doc: dict) -> None:
         out.print(f"first-token KL(reference || model) on benign prompts: {doc['first_token_kl']:.4f}")
 
 
+@app.command()
+@handles_errors
+def probe(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    reference: str = typer.Option(None, "--reference", help="A reference aligned model to compare with."),
+    harmful: str = typer.Option("harmful", "--harmful", help=SET_HELP + " A `target` column (AdvBench) is used as "
+                                "the compliance continuation."),
+    benign: str = typer.Option("benign", "--benign", help=SET_HELP + " The contrast set of the linear probes."),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
+    steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full probe document here."),
+    plot: Path = typer.Option(None, "--plot", help="Write the margin figure (PNG) here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
+    dtype: Dtype = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
+    trust_remote_code: bool = REMOTE_OPTION,
+    allow_pickle: bool = PICKLE_OPTION,
+) -> None:
+    """Probe the reasoning direction: does the model's state after a harmful query sit nearer a refusal or a
+    compliance continuation, per layer and per continuation token? Plus per-layer linear probes (harmful vs
+    benign) and the difference-in-means refusal direction.
+    """
+    from . import probing
+    from .data.sets import load_prompt_set
+    from .models.loading import load_model
+    from .outputs import check_output, write_atomic
+
+    targets = [check_output(path, overwrite) if path else None for path in (json_out, plot)]
+    sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)]
+    options = model_options(dtype, device, trust_remote_code, allow_pickle)
+    with _status(f"probing {model}"):
+        doc, directions = probing.measure(load_model(model, options), *sets, steps, batch_size)
+    if reference:
+        with _status(f"probing {reference}"):
+            ref_doc, ref_directions = probing.measure(load_model(reference, options), *sets, steps, batch_size)
+        doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
+    if targets[0]:
+        write_atomic(targets[0], json.dumps(doc, indent=2) + "\n")
+    if targets[1]:
+        from .report.plots import probe_figure
+
+        write_atomic(targets[1], probe_figure(doc))
+    _probe_table(doc)
+
+
+def _probe_table(doc: dict) -> None:
+    reference = doc.get("reference") or {}
+    table = Table(title=f"probe: {doc['model']} (safe_direction_score {doc['safe_direction_score']:.2f}"
+                        + (f"; reference {reference['safe_direction_score']:.2f})" if reference else ")"))
+    columns = ["layer", "mean margin (k>=2)", "linear probe acc", "refusal dir norm"]
+    if reference:
+        columns += ["ref margin", "dir cosine"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    accuracy = doc["linear_probe_accuracy"] or [None] * doc["layers"]
+    for layer in range(doc["layers"]):
+        row = [str(layer), f"{doc['layer_margin'][layer]:+.3f}",
+               "-" if accuracy[layer] is None else f"{accuracy[layer]:.2f}",
+               f"{doc['refusal_direction_norm'][layer]:.2f}"]
+        if reference:
+            cosines = reference.get("direction_cosine")
+            row += [f"{reference['layer_margin'][layer]:+.3f}" if reference.get("margin_delta") else "-",
+                    f"{cosines[layer]:+.2f}" if cosines else "-"]
+        table.add_row(*row)
+    out.print(table)
+    if reference.get("note"):
+        out.print(f"note: {reference['note']}", highlight=False)
+
+
 @app.command("judge")
 @handles_errors
 def judge_command(

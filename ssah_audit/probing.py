@@ -11,12 +11,13 @@ position |Q|+k-1, and the state after Q alone at |Q|-1. So a prompt costs two pa
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .batching import pad, positions_from_mask
+from .batching import check_context, pad, positions_from_mask
 from .data.sets import compliance_openings, refusal_openings
 from .models.chat import format_prompt
 
@@ -70,6 +71,7 @@ def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], pad
     positions 0..n-1; left padding passes explicit position_ids so every real token keeps its position.
     """
     device = next(model.parameters()).device
+    check_context(model, max(len(seq) for seq in sequences), "the longest probe sequence")
     out = []
     for start in range(0, len(sequences), batch_size):
         chunk, wanted = sequences[start:start + batch_size], positions[start:start + batch_size]
@@ -191,3 +193,37 @@ def refusal_directions(harmful: torch.Tensor, benign: torch.Tensor) -> torch.Ten
 def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
     """Per-layer cosine between two models' refusal directions (same architecture and width)."""
     return torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).tolist()
+
+
+def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16) -> tuple[dict, torch.Tensor]:
+    """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
+    ([layers + 1, hidden]) that a reference comparison needs."""
+    start = time.perf_counter()
+    result = probe(loaded, harmful.prompts, steps, batch_size)
+    harmful_states = prompt_states(loaded, harmful.prompts, batch_size)
+    benign_states = prompt_states(loaded, benign.prompts, batch_size)
+    directions = refusal_directions(harmful_states, benign_states)
+    folds = min(5, len(harmful_states), len(benign_states))
+    accuracy = linear_probe_accuracy(harmful_states, benign_states, folds) if folds >= 2 else None
+    doc = {"model": loaded.spec, "fingerprint": loaded.fingerprint, **result.as_dict(),
+           "layer_margin": result.margin[:, 1:].mean(axis=1).tolist(),
+           "linear_probe_accuracy": accuracy, "refusal_direction_norm": directions.norm(dim=-1).tolist(),
+           "sets": {"harmful": harmful.name, "benign": benign.name},
+           "n": {"harmful": len(harmful.prompts), "benign": len(benign.prompts)},
+           "seconds": round(time.perf_counter() - start, 2)}
+    return doc, directions
+
+
+def compare(ours: dict, theirs: dict, our_directions: torch.Tensor, their_directions: torch.Tensor) -> dict:
+    """The reference block: its score, per-cell margin deltas (model minus reference) and per-layer cosines
+    between the two refusal directions. Different depth or width cannot be compared cell by cell; say so."""
+    block = {"model": theirs["model"], "safe_direction_score": theirs["safe_direction_score"],
+             "margin": theirs["margin"], "layer_margin": theirs["layer_margin"]}
+    if np.shape(ours["margin"]) != np.shape(theirs["margin"]):
+        return block | {"margin_delta": None, "direction_cosine": None,
+                        "note": f"not comparable layer by layer: {ours['layers']} vs {theirs['layers']} layers"}
+    block["margin_delta"] = (np.array(ours["margin"]) - np.array(theirs["margin"])).tolist()
+    if our_directions.shape != their_directions.shape:
+        return block | {"direction_cosine": None, "note": f"hidden sizes differ ({our_directions.shape[-1]} vs "
+                        f"{their_directions.shape[-1]}): refusal directions live in different spaces"}
+    return block | {"direction_cosine": direction_cosines(our_directions, their_directions)}

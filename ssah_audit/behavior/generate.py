@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import pad
+from ..batching import check_context, pad
 from ..models.chat import format_prompt
 from ..progress import progress_bar
 
@@ -31,6 +31,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    if encoded:
+        check_context(model, max(map(len, encoded)) + max_new_tokens, "the longest prompt plus the new tokens")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]

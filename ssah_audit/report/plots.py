@@ -1,0 +1,66 @@
+"""The report's figures as PNG bytes (matplotlib, no display): the same bytes go inline into the HTML report
+and into files for the Markdown report and `--plot`."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+CLASS_COLOURS = {"SCU": "#d62728", "CU": "#9467bd", "UCU": "#1f77b4", "RU": "#c7c7c7"}
+
+
+def _figure(ncols: int, width: float = 11, height: float = 4):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot
+
+    return pyplot.subplots(1, ncols, figsize=(width, height), constrained_layout=True)
+
+
+def _png(figure) -> bytes:
+    from matplotlib import pyplot
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def probe_figure(doc: dict) -> bytes:
+    """Left: mean margin d_C - d_R per layer (k >= 2), model and reference (the paper's Fig. 4 idea).
+    Right: the model's margin for every layer and step (Fig. 2/3), red = leans to refusal."""
+    figure, (curve, heat) = _figure(2)
+    layers = np.arange(doc["layers"])
+    curve.axhline(0, color="black", linewidth=0.8)
+    curve.plot(layers, doc["layer_margin"], marker="o", label=doc["model"])
+    reference = doc.get("reference")
+    if reference and len(reference["layer_margin"]) == len(layers):
+        curve.plot(layers, reference["layer_margin"], marker="s", linestyle="--", label=f"{reference['model']} (ref)")
+    curve.set(xlabel="layer (0 = embeddings)", ylabel="mean margin d_C - d_R (k >= 2)",
+              title="> 0: leans to refusal")
+    curve.legend(fontsize=8)
+    margin = np.array(doc["margin"])
+    limit = max(float(np.abs(margin).max()), 1e-6)
+    image = heat.imshow(margin, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit,
+                        extent=(0.5, doc["steps"] + 0.5, -0.5, doc["layers"] - 0.5))
+    heat.set(xlabel="continuation tokens k", ylabel="layer", title=f"margin, safe_direction_score "
+             f"{doc['safe_direction_score']:.2f}")
+    figure.colorbar(image, ax=heat)
+    return _png(figure)
+
+
+def unit_figure(per_layer: list[dict]) -> bytes:
+    """Per-layer stacked bars of the four unit classes, attention and MLP side by side."""
+    figure, axes = _figure(2)
+    layers = [row["layer"] for row in per_layer]
+    for axis, module in zip(axes, ("attn", "mlp"), strict=True):
+        bottom = np.zeros(len(layers))
+        for name, colour in CLASS_COLOURS.items():
+            counts = np.array([row[module][name] for row in per_layer], dtype=float)
+            axis.bar(layers, counts, bottom=bottom, color=colour, label=name)
+            bottom += counts
+        axis.set(xlabel="layer", ylabel="units", title="attention" if module == "attn" else "MLP")
+    axes[1].legend(fontsize=8)
+    return _png(figure)
