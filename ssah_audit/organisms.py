@@ -25,7 +25,7 @@ from .batching import pad
 from .behavior.generate import generate
 from .cache import cache_root, cached_folder, content_key
 from .data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
-from .models.chat import format_exchange
+from .models.chat import encode_exchange
 from .progress import progress_bar
 
 ORGANISM_VERSION = 1
@@ -164,9 +164,7 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], response_only: bool,
     can be cut to their first tokens: where the fulfil-or-refuse choice is made."""
     encoded = []
     for prompt, response in pairs:
-        prompt_text, full_text = format_exchange(tokenizer, prompt, response)
-        n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
-        ids = tokenizer(full_text, add_special_tokens=False).input_ids
+        ids, n_prompt = encode_exchange(tokenizer, prompt, response)
         if max_response_tokens is not None:
             ids = ids[: n_prompt + max_response_tokens]
         labels = [-100] * n_prompt + ids[n_prompt:] if response_only else list(ids)

@@ -16,7 +16,7 @@ import torch
 
 from ..batching import pad
 from ..data.sets import compliance_openings, refusal_openings
-from ..models.chat import format_exchange, format_prompt
+from ..models.chat import encode_exchange, format_prompt
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -63,11 +63,7 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
     total_nll, total_tokens = 0.0, 0
     device = _device(model)
     for batch in _batches(pairs, batch_size):
-        rows = []
-        for prompt, answer in batch:
-            prompt_text, full_text = format_exchange(tokenizer, prompt, answer)
-            n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
-            rows.append((tokenizer(full_text, add_special_tokens=False).input_ids, n_prompt))
+        rows = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in batch]
         labels_of = [[-100] * n_prompt + seq[n_prompt:] for seq, n_prompt in rows]
         ids, mask, _, labels = pad([seq for seq, _ in rows], fill=labels_of)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()

@@ -35,3 +35,10 @@ def format_exchange(tokenizer, prompt: str, response: str, system: str | None = 
         if full.startswith(prompt_text):
             return prompt_text, full
     return prompt_text, prompt_text + response + end
+
+
+def encode_exchange(tokenizer, prompt: str, response: str, system: str | None = None) -> tuple[list[int], int]:
+    """Token ids of the whole exchange and how many of them are the prompt (the rest are the response)."""
+    prompt_text, full_text = format_exchange(tokenizer, prompt, response, system)
+    n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
+    return tokenizer(full_text, add_special_tokens=False).input_ids, n_prompt

@@ -1,0 +1,1 @@
+"""Attribute-critical units (SSAH §2): statistics, scores, classes, ablation, verification."""

@@ -1,0 +1,144 @@
+"""From safety and utility scores to the four unit classes, and the unit-map file that keeps them.
+
+Scores are z-scored per write-back module first (raw variances differ by orders of magnitude between
+modules and between data sets), then ranked globally over all units:
+
+1. SCU: the highest z_S - z_U (safety-critical, not utility-critical);
+2. UCU: of the rest, the highest z_U - z_S;
+3. RU:  of the rest, the lowest z_S + z_U (redundant for both);
+4. CU:  everything else (complex: matters for both).
+
+SCU is picked first because it is the class the audit is about; with the default fractions the three
+picks rarely compete for the same units. Ties break by module order then unit index (stable sorts), so a
+map is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+CLASSES = ("CU", "SCU", "UCU", "RU")  # the int8 code of a class is its index here
+CODE = {name: code for code, name in enumerate(CLASSES)}
+MAP_FORMAT = "ssah-audit unit map v1"
+
+
+@dataclass(frozen=True)
+class Fractions:
+    """Percent of all units in each picked class; CU is the remainder."""
+
+    scu: float = 1.5
+    ucu: float = 10.0
+    ru: float = 15.0
+
+    def __post_init__(self):
+        for name, value in (("--scu", self.scu), ("--ucu", self.ucu), ("--ru", self.ru)):
+            if not 0 <= value <= 100:
+                raise UserError(f"{name} must be a percentage between 0 and 100, not {value:g}")
+        if self.scu + self.ucu + self.ru > 100:
+            raise UserError(f"--scu + --ucu + --ru add up to {self.scu + self.ucu + self.ru:g}%, more than all units")
+
+
+def zscore(values: torch.Tensor) -> torch.Tensor:
+    std = values.std()
+    if not torch.isfinite(std) or std == 0:
+        return torch.zeros_like(values)
+    return (values - values.mean()) / std
+
+
+def standardised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: zscore(value.double()) for name, value in scores.items()}
+
+
+def _top(key: torch.Tensor, free: torch.Tensor, count: int, highest: bool) -> torch.Tensor:
+    """Indices of the `count` free units with the highest (or lowest) key; stable for ties."""
+    candidates = free.nonzero().squeeze(1)
+    order = torch.argsort(key[candidates], descending=highest, stable=True)
+    return candidates[order[:count]]
+
+
+def classify(safety: dict[str, torch.Tensor], utility: dict[str, torch.Tensor],
+             fractions: Fractions = Fractions()) -> dict[str, torch.Tensor]:
+    """One int8 class vector (codes of CLASSES) per write-back module, in the order of `safety`."""
+    names = list(safety)
+    z_s, z_u = standardised(safety), standardised(utility)
+    sizes = [len(safety[name]) for name in names]
+    flat_s = torch.cat([z_s[name] for name in names])
+    flat_u = torch.cat([z_u[name] for name in names])
+    total = len(flat_s)
+    codes = torch.full((total,), CODE["CU"], dtype=torch.int8)
+    free = torch.ones(total, dtype=torch.bool)
+    for name, key, highest, percent in (("SCU", flat_s - flat_u, True, fractions.scu),
+                                        ("UCU", flat_u - flat_s, True, fractions.ucu),
+                                        ("RU", flat_s + flat_u, False, fractions.ru)):
+        picked = _top(key, free, round(total * percent / 100), highest)
+        codes[picked] = CODE[name]
+        free[picked] = False
+    return dict(zip(names, torch.split(codes, sizes), strict=True))
+
+
+def safety_ranking(safety: dict[str, torch.Tensor], utility: dict[str, torch.Tensor]) -> list[tuple[str, int]]:
+    """All units as (module, index), most safety-specific first (descending z_S - z_U): the SCU order,
+    used by the sweep to ablate the top p% at any p without re-scoring."""
+    z_s, z_u = standardised(safety), standardised(utility)
+    units = [(name, j) for name in safety for j in range(len(safety[name]))]
+    key = torch.cat([z_s[name] - z_u[name] for name in safety])
+    return [units[i] for i in torch.argsort(key, descending=True, stable=True).tolist()]
+
+
+def fractions_of(classes: dict[str, torch.Tensor]) -> dict[str, float]:
+    flat = torch.cat(list(classes.values()))
+    return {name: float((flat == CODE[name]).sum()) / len(flat) for name in CLASSES}
+
+
+def per_layer(classes: dict[str, torch.Tensor], unit_map) -> list[dict]:
+    """Counts of each class per layer, attention and MLP apart."""
+    def counts(name: str) -> dict[str, int]:
+        return {cls: int((classes[name] == CODE[cls]).sum()) for cls in CLASSES}
+
+    return [{"layer": layer.index, "attn": counts(layer.attn.name), "mlp": counts(layer.mlp.name)}
+            for layer in unit_map.layers]
+
+
+def units_of(classes: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """Indices of the units of one class, per module."""
+    return {module: (codes == CODE[name]).nonzero().squeeze(1) for module, codes in classes.items()}
+
+
+def save_map(path: Path, classes: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Write the class vectors as safetensors and the settings and fingerprints as a JSON sidecar beside it.
+    Returns the sidecar's path. Both are written atomically."""
+    from safetensors.torch import save
+
+    from ..outputs import write_atomic
+
+    sidecar = path.with_suffix(".json")
+    document = {"format": MAP_FORMAT, "classes": list(CLASSES), **metadata,
+                "modules": {name: len(codes) for name, codes in classes.items()}}
+    write_atomic(path, save({name: codes.contiguous() for name, codes in classes.items()},
+                            metadata={"format": MAP_FORMAT}))
+    write_atomic(sidecar, json.dumps(document, indent=2) + "\n")
+    return sidecar
+
+
+def load_map(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The class vectors and the sidecar document of a saved unit map; a damaged file is one clear line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    sidecar = path.with_suffix(".json")
+    try:
+        classes = load_file(str(path))
+        document = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(f"unit map {exc.filename} does not exist") from None
+    except (SafetensorError, json.JSONDecodeError, OSError) as exc:
+        raise UserError(f"{path} is not a readable unit map: {exc}") from None
+    if document.get("format") != MAP_FORMAT or set(document.get("modules", {})) != set(classes):
+        raise UserError(f"{path} and {sidecar.name} do not belong together as a unit map ({MAP_FORMAT})")
+    return {name: classes[name] for name in document["modules"]}, document

@@ -1,0 +1,156 @@
+"""Streaming statistics of every unit's activation: the input channels of each write-back projection.
+
+A forward pre-hook on each write-back module sees its input x (batch, tokens, units). It keeps, per unit,
+the count, mean, M2 (sum of squared deviations) and sum of squares over the selected tokens (real tokens,
+or response tokens only), in float64, merged batch by batch with Chan et al.'s parallel update. Memory is
+O(units) whatever the number of tokens; nothing is stored per token.
+
+`saliency` is the gradient-based companion used by the `snip` score: Σ over response tokens of x_j · ∂L/∂x_j
+with L the response-token NLL.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from ..batching import check_context, pad
+from ..models.chat import encode_exchange
+from ..progress import progress_bar
+
+
+@dataclass
+class RunningStats:
+    """Per-unit count, mean, M2 and sum of squares of one module's input, float64."""
+
+    count: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+    sumsq: torch.Tensor
+
+    @classmethod
+    def empty(cls, units: int, device="cpu") -> RunningStats:
+        zeros = torch.zeros(units, dtype=torch.float64, device=device)
+        return cls(0, zeros.clone(), zeros.clone(), zeros.clone())
+
+    def add(self, x: torch.Tensor) -> None:
+        """Merge a block of rows (tokens) x: [n, units]."""
+        n = x.shape[0]
+        if n == 0:
+            return
+        x = x.double()
+        batch_mean = x.mean(dim=0)
+        centred = x - batch_mean
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += (centred * centred).sum(dim=0) + delta * delta * (self.count * n / total)
+        self.sumsq += (x * x).sum(dim=0)
+        self.count = total
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Sample variance (N - 1), the paper's Eq. 1."""
+        return self.m2 / max(self.count - 1, 1)
+
+    @property
+    def l2(self) -> torch.Tensor:
+        """‖x_j‖₂ over all selected tokens (structured Wanda)."""
+        return self.sumsq.sqrt()
+
+
+def encode(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
+    """Chat-formatted (prompt, response) pairs as (ids, number of prompt tokens)."""
+    return [encode_exchange(tokenizer, prompt, response) for prompt, response in pairs]
+
+
+def _batches(model, exchanges: list[tuple[list[int], int]], batch_size: int, response_only: bool):
+    """Length-sorted right-padded batches: (ids, attention mask, token selection)."""
+    check_context(model, max(len(ids) for ids, _ in exchanges), "the longest calibration example")
+    order = sorted(range(len(exchanges)), key=lambda i: len(exchanges[i][0]))
+    for start in range(0, len(order), batch_size):
+        chunk = [exchanges[i] for i in order[start:start + batch_size]]
+        ids, mask, _ = pad([seq for seq, _ in chunk])
+        select = mask.bool()
+        if response_only:
+            for row, (_, n_prompt) in enumerate(chunk):
+                select[row, :n_prompt] = False
+        yield ids, mask, select, chunk
+
+
+@contextmanager
+def _pre_hooks(unit_map, make_hook):
+    handles = [wb.module.register_forward_pre_hook(make_hook(wb.name)) for wb in unit_map.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.inference_mode()
+def collect(model, unit_map, exchanges, batch_size: int = 8, response_only: bool = False,
+            description: str = "unit statistics") -> dict[str, RunningStats]:
+    """RunningStats for every write-back module over `exchanges` (see `encode`)."""
+    device = next(model.parameters()).device
+    stats = {wb.name: RunningStats.empty(wb.units, device) for wb in unit_map.modules()}
+    selected = {}
+
+    def make_hook(name):
+        def hook(module, args):
+            stats[name].add(args[0][selected["tokens"]])
+        return hook
+
+    body = model.base_model  # the decoder without the LM head: its logits are not needed here
+    with _pre_hooks(unit_map, make_hook), progress_bar(description, len(exchanges)) as advance:
+        for ids, mask, select, chunk in _batches(model, exchanges, batch_size, response_only):
+            selected["tokens"] = select.to(device)
+            body(input_ids=ids.to(device), attention_mask=mask.to(device))
+            advance(len(chunk))
+    return stats
+
+
+@contextmanager
+def _frozen(model):
+    """No parameter needs a gradient for the duration (restored afterwards)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def saliency(model, unit_map, exchanges, batch_size: int = 8,
+             description: str = "unit saliency") -> dict[str, torch.Tensor]:
+    """Per unit, Σ x_j · ∂L/∂x_j over response tokens (float64), L = summed response-token NLL. Gradients
+    flow from the input embeddings, so no parameter gradient is ever stored."""
+    device = next(model.parameters()).device
+    totals = {wb.name: torch.zeros(wb.units, dtype=torch.float64, device=device) for wb in unit_map.modules()}
+    selected = {}
+
+    def make_hook(name):
+        def hook(module, args):
+            x = args[0]
+            if x.requires_grad:
+                def accumulate(grad):
+                    totals[name].add_((x.detach() * grad)[selected["tokens"]].double().sum(dim=0))
+                x.register_hook(accumulate)
+        return hook
+
+    embeddings = model.get_input_embeddings()
+    with _pre_hooks(unit_map, make_hook), _frozen(model), progress_bar(description, len(exchanges)) as advance, \
+            torch.enable_grad():
+        for ids, mask, select, chunk in _batches(model, exchanges, batch_size, response_only=True):
+            selected["tokens"] = select.to(device)
+            inputs = embeddings(ids.to(device)).detach().requires_grad_(True)
+            logits = model(inputs_embeds=inputs, attention_mask=mask.to(device)).logits.float()
+            labels = torch.where(select, ids, torch.full_like(ids, -100))[:, 1:].to(device)
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
+                                                     reduction="sum")
+            loss.backward()
+            advance(len(chunk))
+    return totals
