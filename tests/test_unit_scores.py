@@ -116,7 +116,8 @@ def fake_scores(sizes, seed):
     return {f"m{i}": torch.rand(n, generator=generator, dtype=torch.float64) * (i + 1) for i, n in enumerate(sizes)}
 
 
-@pytest.mark.parametrize("fractions", [classify.Fractions(), classify.Fractions(3, 20, 30), classify.Fractions(0, 0, 0)])
+@pytest.mark.parametrize("fractions", [classify.Fractions(), classify.Fractions(3, 20, 30),
+                                       classify.Fractions(0, 0, 0)])
 def test_classes_partition_the_units_with_the_asked_fractions(fractions):
     sizes = [64, 256, 64, 256]
     safety, utility = fake_scores(sizes, 1), fake_scores(sizes, 2)

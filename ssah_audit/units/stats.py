@@ -76,7 +76,7 @@ def _batches(model, exchanges: list[tuple[list[int], int]], batch_size: int, res
         select = mask.bool()
         if response_only:
             for row, (_, n_prompt) in enumerate(chunk):
-                select[row, :n_prompt] = False
+                select[row, :n_prompt - 1] = False  # from the last prompt token: it predicts the first response token
         yield ids, mask, select, chunk
 
 
