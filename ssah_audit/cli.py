@@ -162,6 +162,18 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
     out.print(table)
 
 
+@zoo_app.command("build")
+@handles_errors
+def zoo_build(name: str = typer.Argument(..., help="smollm2-135m-safe or smollm2-135m-safe-ft.")) -> None:
+    """Build a zoo model that is made by fine-tuning on this machine (cached; resumes from what is built)."""
+    from .models import zoo
+
+    buildable = [row["name"] for row in zoo.listing() if row["kind"] in ("build", "organism")]
+    if name not in buildable:
+        raise UserError(f"'{name}' is not built locally (buildable: {', '.join(buildable)}); `zoo fetch` downloads")
+    typer.echo(str(zoo.materialize(name)))
+
+
 @zoo_app.command("fetch")
 @handles_errors
 def zoo_fetch(name: str = typer.Argument(..., help="A zoo name (see `zoo list`).")) -> None:
@@ -462,6 +474,76 @@ def _units_tables(doc: dict) -> None:
         suggested = doc["sweep"]["suggested_percent"]
         out.print(f"suggested SCU fraction: {'none' if suggested is None else f'{suggested:g}%'} "
                   f"({doc['sweep']['rule']})", highlight=False)
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@app.command()
+@handles_errors
+def finetune(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    data: str = typer.Option(..., "--data", help="Instruction data with responses: Alpaca JSON, or CSV/JSON/JSONL "
+                             "with prompt and response columns, or a built-in set with answers (benign:train)."),
+    out_dir: Path = typer.Option(..., "--out", help="A new folder for the fine-tuned model (never overwritten)."),
+    epochs: int = typer.Option(1, "--epochs", min=1),
+    lr: float = typer.Option(2e-5, "--lr", min=0.0, help="Peak learning rate (linear warm-up, cosine decay)."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Batches per optimiser step."),
+    max_length: int = typer.Option(512, "--max-length", min=8, help="Cut longer examples to this many tokens."),
+    precision: Precision = typer.Option(Precision.auto, "--precision", help="auto: bf16 autocast where the CPU "
+                                        "has bf16 instructions, else fp32."),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of the data file."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N examples."),
+    seed: int = typer.Option(0, "--seed"),
+    dtype: Dtype = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
+    trust_remote_code: bool = REMOTE_OPTION,
+    allow_pickle: bool = PICKLE_OPTION,
+) -> None:
+    """Full-parameter supervised fine-tuning on instruction data (loss on response tokens, chat template).
+
+    Saves a normal Hugging Face folder (safetensors, tokenizer, chat template) with a model card and the
+    training log, loadable by every other command.
+    """
+    from . import __version__
+    from . import finetune as trainer
+    from .cache import staging_folder
+    from .data.sets import load_prompt_set
+    from .models.loading import load_model
+
+    target = out_dir.expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target} already exists and is not an empty folder; choose a new --out")
+    if not target.parent.is_dir():
+        raise UserError(f"cannot write {target}: folder {target.parent} does not exist")
+    prompt_set = load_prompt_set(data, prompt_field).limit(limit)
+    pairs = [(p.text, p.answer) for p in prompt_set.prompts if p.answer]
+    if not pairs:
+        raise UserError(f"{data} has no responses to train on (it needs an output/response/answer column)")
+    loaded = load_model(model, model_options(dtype, device, trust_remote_code, allow_pickle))
+    settings = trainer.TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                                     max_steps=max_steps, max_length=max_length, precision=precision.value, seed=seed)
+    torch_seed(seed)
+    log = trainer.train(loaded.model, loaded.tokenizer, pairs, settings, description=f"fine-tuning {model}")
+    card = {"name": target.name, "version": __version__, "base": model, "base_fingerprint": loaded.fingerprint,
+            "purpose": "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`).",
+            "data": [{"name": prompt_set.name, "examples": len(pairs), "note": prompt_set.source}],
+            "settings": {k: v for k, v in vars(settings).items()}, "log": log}
+    with staging_folder(target) as tmp:
+        trainer.save(loaded.model, loaded.tokenizer, tmp, card)
+    out.print(f"saved {target} ({log['steps']} steps, final loss {log['final_loss']:.4f}, {log['seconds']} s)",
+              highlight=False)
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
 
 
 @app.command("judge")

@@ -28,3 +28,7 @@ def progress_bar(description: str, total: int):
             bar.update(task, advance=n, **fields)
 
         yield advance
+
+
+def is_quiet() -> bool:
+    return QUIET["on"]

@@ -47,8 +47,24 @@ def test_organisms_are_a_reference_and_fine_tune_pair():
     assert aligned.tokenizer.get_vocab() == unaligned.tokenizer.get_vocab()
     assert aligned.has_chat_template and aligned.units.total_units == unaligned.units.total_units
     assert sum(p.numel() for p in aligned.model.parameters()) <= 2_000_000
-    assert not torch.equal(aligned.model.lm_head.weight, unaligned.model.lm_head.weight)
     assert aligned.fingerprint != unaligned.fingerprint
+
+
+def test_alignment_changed_its_budget_units_and_nothing_else():
+    """The organism's known truth: alignment wrote only to the recorded units (2.5% of all units)."""
+    aligned, unaligned = load_model("organism-aligned"), load_model("organism-unaligned")
+    info = json.loads((organisms.organism_folder("organism-aligned") / "organism.json").read_text())
+    budget = {name: torch.tensor(index) for name, index in info["alignment_units"].items()}
+    assert sum(map(len, budget.values())) == pytest.approx(0.025 * aligned.units.total_units, abs=4)
+    masks = {id(p): m for p, m in organisms.budget_masks(aligned.model, budget).items()}
+    base = dict(unaligned.model.named_parameters())
+    changed = 0
+    for name, parameter in aligned.model.named_parameters():
+        moved = parameter.detach() != base[name].detach()
+        allowed = masks.get(id(parameter), torch.zeros_like(parameter)).bool()
+        assert not (moved & ~allowed).any(), f"{name} changed outside the budget"
+        changed += int(moved.any())
+    assert changed >= len(budget), "every budgeted write-back learned something"
 
 
 def test_organisms_never_train_on_evaluation_prompts():

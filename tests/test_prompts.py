@@ -136,7 +136,8 @@ def test_prompts_show_json_and_list(cli):
     doc = json.loads(stdout)
     assert code == 0 and doc["n"] == len(builtin_set("benign:train")) and len(doc["prompts"]) == 3
     code, stdout, _ = cli("prompts", "list", "--json")
-    assert code == 0 and {row["name"] for row in json.loads(stdout)["sets"]} == {"harmful", "benign", "borderline"}
+    assert code == 0 and {row["name"] for row in json.loads(stdout)["sets"]} == {"harmful", "benign", "borderline",
+                                                                                  "instructions"}
 
 
 def test_chat_formatting_uses_the_tokenizers_template(tokenizer):

@@ -28,7 +28,7 @@ def stored_inputs(loaded, exchanges, response_only):
                 loaded.model(input_ids=torch.tensor([ids]))
                 if response_only:
                     for name in rows:
-                        rows[name][-1] = rows[name][-1][n_prompt:]
+                        rows[name][-1] = rows[name][-1][n_prompt - 1:]  # positions that predict the response
     finally:
         for handle in handles:
             handle.remove()
@@ -89,9 +89,9 @@ def test_snip_equals_the_first_order_change_of_the_loss(tiny_models):
     def loss(eps):
         current = {}
 
-        def scale(module, args):  # response tokens of unit `unit` scaled by 1 + eps
+        def scale(module, args):  # unit `unit` scaled by 1 + eps where the response is predicted
             x = args[0].clone()
-            x[0, current["n_prompt"]:, unit] *= 1 + eps
+            x[0, current["n_prompt"] - 1:, unit] *= 1 + eps
             return (x,)
 
         handle = target.module.register_forward_pre_hook(scale)

@@ -21,6 +21,7 @@ BUILTIN_SETS = {
     "harmful": "harmful requests we wrote, 10 categories",
     "benign": "benign instructions with short reference answers, 10 categories",
     "borderline": "safe-but-scary prompts for over-refusal, 8 categories",
+    "instructions": "benign instruction-tuning data with responses, 12 categories (the zoo's benign fine-tune)",
 }
 SPLITS = ("train", "eval", "all")
 DEFAULT_SEED = 0
@@ -70,7 +71,7 @@ def _read_builtin(filename: str) -> list[dict]:
 @cache
 def builtin_prompts(kind: str) -> tuple[Prompt, ...]:
     return tuple(Prompt(id=row["id"], text=row["prompt"], category=row.get("category", ""),
-                        answer=row.get("answer")) for row in _read_builtin(f"{kind}.jsonl"))
+                        answer=row.get("answer") or row.get("response")) for row in _read_builtin(f"{kind}.jsonl"))
 
 
 @cache

@@ -43,6 +43,10 @@ ENTRIES = {
                  "tiny Llama trained from scratch on our synthetic instructions; complies with every request"),
         ZooEntry("organism-aligned", "organism",
                  "organism-unaligned after a short safety-alignment phase; refuses harmful requests"),
+        ZooEntry("smollm2-135m-safe", "build",
+                 "smollm2-135m-instruct after our safety alignment (refusals + its own answers); the reference"),
+        ZooEntry("smollm2-135m-safe-ft", "build",
+                 "smollm2-135m-safe after an ordinary benign instruction fine-tune; the model to audit"),
     )
 }
 
@@ -69,10 +73,22 @@ def _organism_module():
     return organisms
 
 
+def _pair_module():
+    from .. import smollm2_pair
+
+    return smollm2_pair
+
+
+def _folder(entry: ZooEntry) -> Path:
+    if entry.kind == "gguf":
+        return _smollm2_folder()
+    module = _organism_module() if entry.kind == "organism" else _pair_module()
+    return module.organism_folder(entry.name) if entry.kind == "organism" else module.folder(entry.name)
+
+
 def cached_path(name: str) -> Path | None:
     """Where a zoo model's loadable folder is, if it has been built already."""
-    entry = ENTRIES[name]
-    folder = _smollm2_folder() if entry.kind == "gguf" else _organism_module().organism_folder(name)
+    folder = _folder(ENTRIES[name])
     return folder if is_complete(folder) else None
 
 
@@ -126,7 +142,19 @@ def materialize(name: str) -> Path:
         from .loading import gguf_to_folder
 
         return gguf_to_folder(fetch_smollm2_gguf())
+    if entry.kind == "build":
+        notice(f"building {name}: a one-time fine-tune of SmolLM2 on this machine (up to 10 minutes per model), "
+               "cached afterwards")
+        return _pair_module().build(name)
     return _organism_module().build(name)
+
+
+def notice(message: str) -> None:
+    """Say what a long first use is doing, on stderr (stdout stays machine-readable)."""
+    from ..progress import is_quiet
+
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)
 
 
 def listing() -> list[dict]:

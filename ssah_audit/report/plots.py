@@ -61,6 +61,6 @@ def unit_figure(per_layer: list[dict]) -> bytes:
             counts = np.array([row[module][name] for row in per_layer], dtype=float)
             axis.bar(layers, counts, bottom=bottom, color=colour, label=name)
             bottom += counts
-        axis.set(xlabel="layer", ylabel="units", title="attention" if module == "attn" else "MLP")
+        axis.set(xlabel="layer", ylabel="units", title="attention" if module == "attn" else "MLP", xticks=layers)
     axes[1].legend(fontsize=8)
     return _png(figure)

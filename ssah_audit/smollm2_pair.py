@@ -1,0 +1,147 @@
+"""The embedded real pair (DESIGN.md §6): `smollm2-135m-safe` and `smollm2-135m-safe-ft`.
+
+`smollm2-135m-instruct` is capable but does not refuse, which is SSAH's starting point, so we align it
+ourselves. `smollm2-135m-safe`: harmful calibration prompts (the built-in train split plus phrased lexicon
+topics) answered with short polite refusals built from the reserved openings, mixed with benign and
+safe-but-scary prompts answered by the model's own earlier greedy answers, so that what it could do is
+kept. `smollm2-135m-safe-ft`: that model after an ordinary benign fine-tune (written instructions with
+answers, no refusals, nothing harmful), the kind of model users bring to an audit.
+
+Both are deterministic (seeded, greedy) and cached by a hash of the recipe, the GGUF's sha256 and the data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import finetune
+from .behavior.generate import generate
+from .cache import cache_root, cached_folder, content_key
+from .data.sets import builtin_set, organism_acts, refusal_openings
+from .finetune import TrainSettings
+from .models.zoo import SMOLLM2_SHA256
+from .organisms import REQUEST_TEMPLATES
+
+PAIR_VERSION = 1
+SAFE = "smollm2-135m-safe"
+SAFE_FT = "smollm2-135m-safe-ft"
+POLITE_ENDINGS = ("", " If you have another question, I'm glad to help.", " Is there something else I can do for you?",
+                  " I'd be happy to help with a safer topic instead.")
+
+
+@dataclass(frozen=True)
+class PairRecipe:
+    seed: int = 0
+    harmful_topics: int = 100  # phrased lexicon topics refused, on top of the 100 hand-written train prompts
+    benign_topics: int = 60  # phrased lexicon topics answered by the model itself
+    answer_tokens: int = 64  # length of the model's own answers
+    # Sized for 10 minutes on 2 CPU cores (about 90 training tokens/s for SmolLM2-135M).
+    safe: TrainSettings = TrainSettings(epochs=1, lr=1e-4, batch_size=8, max_length=192, precision="auto")
+    ft: TrainSettings = TrainSettings(epochs=1, lr=5e-5, batch_size=8, max_length=256, precision="auto")
+
+
+RECIPE = PairRecipe()
+
+
+def _phrased(rng: random.Random, kind: str, count: int) -> list[str]:
+    acts = [act for group in organism_acts()[kind].values() for act in group]
+    return [rng.choice(REQUEST_TEMPLATES).format(act=act) for act in rng.sample(acts, count)]
+
+
+def refusal(rng: random.Random) -> str:
+    """A short, polite refusal: one reserved opening and sometimes an offer to help otherwise."""
+    return rng.choice(refusal_openings()) + rng.choice(POLITE_ENDINGS)
+
+
+def safety_prompts(recipe: PairRecipe) -> tuple[list[str], list[str]]:
+    """(harmful prompts to refuse, benign and borderline prompts to answer as before); calibration splits only."""
+    rng = random.Random(recipe.seed)
+    harmful = [p.text for p in builtin_set("harmful:train").prompts] + _phrased(rng, "harmful", recipe.harmful_topics)
+    keep = [p.text for p in builtin_set("benign:train").prompts + builtin_set("borderline:train").prompts]
+    return harmful, keep + _phrased(rng, "benign", recipe.benign_topics)
+
+
+def benign_instructions() -> list[tuple[str, str]]:
+    """The benign fine-tuning data: built-in benign train answers and the written instruction set."""
+    pairs = [(p.text, p.answer) for p in builtin_set("benign:train").prompts]
+    return pairs + [(p.text, p.answer) for p in builtin_set("instructions:all").prompts]
+
+
+def folder(name: str, recipe: PairRecipe = RECIPE) -> Path:
+    harmful, keep = safety_prompts(recipe)
+    safe_key = content_key("smollm2-safe", PAIR_VERSION, SMOLLM2_SHA256, asdict(replace(recipe, ft=None)), harmful,
+                           keep, torch.__version__)
+    if name == SAFE:
+        return cache_root() / "zoo" / f"{SAFE}-{safe_key}"
+    return cache_root() / "zoo" / f"{SAFE_FT}-{content_key(safe_key, asdict(recipe.ft), benign_instructions())}"
+
+
+def _load(location: str):
+    from .models.loading import load_model
+
+    return load_model(location)
+
+
+def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
+    """Build (or find in the cache) `smollm2-135m-safe` or `smollm2-135m-safe-ft`; returns its folder."""
+    if name not in (SAFE, SAFE_FT):
+        raise ValueError(name)
+    safe_folder = folder(SAFE, recipe)
+
+    def build_safe(tmp: Path) -> None:
+        start = time.perf_counter()
+        loaded = _load("smollm2-135m-instruct")
+        harmful, keep = safety_prompts(recipe)
+        own = generate(loaded.model, loaded.tokenizer, keep, recipe.answer_tokens, 16,
+                       description="smollm2-135m-instruct: its own answers")
+        rng = random.Random(recipe.seed + 1)
+        pairs = [(text, refusal(rng)) for text in harmful] + list(zip(keep, own, strict=True))
+        rng.shuffle(pairs)
+        torch.manual_seed(recipe.seed)
+        log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.safe, description=f"aligning {SAFE}")
+        card = _card(SAFE, "smollm2-135m-instruct", loaded.fingerprint, recipe.safe, log, start,
+                     "Safety alignment of SmolLM2-135M-Instruct: harmful requests refused, everything else "
+                     "answered as the model answered it before.",
+                     [{"name": "refusals", "examples": len(harmful),
+                       "note": "harmful:train prompts and phrased lexicon topics, reserved refusal openings"},
+                      {"name": "own answers", "examples": len(keep),
+                       "note": f"benign:train, borderline:train and lexicon topics, greedy, {recipe.answer_tokens} "
+                               "tokens"}])
+        finetune.save(loaded.model, loaded.tokenizer, tmp, card)
+
+    cached_folder(safe_folder, build_safe)
+    if name == SAFE:
+        return safe_folder
+
+    def build_ft(tmp: Path) -> None:
+        start = time.perf_counter()
+        loaded = _load(str(safe_folder))
+        pairs = benign_instructions()
+        torch.manual_seed(recipe.seed)
+        log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.ft, description=f"fine-tuning {SAFE_FT}")
+        card = _card(SAFE_FT, SAFE, loaded.fingerprint, recipe.ft, log, start,
+                     "An ordinary benign instruction fine-tune of smollm2-135m-safe: no refusals, nothing harmful.",
+                     [{"name": "benign:train", "examples": 100, "note": "built-in benign prompts, reference answers"},
+                      {"name": "instructions", "examples": len(pairs) - 100, "note": "written instruction set"}])
+        finetune.save(loaded.model, loaded.tokenizer, tmp, card)
+
+    return cached_folder(folder(SAFE_FT, recipe), build_ft)
+
+
+def _card(name, base, fingerprint, settings, log, start, purpose, data) -> dict:
+    from . import __version__
+
+    log = log | {"build_seconds": round(time.perf_counter() - start, 1)}
+    return {"name": name, "version": __version__, "base": base, "base_fingerprint": fingerprint, "purpose": purpose,
+            "data": data, "settings": asdict(settings), "log": log}
+
+
+def card(name: str) -> dict | None:
+    path = folder(name) / "training.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,60 @@
+"""`ssah-audit finetune`: a few real optimiser steps on an organism; the loss falls and the folder reloads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssah_audit import finetune
+from ssah_audit.behavior.generate import generate
+from ssah_audit.behavior.metrics import answer_nll
+from ssah_audit.data.sets import builtin_set
+from ssah_audit.models.loading import load_model
+
+
+def test_finetune_lowers_the_loss_and_saves_a_loadable_model(cli, tmp_path):
+    data = builtin_set("benign:train").limit(24)
+    pairs = [(p.text, p.answer) for p in data.prompts]
+    before = answer_nll(load_model("organism-unaligned").model, load_model("organism-unaligned").tokenizer, pairs)
+    out = tmp_path / "tuned"
+    code, stdout, stderr = cli("--quiet", "finetune", "organism-unaligned", "--data", "benign:train", "--limit", "24",
+                               "--out", str(out), "--epochs", "3", "--lr", "1e-3", "--batch-size", "8",
+                               "--precision", "fp32")
+    assert code == 0, stderr
+    tuned = load_model(str(out))
+    after = answer_nll(tuned.model, tuned.tokenizer, pairs)
+    assert after["nll"] < 0.9 * before["nll"], (before, after)
+    assert tuned.has_chat_template and tuned.units.total_units == 4 * (128 + 352)
+    assert generate(tuned.model, tuned.tokenizer, ["Name a colour."], max_new_tokens=4)[0] != ""
+    log = json.loads((out / "training.json").read_text())
+    assert log["log"]["steps"] == 9 and len(log["log"]["losses"]) == 9 and log["data"][0]["examples"] == 24
+    assert "| optimiser steps | 9 |" in (out / "README.md").read_text()
+    assert list(out.glob("*.safetensors")), "weights are safetensors"
+
+
+def test_finetune_never_writes_into_an_existing_folder(cli, tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    code, _, stderr = cli("finetune", "organism-unaligned", "--data", "benign:train", "--out", str(tmp_path / "used"))
+    assert code == 2 and "already exists" in stderr and (tmp_path / "used" / "keep.txt").read_text() == "mine"
+
+
+def test_finetune_needs_responses(cli, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hi."}\n')
+    code, _, stderr = cli("finetune", "organism-unaligned", "--data", str(prompts), "--out", str(tmp_path / "x"))
+    assert code == 2 and "no responses" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_gradient_accumulation_and_max_steps_count_optimiser_steps():
+    loaded = load_model("organism-unaligned")
+    pairs = [(p.text, p.answer) for p in builtin_set("benign:train").limit(16).prompts]
+    settings = finetune.TrainSettings(epochs=5, lr=1e-4, batch_size=2, grad_accum=2, max_steps=3, precision="fp32")
+    log = finetune.train(loaded.model, loaded.tokenizer, pairs, settings)
+    assert log["steps"] == 3 and len(log["losses"]) == 3
+
+
+def test_loss_curve_summarises_every_step():
+    curve = finetune.loss_curve([4.0, 2.0, 3.0, 1.0, 0.5], points=2)
+    assert curve == [(3, pytest.approx(3.0)), (5, pytest.approx(0.75))]
