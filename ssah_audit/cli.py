@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -30,7 +30,7 @@ err = Console(stderr=True)
 STATE = {"debug": False, "quiet": False}
 
 
-class Dtype(str, Enum):
+class Dtype(StrEnum):
     auto = "auto"
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -368,7 +368,7 @@ def _probe_table(doc: dict) -> None:
         out.print(f"note: {reference['note']}", highlight=False)
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     wifv = "wifv"
     wanda = "wanda"
     snip = "snip"
@@ -476,7 +476,7 @@ def _units_tables(doc: dict) -> None:
                   f"({doc['sweep']['rule']})", highlight=False)
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"

@@ -16,7 +16,8 @@ from ssah_audit.models.loading import load_model
 def test_finetune_lowers_the_loss_and_saves_a_loadable_model(cli, tmp_path):
     data = builtin_set("benign:train").limit(24)
     pairs = [(p.text, p.answer) for p in data.prompts]
-    before = answer_nll(load_model("organism-unaligned").model, load_model("organism-unaligned").tokenizer, pairs)
+    base = load_model("organism-unaligned")
+    before = answer_nll(base.model, base.tokenizer, pairs)
     out = tmp_path / "tuned"
     code, stdout, stderr = cli("--quiet", "finetune", "organism-unaligned", "--data", "benign:train", "--limit", "24",
                                "--out", str(out), "--epochs", "3", "--lr", "1e-3", "--batch-size", "8",

@@ -18,12 +18,12 @@ def test_wheel_contains_templates_and_data_and_renders_from_them(tmp_path):
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("ssah_audit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "ssah_audit/templates/inspect.md.j2" in names
-    for module in ("cli", "organisms", "models/units", "data/sets", "behavior/judge", "report/templates"):
-        assert f"ssah_audit/{module}.py" in names, module
-    for data in ("harmful.jsonl", "benign.jsonl", "borderline.jsonl", "refusals.jsonl", "compliance.jsonl",
-                 "organism_acts.json"):
-        assert f"ssah_audit/data/builtin/{data}" in names
+    for template in (ROOT / "templates").glob("*.j2"):
+        assert f"ssah_audit/templates/{template.name}" in names, template.name
+    for module in (ROOT / "ssah_audit").rglob("*.py"):  # a subpackage missing from pyproject would be lost
+        assert module.relative_to(ROOT).as_posix() in names, module
+    for data in (ROOT / "ssah_audit" / "data" / "builtin").glob("*.json*"):
+        assert f"ssah_audit/data/builtin/{data.name}" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)

@@ -55,21 +55,25 @@ def test_summary_score_counts_positive_cells_from_k2():
     assert result.as_dict()["layers"] == 3 and result.as_dict()["steps"] == 4
 
 
-def test_alignment_builds_a_refusal_direction_in_the_organisms():
-    """Measured on the held-out eval split (100 harmful, 100 benign): the aligned organism separates harmful
-    from benign prompts at its last token (linear probe >= 0.85) and its difference-in-means direction is at
-    least 3x longer than the unaligned organism's at every layer (measured: 14-16 vs 1-2.3)."""
+def test_linear_probes_and_refusal_directions_on_the_organisms():
+    """Held-out eval split (100 harmful, 100 benign). The organisms' base was taught which topics are harmful
+    (a capable model knows, SSAH's premise), so both separate harmful from benign prompts at their last token
+    (probe accuracy >= 0.85; measured 0.91 / 0.93), and alignment, confined to 2.5% of the units, reuses
+    that representation: the two refusal directions agree at layer 1 (cosine >= 0.6, measured 0.77) and
+    less at the last layer, where alignment writes the refusal (measured 0.30)."""
     aligned, unaligned = load_model("organism-aligned"), load_model("organism-unaligned")
     harmful, benign = builtin_set("harmful").prompts, builtin_set("benign").prompts
     states = {name: (probing.prompt_states(m, harmful), probing.prompt_states(m, benign))
               for name, m in (("aligned", aligned), ("unaligned", unaligned))}
-    accuracy = probing.linear_probe_accuracy(*states["aligned"])
-    assert len(accuracy) == aligned.model.config.num_hidden_layers + 1
-    assert max(accuracy[1:]) >= 0.85, accuracy
+    for name, pair in states.items():
+        accuracy = probing.linear_probe_accuracy(*pair)
+        assert len(accuracy) == aligned.model.config.num_hidden_layers + 1
+        assert accuracy[0] == pytest.approx(0.5), "layer 0 is the same assistant-tag embedding for every prompt"
+        assert max(accuracy[1:]) >= 0.85, (name, accuracy)
     directions = {name: probing.refusal_directions(*pair) for name, pair in states.items()}
     assert directions["aligned"].shape == (len(accuracy), aligned.model.config.hidden_size)
-    ratio = directions["aligned"].norm(dim=-1)[1:] / directions["unaligned"].norm(dim=-1)[1:]
-    assert (ratio >= 3).all(), ratio
+    cosines = probing.direction_cosines(directions["aligned"], directions["unaligned"])
+    assert cosines[1] >= 0.6 and cosines[-1] < cosines[1], cosines
     to_itself = probing.direction_cosines(directions["aligned"], directions["aligned"])
     assert to_itself[1:] == pytest.approx([1.0] * (len(accuracy) - 1))
 

@@ -16,7 +16,8 @@ def test_zoo_list_json_names_every_model(cli):
     code, stdout, _ = cli("zoo", "list", "--json")
     rows = json.loads(stdout)
     assert code == 0
-    assert {r["name"] for r in rows} == {"smollm2-135m-instruct", "organism-aligned", "organism-unaligned"}
+    assert {r["name"] for r in rows} == {"smollm2-135m-instruct", "organism-aligned", "organism-unaligned",
+                                         "smollm2-135m-safe", "smollm2-135m-safe-ft"}
     assert all(set(r) == {"name", "kind", "description", "cached", "path"} for r in rows)
 
 

@@ -42,6 +42,19 @@ def bootstrap_ci(values, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES, level:
     return (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
 
 
+def difference_ci(first, second, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES,
+                  level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(first) - mean(second), the two resampled independently."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    diffs = (a[rng.integers(0, a.size, size=(samples, a.size))].mean(axis=1)
+             - b[rng.integers(0, b.size, size=(samples, b.size))].mean(axis=1))
+    tail = (1 - level) / 2 * 100
+    return (float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail)))
+
+
 def rate(flags, seed: int = 0) -> Rate:
     flags = [bool(f) for f in flags]
     value = sum(flags) / len(flags) if flags else math.nan

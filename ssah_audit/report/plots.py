@@ -64,3 +64,19 @@ def unit_figure(per_layer: list[dict]) -> bytes:
         axis.set(xlabel="layer", ylabel="units", title="attention" if module == "attn" else "MLP", xticks=layers)
     axes[1].legend(fontsize=8)
     return _png(figure)
+
+
+def transfer_figure(transfer: dict) -> bytes:
+    """The attribute-transfer matrix: share of each reference class (rows) carried by each class in the model."""
+    figure, axis = _figure(1, width=5, height=4.2)
+    fractions = np.array(transfer["fractions"])
+    image = axis.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    names = transfer["classes"]
+    axis.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+             xlabel="class in the model", ylabel="class in the reference", title="attribute transfer")
+    for i, row in enumerate(transfer["counts"]):
+        for j, count in enumerate(row):
+            axis.text(j, i, f"{fractions[i, j]:.0%}\n({count})", ha="center", va="center", fontsize=8,
+                      color="white" if fractions[i, j] > 0.5 else "black")
+    figure.colorbar(image, ax=axis)
+    return _png(figure)

@@ -1,9 +1,10 @@
 """Streaming statistics of every unit's activation: the input channels of each write-back projection.
 
 A forward pre-hook on each write-back module sees its input x (batch, tokens, units). It keeps, per unit,
-the count, mean, M2 (sum of squared deviations) and sum of squares over the selected tokens (real tokens,
-or response tokens only: the positions that predict the response, from the last prompt token on), in float64, merged batch by batch with Chan et al.'s parallel update. Memory is
-O(units) whatever the number of tokens; nothing is stored per token.
+the count, mean, M2 (sum of squared deviations) and sum of squares over the selected tokens, in float64,
+merged batch by batch with Chan et al.'s parallel update. Selected: every real token, or with
+response_only the positions that predict the response (from the last prompt token on). Memory is O(units)
+whatever the number of tokens; nothing is stored per token.
 
 `saliency` is the gradient-based companion used by the `snip` score: Σ over response tokens of x_j · ∂L/∂x_j
 with L the response-token NLL.

@@ -1,0 +1,188 @@
+"""The audit: behaviour, probing and units on the model and on the reference, then the comparison and the gate.
+Returns the results document (versioned schema), the single source of truth the reports render from.
+
+The reference's measurements are cached (keyed by its fingerprint, the settings and the package version),
+so auditing many fine-tunes against one reference measures the reference once.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+
+from . import __version__, gate, probing
+from .behavior.evaluate import compare as first_token_kl
+from .behavior.evaluate import measure as measure_behavior
+from .behavior.metrics import difference_ci
+from .cache import cache_root, content_key
+from .compare import compare_units, same_architecture
+from .data.sets import PromptSet, load_prompt_set
+from .units.analyse import analyse
+from .units.classify import Fractions
+
+SCHEMA = "ssah-audit/results"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    harmful: str = "harmful"
+    benign: str = "benign"
+    borderline: str = "borderline"
+    safety_data: str = "harmful:train"
+    utility_data: str = "benign:train"
+    limit: int | None = None
+    max_new_tokens: int = 64
+    steps: int = 10
+    method: str = "wifv"
+    scu: float = 1.5
+    ucu: float = 10.0
+    ru: float = 15.0
+    verify: bool = True
+    batch_size: int = 16
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **changes) -> AuditSettings:
+        """A fast look: 20 prompts a set, short generations, 6 probe steps."""
+        return replace(cls(limit=20, max_new_tokens=32, steps=6), **changes)
+
+
+@dataclass(frozen=True)
+class Sets:
+    harmful: PromptSet
+    benign: PromptSet
+    borderline: PromptSet
+    safety: PromptSet
+    utility: PromptSet
+
+    @classmethod
+    def load(cls, settings: AuditSettings) -> Sets:
+        def get(spec: str, safe_only: bool = False) -> PromptSet:
+            prompt_set = load_prompt_set(spec)
+            return (prompt_set.safe_only() if safe_only else prompt_set).limit(settings.limit)
+
+        return cls(get(settings.harmful), get(settings.benign), get(settings.borderline, safe_only=True),
+                   get(settings.safety_data), get(settings.utility_data))
+
+
+def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_reference=None,
+                timings: dict | None = None, label: str = "model") -> tuple[dict, dict, object]:
+    """(block of results, unit classes, refusal directions) for one model."""
+    timings = timings if timings is not None else {}
+    tic = time.perf_counter()
+    behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
+                                settings.batch_size, settings.seed)
+    timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
+    tic = time.perf_counter()
+    probe, directions = probing.measure(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size)
+    timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
+    tic = time.perf_counter()
+    units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
+                             Fractions(settings.scu, settings.ucu, settings.ru), calibration_reference,
+                             sets.harmful, sets.benign, run_verify=settings.verify,
+                             batch_size=max(1, settings.batch_size // 2), max_new_tokens=settings.max_new_tokens,
+                             seed=settings.seed)
+    timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
+    block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
+             "behavior": behavior, "probe": probe, "units": units}
+    return block, classes, directions
+
+
+def describe_model(loaded) -> dict:
+    config = loaded.model.config
+    return {"class": type(loaded.model).__name__, "model_type": config.model_type,
+            "layers": len(loaded.units.layers), "units": loaded.units.total_units,
+            "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "chat_template": loaded.has_chat_template}
+
+
+def _reference_cache_key(reference, settings: AuditSettings) -> str:
+    return content_key("audit-reference", SCHEMA_VERSION, __version__, reference.fingerprint, asdict(settings))
+
+
+def measure_reference(reference, sets: Sets, settings: AuditSettings, timings: dict) -> tuple[dict, dict, object]:
+    """The reference's block, from the cache when this reference was measured with these settings before."""
+    import torch
+
+    from .outputs import write_atomic
+    from .units.classify import CLASSES
+
+    folder = cache_root() / "audit-references" / _reference_cache_key(reference, settings)
+    if (folder / "block.json").is_file() and (folder / "tensors.pt").is_file():
+        block = json.loads((folder / "block.json").read_text())
+        tensors = torch.load(folder / "tensors.pt", weights_only=True)
+        timings["reference.cached"] = True
+        return block, tensors["classes"], tensors["directions"]
+    block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference")
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"classes": classes, "directions": directions, "codes": list(CLASSES)}, folder / "tensors.pt")
+    write_atomic(folder / "block.json", json.dumps(block) + "\n")  # written last: it marks the entry complete
+    return block, classes, directions
+
+
+def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
+    """Model minus reference, with bootstrap 95% intervals of the difference."""
+    def flags(block, kind):
+        return [s["refusal"] for s in block["samples"] if s["set"] == block[kind]["set"]]
+
+    complied = [[not f for f in flags(b, "harmful")] for b in (model, reference)]
+    refused = [flags(b, "borderline") for b in (model, reference)]
+    return {
+        "harmful_compliance": {"delta": model["harmful"]["compliance_rate"] - reference["harmful"]["compliance_rate"],
+                               "ci95": list(difference_ci(*complied, seed=seed))},
+        "over_refusal": {"delta": model["borderline"]["refusal_rate"] - reference["borderline"]["refusal_rate"],
+                         "ci95": list(difference_ci(*refused, seed=seed))},
+        "utility_nll": {"delta": model["utility"]["nll"] - reference["utility"]["nll"]},
+        "refusal_score": {"delta": model["refusal_score"]["mean"] - reference["refusal_score"]["mean"]},
+    }
+
+
+def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None) -> dict:
+    """The whole audit as one results document."""
+    start = time.perf_counter()
+    timings: dict = {}
+    sets = Sets.load(settings)
+    ref_block = ref_classes = ref_directions = None
+    if reference is not None:
+        ref_block, ref_classes, ref_directions = measure_reference(reference, sets, settings, timings)
+    block, classes, directions = measure_one(loaded, sets, settings, reference, timings)
+    comparison = {}
+    if reference is not None:
+        comparison["behavior"] = behavior_deltas(block["behavior"], ref_block["behavior"], settings.seed)
+        kl = first_token_kl(loaded, reference, sets.benign, settings.batch_size)
+        comparison["first_token_kl"] = kl
+        comparison["probe"] = probing.compare(block["probe"], ref_block["probe"], directions, ref_directions)
+        reason = same_architecture(loaded, reference)
+        comparison["units"] = ({"note": reason} if reason else
+                               compare_units(loaded, reference, ref_classes, classes))
+    results = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        **block,
+        "reference": ref_block,
+        "comparison": comparison,
+        "settings": asdict(settings),
+        "sets": {name: {"name": s.name, "source": s.source, "n": len(s)} for name, s in vars(sets).items()},
+    }
+    checks = gate.evaluate(results, limits or gate.thresholds())
+    results["gate"] = {"passed": gate.passed(checks), "checks": [c.as_dict() for c in checks]}
+    timings["total"] = round(time.perf_counter() - start, 2)
+    results["provenance"] = provenance(settings, timings)
+    return results
+
+
+def provenance(settings: AuditSettings, timings: dict) -> dict:
+    from importlib import metadata
+
+    packages = {}
+    for name in ("ssah-audit", "torch", "transformers", "tokenizers", "scikit-learn", "numpy", "jinja2"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": settings.seed,
+            "python": platform.python_version(), "platform": platform.platform(), "packages": packages,
+            "timings_seconds": timings}

@@ -1,0 +1,101 @@
+"""Model against reference, unit by unit (DESIGN.md §2.5): where did fine-tuning move the weights, and
+what became of the reference's safety-critical units?
+
+- drift of unit j: ‖ΔB[:, j]‖ / ‖B_ref[:, j]‖ for its write-back column, and the same over its read-in rows
+  (the MLP's gate/up or fc rows, attention's value rows) where the architecture has them one to one;
+- mean drift per class (the reference's classes) and the SCU drift ratio: mean SCU drift over the mean drift
+  of all units (> 1: fine-tuning moved the safety units more than the rest);
+- the attribute-transfer matrix: how many units of each reference class carry each class in the model
+  (the paper's Fig. 5/6).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .models.units import in_out_features, is_projection, weight_out_in
+from .units.classify import CLASSES, CODE
+
+VALUE_NAMES = ("v_proj", "value", "v")
+
+
+def same_architecture(ours, theirs) -> str | None:
+    """None when unit-level comparison is possible, else the reason it is not."""
+    a, b = ours.units.modules(), theirs.units.modules()
+    if [(wb.name, wb.units) for wb in a] != [(wb.name, wb.units) for wb in b]:
+        return (f"different architectures ({ours.model.config.model_type}, {ours.units.total_units:,} units vs "
+                f"{theirs.model.config.model_type}, {theirs.units.total_units:,} units): unit-level comparison "
+                "needs the same unit map, so only behaviour and probing are compared")
+    return None
+
+
+def read_ins(model, write_back_name: str, units: int) -> list[str]:
+    """Projections that produce the units' inputs one to one: siblings of the write-back in the same block
+    with `units` outputs (all of them in an MLP; only value projections in attention, where queries and keys
+    do not map to units)."""
+    parent_name, _, own = write_back_name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    attention = "attn" in parent_name.lower() or "attention" in parent_name.lower()
+    names = []
+    for name, module in parent.named_children():
+        if name == own or not is_projection(module) or in_out_features(module)[1] != units:
+            continue
+        if attention and name not in VALUE_NAMES:
+            continue
+        names.append(f"{parent_name}.{name}")
+    return names
+
+
+def _rows(weight_out_in_matrix: torch.Tensor) -> torch.Tensor:
+    return weight_out_in_matrix.detach().double()
+
+
+@torch.no_grad()
+def unit_drift(ours, theirs) -> dict[str, dict[str, torch.Tensor]]:
+    """{"write": {module: drift per unit}, "read": {module: drift per unit over its read-in rows}}."""
+    write, read = {}, {}
+    for mine, ref in zip(ours.units.modules(), theirs.units.modules(), strict=True):
+        b_ref = _rows(weight_out_in(ref.module))
+        delta = _rows(weight_out_in(mine.module)) - b_ref
+        write[mine.name] = delta.norm(dim=0) / b_ref.norm(dim=0).clamp_min(1e-12)
+        names = read_ins(ours.model, mine.name, mine.units)
+        if names:
+            num = torch.zeros(mine.units, dtype=torch.float64)
+            den = torch.zeros(mine.units, dtype=torch.float64)
+            for name in names:
+                a_ref = _rows(weight_out_in(theirs.model.get_submodule(name)))  # [units, in]
+                a_mine = _rows(weight_out_in(ours.model.get_submodule(name)))
+                num += (a_mine - a_ref).square().sum(dim=1)
+                den += a_ref.square().sum(dim=1)
+            read[mine.name] = num.sqrt() / den.sqrt().clamp_min(1e-12)
+    return {"write": write, "read": read}
+
+
+def drift_by_class(drift: dict[str, torch.Tensor], classes: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """Mean drift of the units of each class, plus "all"."""
+    values = torch.cat([drift[name] for name in classes if name in drift])
+    codes = torch.cat([classes[name] for name in classes if name in drift])
+    result = {name: float(values[codes == CODE[name]].mean()) if (codes == CODE[name]).any() else None
+              for name in CLASSES}
+    return result | {"all": float(values.mean())}
+
+
+def transfer_matrix(reference_classes: dict[str, torch.Tensor], model_classes: dict[str, torch.Tensor]) -> dict:
+    """counts[i][j]: units that are class i in the reference and class j in the model (order: CLASSES);
+    fractions: each row divided by its total."""
+    ref = torch.cat([reference_classes[name] for name in reference_classes]).long()
+    mine = torch.cat([model_classes[name] for name in reference_classes]).long()
+    counts = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.long)
+    counts.index_put_((ref, mine), torch.ones_like(ref), accumulate=True)
+    rows = counts.sum(dim=1, keepdim=True).clamp_min(1)
+    return {"classes": list(CLASSES), "counts": counts.tolist(), "fractions": (counts / rows).tolist()}
+
+
+def compare_units(ours, theirs, reference_classes, model_classes) -> dict:
+    """The unit block of an audit: drift per class, SCU drift ratio, transfer matrix."""
+    drift = unit_drift(ours, theirs)
+    write = drift_by_class(drift["write"], reference_classes)
+    read = drift_by_class(drift["read"], reference_classes) if drift["read"] else None
+    ratio = write["SCU"] / write["all"] if write["SCU"] is not None and write["all"] > 0 else None
+    return {"drift": {"write": write, "read": read}, "scu_drift_ratio": ratio,
+            "transfer": transfer_matrix(reference_classes, model_classes)}
