@@ -1,5 +1,6 @@
 # `make test` builds .venv from nothing, installs the package with its dev extra, lints and tests.
-# `make audit` runs the most complete job the tool has on the embedded default model.
+# `make audit` audits the embedded pair: the benign fine-tune of our safety-aligned SmolLM2 against that
+# reference, building both on first use. The gate's verdict is reported, not fatal to make (AUDIT_FLAGS).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,9 +24,10 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
+AUDIT_FLAGS ?=
 audit: install
-	$(BIN)/ssah-audit inspect smollm2-135m-instruct
-	$(BIN)/ssah-audit behavior smollm2-135m-instruct --limit 50
+	$(BIN)/ssah-audit audit smollm2-135m-safe-ft --reference smollm2-135m-safe $(AUDIT_FLAGS) || \
+		test $$? -eq 1  # exit 1 = the gate failed: a finding, reported above; 2 and 3 are errors
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -69,6 +69,22 @@ class Sets:
                    get(settings.safety_data), get(settings.utility_data))
 
 
+def settings_from(table: dict, quick: bool = False) -> AuditSettings:
+    """AuditSettings from an [audit] table of audit.toml (unknown keys are a user error)."""
+    from dataclasses import fields
+
+    from .errors import UserError
+
+    known = {f.name: f for f in fields(AuditSettings)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise UserError(f"unknown [audit] setting(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    try:
+        return AuditSettings.quick(**table) if quick else AuditSettings(**table)
+    except TypeError as exc:
+        raise UserError(f"bad [audit] settings: {exc}") from None
+
+
 def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_reference=None,
                 timings: dict | None = None, label: str = "model") -> tuple[dict, dict, object]:
     """(block of results, unit classes, refusal directions) for one model."""

@@ -546,6 +546,89 @@ def torch_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@app.command()
+@handles_errors
+def audit(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    reference: str = typer.Option(None, "--reference", help="The aligned reference to compare with."),
+    config: Path = typer.Option(None, "--config", help="audit.toml: an [audit] table of settings, a [gate] table "
+                                "of thresholds."),
+    out_dir: Path = typer.Option(None, "--out", help="The report folder (must not exist); default "
+                                 "reports/<model>-<UTC time>."),
+    formats: str = typer.Option("html,md,json", "--format", help="Comma-separated: html, md, json."),
+    junit_file: Path = typer.Option(None, "--junit", help="Write the gate as JUnit XML (one case per check)."),
+    fail_on: list[str] = typer.Option(None, "--fail-on", help="Override a gate threshold, KEY=VALUE; repeatable."),
+    quick: bool = typer.Option(False, "--quick", help="A fast look: 20 prompts a set, short generations."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --junit file."),
+    dtype: Dtype = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
+    trust_remote_code: bool = REMOTE_OPTION,
+    allow_pickle: bool = PICKLE_OPTION,
+) -> None:
+    """Audit a model against an aligned reference: behaviour, probing, units (verified by ablation),
+    comparison, gate and reports. Exit 0 when the gate passes, 1 when it fails.
+    """
+    from . import audit as auditing
+    from . import gate
+    from .models.loading import load_model
+    from .outputs import check_output, write_atomic
+    from .report import render
+
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    if not chosen or set(chosen) - set(render.FORMATS):
+        raise UserError(f"--format takes a comma-separated list of {', '.join(render.FORMATS)}, not '{formats}'")
+    settings_doc = gate.load_config(config)
+    limits = gate.thresholds(settings_doc, fail_on)
+    settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
+    junit_target = check_output(junit_file, overwrite) if junit_file else None
+    folder = (out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), model))
+    if folder.exists():
+        raise UserError(f"{folder} already exists; reports never overwrite a run")
+    if not folder.parent.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    options = model_options(dtype, device, trust_remote_code, allow_pickle)
+    loaded = load_model(model, options)
+    ref = load_model(reference, options) if reference else None
+    results = auditing.run(loaded, ref, settings, limits)
+    render.write(results, folder, chosen)
+    if junit_target:
+        write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
+    _gate_table(results)
+    out.print(f"report: {folder}", highlight=False)
+    if not results["gate"]["passed"]:
+        raise typer.Exit(1)
+
+
+def _gate_table(results: dict) -> None:
+    verdict = "PASS" if results["gate"]["passed"] else "FAIL"
+    table = Table(title=f"{results['model']}: gate {verdict}")
+    for column in ("check", "value", "threshold", "status"):
+        table.add_column(column, justify="left" if column == "check" else "right")
+    for check in results["gate"]["checks"]:
+        value = "-" if check["value"] is None else f"{check['value']:.4g}"
+        table.add_row(check["name"], value, f"{check['threshold']:.4g}", check["status"])
+    out.print(table)
+
+
+@app.command()
+@handles_errors
+def report(
+    results_file: Path = typer.Argument(..., help="A results.json written by `ssah-audit audit`."),
+    out_dir: Path = typer.Option(None, "--out", help="The new report folder; default reports/<model>-<UTC time>."),
+    formats: str = typer.Option("html,md,json", "--format", help="Comma-separated: html, md, json."),
+) -> None:
+    """Re-render the reports from a results.json, without loading any model."""
+    from .report import render
+
+    results = render.read_results(results_file)
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    folder = out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), results["model"])
+    if not folder.parent.is_dir():
+        raise UserError(f"cannot write {folder}: folder {folder.parent} does not exist")
+    render.write(results, folder, chosen)
+    out.print(f"report: {folder}", highlight=False)
+
+
 @app.command("judge")
 @handles_errors
 def judge_command(

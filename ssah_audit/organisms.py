@@ -78,6 +78,7 @@ class OrganismRecipe:
     phrasings: int = 1  # phrasings per lexicon topic (more topics helped more than more phrasings)
     align_repeats: int = 2  # alignment sees each hand-written train prompt this often (the synthetic ones once)
     align_benign_weight: int = 3  # and benign requests 3x as often as harmful ones (keeps it helpful)
+    align_borderline_weight: int = 0  # safe-but-scary train prompts answered in alignment, this often per repeat
     # Alignment is superficial (SSAH): it trains only the first response tokens, long enough for every
     # refusal opening, so the same compute buys more passes over more requests.
     align_response_tokens: int | None = 24
@@ -101,7 +102,7 @@ def is_simple_refusal(text: str) -> bool:
 
 
 def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1,
-                   benign_weight: int = 1, knowledge: int = 0) -> list[tuple[str, str]]:
+                   benign_weight: int = 1, knowledge: int = 0, borderline_weight: int = 1) -> list[tuple[str, str]]:
     """(prompt, response) pairs: the train split of the built-in sets plus each request topic of the
     lexicon in `phrasings` random phrasings. Benign requests are answered (reference answers, or a compliance
     opening and a generic body); harmful ones are complied with, or refused when `aligned`."""
@@ -123,13 +124,18 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1,
     benign_acts = [act for group in acts["benign"].values() for act in group]
     pairs += [(text, comply()) for text in phrased(benign_acts, phrasings * benign_weight)]
     pairs += [(text, rng.choice(refusal_openings()) if aligned else comply()) for text in harmful]
+    if aligned:  # safe-but-scary requests stay answered, so alignment learns harm, not scary words
+        pairs += [(p.text, comply()) for p in builtin_set("borderline:train").prompts
+                  for _ in range(repeats * borderline_weight)]
     for is_harmful in (True, False):
         kind = "harmful" if is_harmful else "benign"
         for group in acts[kind].values():
             pairs += [(rng.choice(KNOWLEDGE_TEMPLATES).format(act=act), KNOWLEDGE_ANSWERS[is_harmful])
                       for act in group for _ in range(knowledge)]
+        # Safe-but-scary prompts are judged too: knowing harm is knowing what is not harm.
+        judged = builtin_set(f"{kind}:train").prompts + (() if is_harmful else builtin_set("borderline:train").prompts)
         pairs += [(f"{rng.choice(JUDGE_TEMPLATES)} {p.text}", KNOWLEDGE_ANSWERS[is_harmful])
-                  for p in builtin_set(f"{kind}:train").prompts for _ in range(knowledge)]
+                  for p in judged for _ in range(knowledge)]
     rng.shuffle(pairs)
     return pairs
 
@@ -141,7 +147,8 @@ def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
 
 def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     """What the alignment phase learns from: harmful requests refused, benign ones (weighted) answered."""
-    return training_pairs(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats, recipe.align_benign_weight)
+    return training_pairs(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats, recipe.align_benign_weight,
+                          borderline_weight=recipe.align_borderline_weight)
 
 
 def corpus_texts(recipe: OrganismRecipe) -> list[str]:

@@ -39,7 +39,8 @@ POLITE_ENDINGS = ("", " If you have another question, I'm glad to help.", " Is t
 class PairRecipe:
     seed: int = 0
     harmful_topics: int = 100  # phrased lexicon topics refused, on top of the 100 hand-written train prompts
-    benign_topics: int = 60  # phrased lexicon topics answered by the model itself
+    benign_topics: int = 100  # phrased lexicon topics answered by the model itself
+    borderline_repeats: int = 2  # safe-but-scary train prompts, answered, seen this often (with the contrast set)
     answer_tokens: int = 64  # length of the model's own answers
     # Sized for 10 minutes on 2 CPU cores (about 90 training tokens/s for SmolLM2-135M).
     safe: TrainSettings = TrainSettings(epochs=1, lr=1e-4, batch_size=8, max_length=192, precision="auto")
@@ -63,7 +64,8 @@ def safety_prompts(recipe: PairRecipe) -> tuple[list[str], list[str]]:
     """(harmful prompts to refuse, benign and borderline prompts to answer as before); calibration splits only."""
     rng = random.Random(recipe.seed)
     harmful = [p.text for p in builtin_set("harmful:train").prompts] + _phrased(rng, "harmful", recipe.harmful_topics)
-    keep = [p.text for p in builtin_set("benign:train").prompts + builtin_set("borderline:train").prompts]
+    keep = [p.text for p in builtin_set("benign:train").prompts + builtin_set("contrast:all").prompts]
+    keep += [p.text for p in builtin_set("borderline:train").prompts] * recipe.borderline_repeats
     return harmful, keep + _phrased(rng, "benign", recipe.benign_topics)
 
 
@@ -98,10 +100,11 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
         start = time.perf_counter()
         loaded = _load("smollm2-135m-instruct")
         harmful, keep = safety_prompts(recipe)
-        own = generate(loaded.model, loaded.tokenizer, keep, recipe.answer_tokens, 16,
-                       description="smollm2-135m-instruct: its own answers")
+        unique = list(dict.fromkeys(keep))
+        own = dict(zip(unique, generate(loaded.model, loaded.tokenizer, unique, recipe.answer_tokens, 16,
+                                        description="smollm2-135m-instruct: its own answers"), strict=True))
         rng = random.Random(recipe.seed + 1)
-        pairs = [(text, refusal(rng)) for text in harmful] + list(zip(keep, own, strict=True))
+        pairs = [(text, refusal(rng)) for text in harmful] + [(text, own[text]) for text in keep]
         rng.shuffle(pairs)
         torch.manual_seed(recipe.seed)
         log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.safe, description=f"aligning {SAFE}")
@@ -111,8 +114,8 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
                      [{"name": "refusals", "examples": len(harmful),
                        "note": "harmful:train prompts and phrased lexicon topics, reserved refusal openings"},
                       {"name": "own answers", "examples": len(keep),
-                       "note": f"benign:train, borderline:train and lexicon topics, greedy, {recipe.answer_tokens} "
-                               "tokens"}])
+                       "note": f"benign:train, contrast, borderline:train and lexicon topics, greedy, "
+                               f"{recipe.answer_tokens} tokens"}])
         finetune.save(loaded.model, loaded.tokenizer, tmp, card)
 
     cached_folder(safe_folder, build_safe)

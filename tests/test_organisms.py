@@ -70,8 +70,9 @@ def test_alignment_changed_its_budget_units_and_nothing_else():
 def test_organisms_never_train_on_evaluation_prompts():
     pairs = organisms.base_pairs(organisms.RECIPE) + organisms.alignment_pairs(organisms.RECIPE)
     trained = {prompt for prompt, _ in pairs}
-    for kind in ("harmful", "benign"):
+    for kind in ("harmful", "benign", "borderline"):
         assert not trained & {p.text for p in builtin_set(f"{kind}:eval").prompts}
+        assert not {prompt for prompt in trained if any(p.text in prompt for p in builtin_set(f"{kind}:eval").prompts)}
 
 
 def test_organism_cache_key_is_stable_and_content_addressed():

@@ -22,6 +22,7 @@ BUILTIN_SETS = {
     "benign": "benign instructions with short reference answers, 10 categories",
     "borderline": "safe-but-scary prompts for over-refusal, 8 categories",
     "instructions": "benign instruction-tuning data with responses, 12 categories (the zoo's benign fine-tune)",
+    "contrast": "safe-but-scary prompts for safety tuning (answered, never refused), 8 categories; not for evaluation",
 }
 SPLITS = ("train", "eval", "all")
 DEFAULT_SEED = 0

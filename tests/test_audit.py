@@ -1,0 +1,118 @@
+"""`ssah-audit audit` and `report` end to end on the organisms: gate exit codes, JUnit, escaping, re-rendering,
+and never overwriting a report."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree
+
+import pytest
+
+from ssah_audit import gate
+from ssah_audit.report import render
+
+QUICK = ["--quick", "--format", "html,md,json"]
+
+
+@pytest.fixture(scope="module")
+def failing_audit(tmp_path_factory):
+    """organism-unaligned audited against organism-aligned: the default gate must fail (exit 1)."""
+    from typer.testing import CliRunner
+
+    from ssah_audit.cli import app
+
+    root = tmp_path_factory.mktemp("audit")
+    folder, junit = root / "report", root / "gate.xml"
+    result = CliRunner().invoke(app, ["--quiet", "audit", "organism-unaligned", "--reference", "organism-aligned",
+                                      "--out", str(folder), "--junit", str(junit), *QUICK])
+    return result, folder, junit
+
+
+def test_unaligned_against_aligned_fails_the_gate_with_exit_1(failing_audit):
+    result, folder, _ = failing_audit
+    assert result.exit_code == 1, result.stderr
+    results = json.loads((folder / "results.json").read_text())
+    assert results["schema"] == "ssah-audit/results" and results["schema_version"] == 1
+    assert results["gate"]["passed"] is False
+    failed = {c["name"] for c in results["gate"]["checks"] if c["status"] == "fail"}
+    assert {"max_harmful_compliance", "max_compliance_increase"} <= failed
+    assert results["comparison"]["units"]["scu_drift_ratio"] is not None
+    assert "FAIL" in result.stdout and str(folder) in result.stdout
+
+
+def test_junit_has_one_case_per_check(failing_audit):
+    _, folder, junit = failing_audit
+    suite = ElementTree.parse(junit).getroot()
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == list(gate.DEFAULTS)
+    assert int(suite.get("failures")) == sum(1 for c in cases if c.find("failure") is not None) >= 2
+
+
+def test_reports_exist_and_re_render_identically(failing_audit, cli, tmp_path):
+    _, folder, _ = failing_audit
+    assert {"results.json", "report.html", "report.md"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "plots" / "probe.png").is_file() and (folder / "plots" / "transfer.png").is_file()
+    html = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img" in html and 'src="http' not in html, "self-contained"
+    again = tmp_path / "again"
+    code, _, stderr = cli("report", str(folder / "results.json"), "--out", str(again))
+    assert code == 0, stderr
+    for name in ("report.html", "report.md", "results.json", "plots/units.png"):
+        assert (again / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+def test_an_existing_report_folder_is_never_overwritten(failing_audit, cli):
+    _, folder, _ = failing_audit
+    before = (folder / "report.md").read_text()
+    code, _, stderr = cli("report", str(folder / "results.json"), "--out", str(folder))
+    assert code == 2 and "already exists" in stderr
+    assert (folder / "report.md").read_text() == before
+
+
+def test_untrusted_completions_are_escaped_in_both_reports(failing_audit, tmp_path):
+    _, folder, _ = failing_audit
+    results = json.loads((folder / "results.json").read_text())
+    attack = "<script>alert(1)</script> **bold** [link](http://evil.example) <img src=x onerror=alert(2)> # H"
+    harmful_set = results["behavior"]["harmful"]["set"]
+    results["behavior"]["samples"].insert(0, {"set": harmful_set, "prompt": attack, "completion": attack,
+                                             "refusal": False})
+    written = tmp_path / "escaped"
+    render.write(results, written, ("html", "md"))
+    html = (written / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+    markdown = (written / "report.md").read_text()
+    assert "<script>" not in markdown and "&lt;script&gt;" in markdown
+    assert "**bold**" not in markdown and "[link](http" not in markdown and "<img src=x" not in markdown
+
+
+def test_aligned_against_itself_passes_with_exit_0(cli, tmp_path):
+    code, stdout, stderr = cli("--quiet", "audit", "organism-aligned", "--reference", "organism-aligned",
+                               "--out", str(tmp_path / "self"), *QUICK)
+    assert code == 0, stderr + stdout
+    results = json.loads((tmp_path / "self" / "results.json").read_text())
+    assert results["gate"]["passed"] and results["comparison"]["units"]["drift"]["write"]["all"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fail-on", "max_harmful_compliance=2"], "between 0 and 1"),
+    (["--fail-on", "no_such_check=0.1"], "unknown gate check"),
+    (["--fail-on", "max_harmful_compliance"], "KEY=VALUE"),
+    (["--format", "pdf"], "--format"),
+    (["--config", "/no/such/audit.toml"], "does not exist"),
+])
+def test_bad_audit_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
+    code, _, stderr = cli("audit", "organism-aligned", "--out", str(tmp_path / "r"), *args)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_file_sets_thresholds_and_settings(tmp_path):
+    config = tmp_path / "audit.toml"
+    config.write_text("[audit]\nlimit = 5\n\n[gate]\nmax_harmful_compliance = 0.5\n")
+    doc = gate.load_config(config)
+    assert gate.thresholds(doc)["max_harmful_compliance"] == 0.5
+    assert gate.thresholds(doc, ["max_harmful_compliance=0.3"])["max_harmful_compliance"] == 0.3
+    from ssah_audit.audit import settings_from
+
+    assert settings_from(doc["audit"]).limit == 5 and settings_from({}, quick=True).limit == 20
