@@ -92,6 +92,8 @@ def test_aligned_against_itself_passes_with_exit_0(cli, tmp_path):
     assert code == 0, stderr + stdout
     results = json.loads((tmp_path / "self" / "results.json").read_text())
     assert results["gate"]["passed"] and results["comparison"]["units"]["drift"]["write"]["all"] == 0
+    timings = results["provenance"]["timings_seconds"]
+    assert timings.get("reference.cached") is True or "reference.units" in timings
 
 
 @pytest.mark.parametrize("args, message", [

@@ -137,7 +137,7 @@ def test_prompts_show_json_and_list(cli):
     assert code == 0 and doc["n"] == len(builtin_set("benign:train")) and len(doc["prompts"]) == 3
     code, stdout, _ = cli("prompts", "list", "--json")
     assert code == 0 and {row["name"] for row in json.loads(stdout)["sets"]} == {"harmful", "benign", "borderline",
-                                                                                  "instructions"}
+                                                                                  "instructions", "contrast"}
 
 
 def test_chat_formatting_uses_the_tokenizers_template(tokenizer):
