@@ -58,9 +58,9 @@ def test_summary_score_counts_positive_cells_from_k2():
 def test_linear_probes_and_refusal_directions_on_the_organisms():
     """Held-out eval split (100 harmful, 100 benign). The organisms' base was taught which topics are harmful
     (a capable model knows, SSAH's premise), so both separate harmful from benign prompts at their last token
-    (probe accuracy >= 0.85; measured 0.91 / 0.93), and alignment, confined to 2.5% of the units, reuses
-    that representation: the two refusal directions agree at layer 1 (cosine >= 0.6, measured 0.77) and
-    less at the last layer, where alignment writes the refusal (measured 0.30)."""
+    (probe accuracy >= 0.85; measured 0.96 / 0.95), and alignment, confined to 2.5% of the units, reuses
+    that representation: the two refusal directions agree at layer 1 (cosine >= 0.6, measured 0.88) and
+    less at the last layer, where alignment writes the refusal (measured 0.21)."""
     aligned, unaligned = load_model("organism-aligned"), load_model("organism-unaligned")
     harmful, benign = builtin_set("harmful").prompts, builtin_set("benign").prompts
     states = {name: (probing.prompt_states(m, harmful), probing.prompt_states(m, benign))
@@ -121,9 +121,10 @@ def test_probe_never_overwrites_an_existing_result(cli, tmp_path):
     assert existing.read_text() == "keep me"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 4: the organisms' last-token states are dominated by the identity of "
-                   "the current token (cosine distances 0.8-1.2 for both continuations), so both score 0.13; "
-                   "see the issue notes. Strict: this fails loudly once an organism shows the paper's signature.")
+@pytest.mark.xfail(strict=True, reason="issue 4: on the eval split the aligned organism scores 0.58 and the "
+                   "unaligned 0.40: ordered as SSAH predicts but short of 0.8 / 0.3. The margins are 0.01-0.04 "
+                   "against cosine distances near 1: in a 128-wide model the last-token state is dominated by the "
+                   "current token. Strict: this fails loudly once an organism shows the paper's signature.")
 def test_organism_safe_direction_scores_follow_alignment():
     harmful = builtin_set("harmful").limit(50).prompts
     aligned = probing.probe(load_model("organism-aligned"), harmful).safe_direction_score
