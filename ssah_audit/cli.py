@@ -581,11 +581,11 @@ def audit(
     limits = gate.thresholds(settings_doc, fail_on)
     settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
     junit_target = check_output(junit_file, overwrite) if junit_file else None
-    folder = (out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), model))
+    folder = out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), model)
     if folder.exists():
         raise UserError(f"{folder} already exists; reports never overwrite a run")
-    if not folder.parent.is_dir():
-        folder.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir and not folder.parent.is_dir():
+        raise UserError(f"cannot write {folder}: folder {folder.parent} does not exist")
     options = model_options(dtype, device, trust_remote_code, allow_pickle)
     loaded = load_model(model, options)
     ref = load_model(reference, options) if reference else None

@@ -116,8 +116,7 @@ def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
             for name, png in images.items():
                 (tmp / "plots" / f"{name}.png").write_bytes(png)
             (tmp / "report.md").write_text(render(results, "md", images), encoding="utf-8")
-        (tmp / ".complete").unlink(missing_ok=True)
-    (folder / ".complete").unlink(missing_ok=True)
+    (folder / ".complete").unlink(missing_ok=True)  # the staging mark means nothing in a report folder
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
