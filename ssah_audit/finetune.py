@@ -8,6 +8,7 @@ machine give the same weights.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -159,15 +160,9 @@ def save(model, tokenizer, folder: Path, card: dict) -> None:
 
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    (folder / "training.json").write_text(json_dump(card), encoding="utf-8")
+    (folder / "training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(render("model_card.md.j2", card=card, curve=loss_curve(card["log"]["losses"])),
                                       encoding="utf-8")
-
-
-def json_dump(doc: dict) -> str:
-    import json
-
-    return json.dumps(doc, indent=2) + "\n"
 
 
 def loss_curve(losses: list[float], points: int = 10) -> list[tuple[int, float]]:

@@ -12,7 +12,6 @@ Both are deterministic (seeded, greedy) and cached by a hash of the recipe, the 
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -144,7 +143,3 @@ def _card(name, base, fingerprint, settings, log, start, purpose, data) -> dict:
     return {"name": name, "version": __version__, "base": base, "base_fingerprint": fingerprint, "purpose": purpose,
             "data": data, "settings": asdict(settings), "log": log}
 
-
-def card(name: str) -> dict | None:
-    path = folder(name) / "training.json"
-    return json.loads(path.read_text()) if path.is_file() else None
