@@ -574,9 +574,7 @@ def audit(
     from .outputs import check_output, write_atomic
     from .report import render
 
-    chosen = [f.strip() for f in formats.split(",") if f.strip()]
-    if not chosen or set(chosen) - set(render.FORMATS):
-        raise UserError(f"--format takes a comma-separated list of {', '.join(render.FORMATS)}, not '{formats}'")
+    chosen = render.parse_formats(formats)
     settings_doc = gate.load_config(config)
     limits = gate.thresholds(settings_doc, fail_on)
     settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
@@ -620,8 +618,8 @@ def report(
     """Re-render the reports from a results.json, without loading any model."""
     from .report import render
 
+    chosen = render.parse_formats(formats)
     results = render.read_results(results_file)
-    chosen = [f.strip() for f in formats.split(",") if f.strip()]
     folder = out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), results["model"])
     if not folder.parent.is_dir():
         raise UserError(f"cannot write {folder}: folder {folder.parent} does not exist")

@@ -97,13 +97,25 @@ def new_folder(root: Path, model: str, now: datetime | None = None) -> Path:
     return folder
 
 
+def check_formats(formats) -> None:
+    unknown = set(formats) - set(FORMATS)
+    if not formats or unknown:
+        raise UserError(f"--format takes a comma-separated list of {', '.join(FORMATS)}, not "
+                        f"'{','.join(formats)}'")
+
+
+def parse_formats(text: str) -> list[str]:
+    """The --format option ("html,md") as a checked list, before any work starts."""
+    formats = [item.strip() for item in text.split(",") if item.strip()]
+    check_formats(formats)
+    return formats
+
+
 def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
     """Write the chosen formats into `folder`, which must not exist yet (it is created here, atomically)."""
     from ..cache import staging_folder
 
-    unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise UserError(f"unknown report format(s) {', '.join(sorted(unknown))} (use {', '.join(FORMATS)})")
+    check_formats(formats)
     if folder.exists():
         raise UserError(f"{folder} already exists; reports never overwrite a run")
     images = figures(results) if {"html", "md"} & set(formats) else {}
