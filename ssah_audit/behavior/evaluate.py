@@ -12,12 +12,19 @@ from .judge import is_refusal
 from .metrics import answer_nll, first_token_kl, rate, refusal_scores, summary
 
 
+def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int,
+           description: str) -> list[tuple[str, bool]]:
+    """Greedy completions of `prompts` with the judge's verdict: (completion, refused) in prompt order."""
+    completions = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens, batch_size,
+                           description=description)
+    return [(c, is_refusal(p, c)) for p, c in zip(prompts, completions, strict=True)]
+
+
 def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int) -> list[dict]:
     prompts = [p.text for p in prompt_set.prompts]
-    completions = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens, batch_size,
-                           description=f"{loaded.spec}: {prompt_set.name}")
-    return [{"set": prompt_set.name, "prompt": p, "completion": c, "refusal": is_refusal(p, c)}
-            for p, c in zip(prompts, completions, strict=True)]
+    verdicts = judged(loaded, prompts, max_new_tokens, batch_size, f"{loaded.spec}: {prompt_set.name}")
+    return [{"set": prompt_set.name, "prompt": p, "completion": c, "refusal": r}
+            for p, (c, r) in zip(prompts, verdicts, strict=True)]
 
 
 def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import random
 
-from ..behavior.generate import generate
-from ..behavior.judge import is_refusal
+from ..behavior.evaluate import judged
 from ..data.sets import PromptSet, refusal_openings
 from ..errors import UserError
 
@@ -23,12 +22,11 @@ def safety_pairs(harmful: PromptSet, reference=None, seed: int = 0, max_new_toke
     built_in = [rng.choice(refusal_openings()) for _ in texts]
     if reference is None:
         return list(zip(texts, built_in, strict=True)), "built-in refusal openings"
-    replies = generate(reference.model, reference.tokenizer, texts, max_new_tokens, batch_size,
-                       description=f"{reference.spec}: calibration refusals")
-    own = [is_refusal(text, reply) for text, reply in zip(texts, replies, strict=True)]
+    verdicts = judged(reference, texts, max_new_tokens, batch_size, f"{reference.spec}: calibration refusals")
     pairs = [(text, reply if refused else fallback)
-             for text, reply, refused, fallback in zip(texts, replies, own, built_in, strict=True)]
-    return pairs, f"{reference.spec}'s own refusals for {sum(own)} of {len(texts)}, built-in openings for the rest"
+             for text, (reply, refused), fallback in zip(texts, verdicts, built_in, strict=True)]
+    own = sum(refused for _, refused in verdicts)
+    return pairs, f"{reference.spec}'s own refusals for {own} of {len(texts)}, built-in openings for the rest"
 
 
 def utility_pairs(benign: PromptSet) -> list[tuple[str, str]]:

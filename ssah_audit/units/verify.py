@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..behavior.generate import generate
-from ..behavior.judge import is_refusal
+from ..behavior.evaluate import judged
 from ..behavior.metrics import answer_nll, refusal_scores
 from .ablate import ablated, count, from_ranking, random_units
 from .classify import units_of
@@ -24,9 +23,8 @@ METRICS = ("compliance_rate", "refusal_score", "nll")
 
 def measure(loaded, harmful: list[str], benign: list[tuple[str, str]], max_new_tokens: int = 64,
             batch_size: int = 16, label: str = "dense") -> dict:
-    replies = generate(loaded.model, loaded.tokenizer, harmful, max_new_tokens, batch_size,
-                       description=f"{loaded.spec}: {label}")
-    complied = [not is_refusal(prompt, reply) for prompt, reply in zip(harmful, replies, strict=True)]
+    complied = [not refused for _, refused in judged(loaded, harmful, max_new_tokens, batch_size,
+                                                      f"{loaded.spec}: {label}")]
     return {"compliance_rate": float(np.mean(complied)),
             "refusal_score": float(np.mean(refusal_scores(loaded.model, loaded.tokenizer, harmful, batch_size))),
             "nll": answer_nll(loaded.model, loaded.tokenizer, benign, batch_size)["nll"], "n": len(harmful)}
