@@ -38,14 +38,15 @@ class TrainSettings:
     seed: int = 0
 
 
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]], response_only: bool = True,
+def encode_pairs(tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]], response_only: bool = True,
                  max_response_tokens: int | None = None, max_length: int | None = None
                  ) -> list[tuple[list[int], list[int]]]:
     """Token ids and labels; labels are -100 on prompt tokens when training on responses only. Responses
-    can be cut to their first tokens (where the fulfil-or-refuse choice is made) or to a total length."""
+    can be cut to their first tokens (where the fulfil-or-refuse choice is made) or to a total length.
+    A pair may carry a third item, `finished`; False (a generation cut at its limit) means no end-of-turn."""
     encoded = []
-    for prompt, response in pairs:
-        ids, n_prompt = encode_exchange(tokenizer, prompt, response)
+    for prompt, response, *rest in pairs:
+        ids, n_prompt = encode_exchange(tokenizer, prompt, response, finished=rest[0] if rest else True)
         if max_response_tokens is not None:
             ids = ids[: n_prompt + max_response_tokens]
         if max_length is not None:
@@ -84,7 +85,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def train(model, tokenizer, pairs: list[tuple[str, str]], settings: TrainSettings, description: str = "training",
+def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]], settings: TrainSettings, description: str = "training",
           masks: dict[torch.nn.Parameter, torch.Tensor] | None = None) -> dict:
     """Fine-tune `model` in place; returns the log: steps, per-step losses, the last epoch's mean loss, time.
 

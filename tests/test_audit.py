@@ -52,7 +52,9 @@ def test_reports_exist_and_re_render_identically(failing_audit, cli, tmp_path):
     _, folder, _ = failing_audit
     assert {"results.json", "report.html", "report.md"} <= {p.name for p in folder.iterdir()}
     assert (folder / "plots" / "probe.png").is_file() and (folder / "plots" / "transfer.png").is_file()
-    html = (folder / "report.html").read_text()
+    html, md = (folder / "report.html").read_text(), (folder / "report.md").read_text()
+    for text in (html, md):
+        assert "Ablation of this model" in text and "Ablation of the reference (its own classes)" in text
     assert "data:image/png;base64," in html and "<img" in html and 'src="http' not in html, "self-contained"
     again = tmp_path / "again"
     code, _, stderr = cli("report", str(folder / "results.json"), "--out", str(again))

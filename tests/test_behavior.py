@@ -52,6 +52,22 @@ def test_generation_stops_at_the_end_of_turn(aligned):
     assert 0 < len(aligned.tokenizer(text).input_ids) < 40, text
 
 
+def test_generation_reports_which_answers_were_cut_at_the_limit(aligned):
+    refusal_prompt = builtin_set("harmful").prompts[0].text
+    _, finished = generate(aligned.model, aligned.tokenizer, [refusal_prompt], max_new_tokens=64, with_finished=True)
+    assert finished == [True]
+    _, finished = generate(aligned.model, aligned.tokenizer, [refusal_prompt], max_new_tokens=2, with_finished=True)
+    assert finished == [False]
+
+
+def test_sampled_generation_is_seeded_and_differs_from_greedy(aligned):
+    prompts = mixed_prompts(4)
+    sampled = generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16, sample_seed=7)
+    assert generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16, sample_seed=7) == sampled
+    assert generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16, sample_seed=8) != sampled
+    assert generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16) != sampled
+
+
 def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
     flags = [True] * 7 + [False] * 13
     estimate = metrics.rate(flags, seed=3)

@@ -48,6 +48,15 @@ def test_finetune_needs_responses(cli, tmp_path):
     assert code == 2 and "no responses" in stderr and len(stderr.strip().splitlines()) == 1
 
 
+def test_an_unfinished_answer_is_trained_without_an_end_of_turn():
+    tokenizer = load_model("organism-unaligned").tokenizer
+    (done, done_labels), (cut, cut_labels) = finetune.encode_pairs(
+        tokenizer, [("Name a colour.", "Blue is"), ("Name a colour.", "Blue is", False)])
+    end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    assert end in done_labels and end not in cut_labels
+    assert done[:len(cut)] == cut and len(cut) < len(done)
+
+
 def test_gradient_accumulation_and_max_steps_count_optimiser_steps():
     loaded = load_model("organism-unaligned")
     pairs = [(p.text, p.answer) for p in builtin_set("benign:train").limit(16).prompts]

@@ -27,8 +27,12 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, system: str | None = None, description: str = "generating",
-             formatted: bool = False) -> list[str]:
-    """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given."""
+             formatted: bool = False, with_finished: bool = False, sample_seed: int | None = None
+             ) -> list[str] | tuple[list[str], list[bool]]:
+    """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given. With
+    `with_finished`, also whether each one ended by itself (False: cut at `max_new_tokens`). With
+    `sample_seed`, seeded samples from the model's full distribution (temperature 1, no top-k/top-p)
+    instead: training on those keeps a distribution, where training on greedy answers sharpens it."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     if encoded:
@@ -38,16 +42,22 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
     completions: list[str] = [""] * len(texts)
+    decoding = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if sample_seed is not None:
+        torch.manual_seed(sample_seed)
+        decoding = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    finished: list[bool] = [True] * len(texts)
     with progress_bar(description, len(texts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             # Left padding: every prompt ends where generation starts.
             ids, mask, _ = pad([encoded[i] for i in chunk], pad_id, side="left")
             width = ids.shape[1]
-            output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                    max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id,
-                                    temperature=None, top_p=None, top_k=None)
+            output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                    max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id, **decoding)
             for row, i in enumerate(chunk):
-                completions[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
+                new = output[row, width:]
+                completions[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+                finished[i] = bool(torch.isin(new, torch.tensor(stops, device=new.device)).any())
             advance(len(chunk))
-    return completions
+    return (completions, finished) if with_finished else completions

@@ -23,10 +23,16 @@ def format_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def format_exchange(tokenizer, prompt: str, response: str, system: str | None = None) -> tuple[str, str]:
+def format_exchange(tokenizer, prompt: str, response: str, system: str | None = None,
+                    finished: bool = True) -> tuple[str, str]:
     """(prompt_text, full_text) for a prompt and its response; full_text starts with prompt_text, so the
-    response tokens are the ones after the prompt's (what SFT loss and answer NLL are computed on)."""
+    response tokens are the ones after the prompt's (what SFT loss and answer NLL are computed on).
+
+    An unfinished response (a generation cut at its token limit) gets no end-of-turn token: training on it
+    must not teach the model to stop mid-sentence."""
     prompt_text = format_prompt(tokenizer, prompt, system)
+    if not finished:
+        return prompt_text, prompt_text + response
     end = tokenizer.eos_token or ""
     if has_chat_template(tokenizer):
         messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -37,8 +43,9 @@ def format_exchange(tokenizer, prompt: str, response: str, system: str | None = 
     return prompt_text, prompt_text + response + end
 
 
-def encode_exchange(tokenizer, prompt: str, response: str, system: str | None = None) -> tuple[list[int], int]:
+def encode_exchange(tokenizer, prompt: str, response: str, system: str | None = None,
+                    finished: bool = True) -> tuple[list[int], int]:
     """Token ids of the whole exchange and how many of them are the prompt (the rest are the response)."""
-    prompt_text, full_text = format_exchange(tokenizer, prompt, response, system)
+    prompt_text, full_text = format_exchange(tokenizer, prompt, response, system, finished)
     n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
     return tokenizer(full_text, add_special_tokens=False).input_ids, n_prompt
