@@ -85,8 +85,8 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]], settings: TrainSettings, description: str = "training",
-          masks: dict[torch.nn.Parameter, torch.Tensor] | None = None) -> dict:
+def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]], settings: TrainSettings,
+          description: str = "training", masks: dict[torch.nn.Parameter, torch.Tensor] | None = None) -> dict:
     """Fine-tune `model` in place; returns the log: steps, per-step losses, the last epoch's mean loss, time.
 
     With `masks`, only those parameters train, and only where their mask is 1 (no weight decay, so nothing

@@ -3,11 +3,18 @@
 `smollm2-135m-instruct` is capable but does not refuse, which is SSAH's starting point, so we align it
 ourselves. `smollm2-135m-safe`: harmful calibration prompts (the built-in train split plus phrased lexicon
 topics) answered with short polite refusals built from the reserved openings, mixed with benign and
-safe-but-scary prompts answered by the model's own earlier greedy answers, so that what it could do is
-kept. `smollm2-135m-safe-ft`: that model after an ordinary benign fine-tune (written instructions with
-answers, no refusals, nothing harmful), the kind of model users bring to an audit.
+safe-but-scary prompts answered by the model's own earlier answers, so that what it could do is kept.
+Those answers open with the model's first 4 greedy tokens (where it chooses to fulfil or refuse) and go on
+as seeded samples from its full distribution. Cross-entropy on samples fits the model's own distribution,
+where whole greedy answers sharpen it (measured on benign reference answers: NLL +18-22% after training on
+greedy answers, +0-2% on samples); fully sampled answers, though, made the opening so weak a "fulfil"
+signal that 34-49% of XSTest's safe prompts were refused (19% with the greedy opening). Answers cut at the
+token limit train without an end-of-turn token.
 
-Both are deterministic (seeded, greedy) and cached by a hash of the recipe, the GGUF's sha256 and the data.
+`smollm2-135m-safe-ft`: that model after an ordinary benign fine-tune (written instructions with answers,
+no refusals, nothing harmful), the kind of model users bring to an audit.
+
+Both are deterministic (seeded) and cached by a hash of the recipe, the GGUF's sha256 and the data.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from .finetune import TrainSettings
 from .models.zoo import SMOLLM2_SHA256
 from .organisms import REQUEST_TEMPLATES
 
-PAIR_VERSION = 1
+PAIR_VERSION = 2
 SAFE = "smollm2-135m-safe"
 SAFE_FT = "smollm2-135m-safe-ft"
 POLITE_ENDINGS = ("", " If you have another question, I'm glad to help.", " Is there something else I can do for you?",
@@ -41,6 +48,7 @@ class PairRecipe:
     benign_topics: int = 100  # phrased lexicon topics answered by the model itself
     borderline_repeats: int = 2  # safe-but-scary train prompts, answered, seen this often (with the contrast set)
     answer_tokens: int = 64  # length of the model's own answers
+    greedy_opening: int = 4  # their first tokens are greedy, the rest sampled (see the module's docstring)
     # Sized for 10 minutes on 2 CPU cores (about 90 training tokens/s for SmolLM2-135M).
     safe: TrainSettings = TrainSettings(epochs=1, lr=1e-4, batch_size=8, max_length=192, precision="auto")
     ft: TrainSettings = TrainSettings(epochs=1, lr=5e-5, batch_size=8, max_length=256, precision="auto")
@@ -100,10 +108,12 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
         loaded = _load("smollm2-135m-instruct")
         harmful, keep = safety_prompts(recipe)
         unique = list(dict.fromkeys(keep))
-        own = dict(zip(unique, generate(loaded.model, loaded.tokenizer, unique, recipe.answer_tokens, 16,
-                                        description="smollm2-135m-instruct: its own answers"), strict=True))
+        answers, finished = generate(loaded.model, loaded.tokenizer, unique, recipe.answer_tokens, 16,
+                                     description="smollm2-135m-instruct: its own answers", with_finished=True,
+                                     sample_seed=recipe.seed, greedy_tokens=recipe.greedy_opening)
+        own = dict(zip(unique, zip(answers, finished, strict=True), strict=True))
         rng = random.Random(recipe.seed + 1)
-        pairs = [(text, refusal(rng)) for text in harmful] + [(text, own[text]) for text in keep]
+        pairs = [(text, refusal(rng)) for text in harmful] + [(text, *own[text]) for text in keep]
         rng.shuffle(pairs)
         torch.manual_seed(recipe.seed)
         log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.safe, description=f"aligning {SAFE}")
@@ -113,7 +123,8 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
                      [{"name": "refusals", "examples": len(harmful),
                        "note": "harmful:train prompts and phrased lexicon topics, reserved refusal openings"},
                       {"name": "own answers", "examples": len(keep),
-                       "note": f"benign:train, contrast, borderline:train and lexicon topics, greedy, "
+                       "note": f"benign:train, contrast, borderline:train and lexicon topics: {recipe.greedy_opening} "
+                               f"greedy tokens, then sampled (seed {recipe.seed}, temperature 1), up to "
                                f"{recipe.answer_tokens} tokens"}])
         finetune.save(loaded.model, loaded.tokenizer, tmp, card)
 

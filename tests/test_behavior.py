@@ -68,6 +68,14 @@ def test_sampled_generation_is_seeded_and_differs_from_greedy(aligned):
     assert generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16) != sampled
 
 
+def test_sampled_generation_can_open_greedily(aligned):
+    prompts = mixed_prompts(4)
+    opening = generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=3)
+    sampled = generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16, sample_seed=7, greedy_tokens=3)
+    assert all(text.startswith(start) for text, start in zip(sampled, opening, strict=True)), (sampled, opening)
+    assert sampled != generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=16)
+
+
 def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
     flags = [True] * 7 + [False] * 13
     estimate = metrics.rate(flags, seed=3)

@@ -27,12 +27,15 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, system: str | None = None, description: str = "generating",
-             formatted: bool = False, with_finished: bool = False, sample_seed: int | None = None
-             ) -> list[str] | tuple[list[str], list[bool]]:
+             formatted: bool = False, with_finished: bool = False, sample_seed: int | None = None,
+             greedy_tokens: int = 0) -> list[str] | tuple[list[str], list[bool]]:
     """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given. With
-    `with_finished`, also whether each one ended by itself (False: cut at `max_new_tokens`). With
-    `sample_seed`, seeded samples from the model's full distribution (temperature 1, no top-k/top-p)
-    instead: training on those keeps a distribution, where training on greedy answers sharpens it."""
+    `with_finished`, also whether each one ended by itself (False: cut at `max_new_tokens`).
+
+    With `sample_seed`: the first `greedy_tokens` greedy, the rest seeded samples from the model's full
+    distribution (temperature 1, no top-k/top-p). Training on such answers keeps the model's opening (where
+    it chooses to fulfil or refuse) as sharp as greedy answers would, and the rest of its distribution as it
+    was, where greedy answers sharpen it."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     if encoded:
@@ -41,23 +44,32 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
-    completions: list[str] = [""] * len(texts)
-    decoding = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    if sample_seed is not None:
+    sampling = sample_seed is not None
+    if sampling:
         torch.manual_seed(sample_seed)
-        decoding = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    first = min(greedy_tokens, max_new_tokens) if sampling else max_new_tokens
+    completions: list[str] = [""] * len(texts)
     finished: list[bool] = [True] * len(texts)
     with progress_bar(description, len(texts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             # Left padding: every prompt ends where generation starts.
             ids, mask, _ = pad([encoded[i] for i in chunk], pad_id, side="left")
-            width = ids.shape[1]
-            output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                    max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id, **decoding)
+            ids, mask, width = ids.to(device), mask.to(device), ids.shape[1]
+            output = ids
+            if first:
+                output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=first, eos_token_id=stops,
+                                        pad_token_id=pad_id, do_sample=False, temperature=None, top_p=None, top_k=None)
+            if sampling and output.shape[1] - width < max_new_tokens:
+                grown = output.shape[1] - width
+                mask = torch.cat([mask, mask.new_ones(len(chunk), grown)], 1)
+                output = model.generate(input_ids=output, attention_mask=mask, max_new_tokens=max_new_tokens - grown,
+                                        eos_token_id=stops, pad_token_id=pad_id, do_sample=True, temperature=1.0,
+                                        top_p=1.0, top_k=0, repetition_penalty=1.0)
             for row, i in enumerate(chunk):
-                new = output[row, width:]
-                completions[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
-                finished[i] = bool(torch.isin(new, torch.tensor(stops, device=new.device)).any())
+                new = output[row, width:].tolist()
+                end = next((k for k, token in enumerate(new) if token in stops), None)
+                finished[i] = end is not None
+                completions[i] = tokenizer.decode(new[:end], skip_special_tokens=True).strip()
             advance(len(chunk))
     return (completions, finished) if with_finished else completions
