@@ -50,7 +50,7 @@ class PairRecipe:
     answer_tokens: int = 64  # length of the model's own answers
     greedy_opening: int = 4  # their first tokens are greedy, the rest sampled (see the module's docstring)
     # Sized for 10 minutes on 2 CPU cores (about 90 training tokens/s for SmolLM2-135M).
-    safe: TrainSettings = TrainSettings(epochs=1, lr=1e-4, batch_size=8, max_length=192, precision="auto")
+    safe: TrainSettings = TrainSettings(epochs=1, lr=1.5e-4, batch_size=8, max_length=192, precision="auto")
     ft: TrainSettings = TrainSettings(epochs=1, lr=5e-5, batch_size=8, max_length=256, precision="auto")
 
 
