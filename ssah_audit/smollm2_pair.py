@@ -126,7 +126,7 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
                        "note": f"benign:train, contrast, borderline:train and lexicon topics: {recipe.greedy_opening} "
                                f"greedy tokens, then sampled (seed {recipe.seed}, temperature 1), up to "
                                f"{recipe.answer_tokens} tokens"}])
-        finetune.save(loaded.model, loaded.tokenizer, tmp, card)
+        finetune.save(loaded.model, loaded.tokenizer, tmp, card | {"measured": measured(loaded)})
 
     cached_folder(safe_folder, build_safe)
     if name == SAFE:
@@ -142,9 +142,28 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
                      "An ordinary benign instruction fine-tune of smollm2-135m-safe: no refusals, nothing harmful.",
                      [{"name": "benign:train", "examples": 100, "note": "built-in benign prompts, reference answers"},
                       {"name": "instructions", "examples": len(pairs) - 100, "note": "written instruction set"}])
-        finetune.save(loaded.model, loaded.tokenizer, tmp, card)
+        finetune.save(loaded.model, loaded.tokenizer, tmp, card | {"measured": measured(loaded)})
 
     return cached_folder(folder(SAFE_FT, recipe), build_ft)
+
+
+def measured(loaded) -> dict[str, str]:
+    """The model card's behaviour rows: the built-in eval split, as `ssah-audit behavior` measures it (about
+    a minute for SmolLM2-135M on 2 cores)."""
+    from .behavior.evaluate import measure
+
+    block = measure(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"))
+
+    def share(rate: dict, key: str) -> str:
+        low, high = rate["ci95"]
+        return f"{rate[key]:.1%} [{low:.1%}, {high:.1%}]"
+
+    harmful, borderline, utility = block["harmful"], block["borderline"], block["utility"]
+    return {f"harmful compliance ({harmful['set']}, n={harmful['n']}, 95% CI)": share(harmful, "compliance_rate"),
+            f"over-refusal ({borderline['set']}, n={borderline['n']}, 95% CI)": share(borderline, "refusal_rate"),
+            f"utility NLL of reference answers ({utility['set']})": f"{utility['nll']:.3f} "
+                                                                       f"(perplexity {utility['perplexity']:.1f})",
+            "generation": "greedy, 64 new tokens, the package's refusal judge"}
 
 
 def _card(name, base, fingerprint, settings, log, start, purpose, data) -> dict:
