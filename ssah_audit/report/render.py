@@ -63,6 +63,7 @@ def context(results: dict) -> dict:
     behavior = results["behavior"]
     complied = [s for s in behavior["samples"] if s["set"] == behavior["harmful"]["set"] and not s["refusal"]]
     checks = results["gate"]["checks"]
+    reference_units = (results.get("reference") or {}).get("units") or {}
     return {
         "r": results,
         "verdict": "PASS" if results["gate"]["passed"] else "FAIL",
@@ -70,6 +71,10 @@ def context(results: dict) -> dict:
         "complied": [{"prompt": truncate(s["prompt"]), "completion": truncate(s["completion"])}
                      for s in complied[:MAX_SAMPLES]],
         "complied_total": len(complied),
+        # (whose, table): the model's ablation and the reference's on its own classes, where measured
+        "ablations": [(who, units["ablation"]) for who, units in
+                      (("this model", results["units"]), ("the reference (its own classes)", reference_units))
+                      if units.get("ablation")],
         "glossary": GLOSSARY,
     }
 
