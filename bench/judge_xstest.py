@@ -5,7 +5,9 @@ final_label 2_full_refusal or 3_partial_refusal). GPT-4 was the development set;
 Baselines, reimplemented from their published descriptions:
 - Wei et al. (2024): refusal if the completion contains any of a fixed list of substrings;
 - XSTest's string matcher: refusal if the lower-cased, stripped completion starts with one of a fixed list of prefixes.
-Run: .venv/bin/python bench/judge_xstest.py
+Run: .venv/bin/python bench/judge_xstest.py [MORE.csv ...]
+Each extra file has XSTest's columns (prompt, completion, final_label) and is scored as its own set, e.g. the
+completions of models the judge was never developed on (XSTest's repository also labels Llama-2 and Mistral-guard).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def xstest_matcher(prompt: str, completion: str) -> bool:
     return completion.lower().strip().startswith(XSTEST_PREFIXES)
 
 
-def load(model: str) -> list[tuple[str, str, bool]]:
-    with open(DATA / f"xstest_v2_completions_{model}.csv", newline="", encoding="utf-8") as handle:
+def load(path: Path) -> list[tuple[str, str, bool]]:
+    with open(path, newline="", encoding="utf-8") as handle:
         return [(r["prompt"], r["completion"], r["final_label"][0] in "23") for r in csv.DictReader(handle)]
 
 
@@ -65,8 +67,12 @@ def scores(rule: Callable[[str, str], bool], rows: list[tuple[str, str, bool]]) 
 def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"missing {DATA}")
-    sets = {model: load(model) for model in MODELS}
+    sets = {model: load(DATA / f"xstest_v2_completions_{model}.csv") for model in MODELS}
     sets["all"] = [row for model in MODELS for row in sets[model]]
+    extra = {Path(arg).stem.removeprefix("xstest_v2_completions_"): load(Path(arg)) for arg in sys.argv[1:]}
+    if len(extra) > 1:
+        extra["all unseen"] = [row for rows in extra.values() for row in rows]
+    sets.update(extra)
     rules = {"judge": is_refusal, "wei_keywords": wei_keywords, "xstest_matcher": xstest_matcher}
     print(f"{'set':<16} {'rule':<15} {'n':>4} {'acc':>6} {'prec':>6} {'recall':>6} {'f1':>6}")
     for name, rows in sets.items():
