@@ -22,8 +22,11 @@ app = typer.Typer(help="Audit the safety of fine-tuned causal language models (S
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 zoo_app = typer.Typer(help="Named models that work offline: list, fetch or build them.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Built-in prompt sets and prompt files.", no_args_is_help=True)
+cache_app = typer.Typer(help="The on-disk cache: what it holds, and pruning what is no longer read.",
+                        no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(cache_app, name="cache")
 
 out = Console()
 err = Console(stderr=True)
@@ -185,6 +188,57 @@ def zoo_fetch(name: str = typer.Argument(..., help="A zoo name (see `zoo list`).
     with _status(f"preparing {name} (first use downloads or trains it)"):
         folder = zoo.materialize(name)
     typer.echo(str(folder))
+
+
+def _mib(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:,.1f} MiB"
+
+
+def _cache_rows(entries) -> list[dict]:
+    return [{"kind": e.kind, "name": e.name, "path": str(e.path), "size_bytes": e.size_bytes, "status": e.status}
+            for e in entries]
+
+
+def _cache_table(title: str, entries) -> None:
+    table = Table(title=title)
+    for column in ("kind", "name", "size", "status"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for e in entries:
+        table.add_row(e.kind, e.name, _mib(e.size_bytes), e.status)
+    out.print(table)
+
+
+@cache_app.command("list")
+@handles_errors
+def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """List cached artefacts with their size and whether this version still reads them."""
+    from .cache import cache_root
+    from .cache_admin import entries
+
+    found = entries()
+    if as_json:
+        typer.echo(json.dumps({"root": str(cache_root()), "entries": _cache_rows(found)}, indent=2))
+        return
+    _cache_table(f"ssah-audit cache ({cache_root()})", found)
+    removable = sum(e.size_bytes for e in found if e.removable)
+    out.print(f"total {_mib(sum(e.size_bytes for e in found))}; `ssah-audit cache prune` frees {_mib(removable)}")
+
+
+@cache_app.command("prune")
+@handles_errors
+def cache_prune(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """Remove superseded builds (an older recipe's key) and abandoned staging folders; keep everything in use."""
+    from .cache_admin import prune
+
+    removed = prune(dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "removed": _cache_rows(removed)}, indent=2))
+        return
+    if removed:
+        _cache_table("would remove" if dry_run else "removed", removed)
+    verb = "would free" if dry_run else "freed"
+    out.print(f"{verb} {_mib(sum(e.size_bytes for e in removed))} ({len(removed)} entries)")
 
 
 @prompts_app.command("list")

