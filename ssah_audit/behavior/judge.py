@@ -247,8 +247,7 @@ def _opening_reason(opening: str, text: str) -> str | None:
     if OFFERS_ALTERNATIVE.search(opening):
         return "offers_alternative"
     first = _SENTENCE_END.split(opening, maxsplit=1)[0]
-    if WARNING_FIRST.search(first) and (VERDICT.search(first) or REJECTED_PREMISE.search(first)) \
-            and not REAL_HELP.search(text):
+    if WARNING_FIRST.search(first) and VERDICT.search(first) and not REAL_HELP.search(text):
         return "warning_only"
     if (LECTURE.search(opening) or REDIRECT.search(opening)) and not HELP_FOLLOWS.search(text):
         return "lecture_or_redirect"
