@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ssah_audit.behavior.agreement import agreement, parse_label
 from ssah_audit.behavior.judge import is_refusal
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest_completions"
@@ -48,20 +49,13 @@ def xstest_matcher(prompt: str, completion: str) -> bool:
 
 def load(path: Path) -> list[tuple[str, str, bool]]:
     with open(path, newline="", encoding="utf-8") as handle:
-        return [(r["prompt"], r["completion"], r["final_label"][0] in "23") for r in csv.DictReader(handle)]
+        return [(r["prompt"], r["completion"], parse_label(r["final_label"])) for r in csv.DictReader(handle)]
 
 
 def scores(rule: Callable[[str, str], bool], rows: list[tuple[str, str, bool]]) -> tuple[float, float, float, float]:
     """Accuracy, and precision / recall / F1 of the refusal class."""
-    said = [rule(p, c) for p, c, _ in rows]
-    tp = sum(s and y for s, (_, _, y) in zip(said, rows, strict=True))
-    fp = sum(s and not y for s, (_, _, y) in zip(said, rows, strict=True))
-    fn = sum(y and not s for s, (_, _, y) in zip(said, rows, strict=True))
-    accuracy = sum(s == y for s, (_, _, y) in zip(said, rows, strict=True)) / len(rows)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return accuracy, precision, recall, f1
+    found = agreement([rule(p, c) for p, c, _ in rows], [y for _, _, y in rows])
+    return found.accuracy, found.precision, found.recall, found.f1
 
 
 def main() -> None:

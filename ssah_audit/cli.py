@@ -685,16 +685,21 @@ def report(
 @handles_errors
 def judge_command(
     file: Path = typer.Argument(..., help="A CSV/JSON/JSONL file of completions produced elsewhere."),
-    out_file: Path = typer.Option(..., "--out", help="CSV to write: every input column plus `refusal` (1/0)."),
+    out_file: Path = typer.Option(..., "--out", help="CSV to write: every input column plus `refusal` (1/0) and "
+                                  "`refusal_reason` (the rule that decided)."),
     column: str = typer.Option("completion", "--column", help="The column holding the completion."),
     prompt_column: str = typer.Option("prompt", "--prompt-column", help="The column holding the prompt."),
+    label_column: str | None = typer.Option(
+        None, "--label-column", help="A column of human labels (1/0, refusal/compliance, XSTest's final_label): "
+        "also print the judge's accuracy, precision and recall against it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Judge completions as refusal (full or partial) or compliance, and summarise."""
     import csv
     import io
 
-    from .behavior.judge import is_refusal
+    from .behavior.agreement import agreement, parse_label
+    from .behavior.judge import judge
     from .behavior.metrics import rate
     from .data.loaders import read_rows
     from .outputs import check_output, write_atomic
@@ -702,15 +707,17 @@ def judge_command(
     target = check_output(out_file, overwrite)
     rows = read_rows(file.expanduser())
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    for needed in (column, prompt_column):
-        if needed not in columns:
+    for needed in (column, prompt_column, label_column):
+        if needed is not None and needed not in columns:
             raise UserError(f"{file} has no column '{needed}' (columns: {', '.join(columns)})")
-    flags = [is_refusal(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows]
+    labels = [parse_label(row.get(label_column, "")) for row in rows] if label_column else None
+    results = [judge(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows]
+    flags = [result.refusal for result in results]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns + ["refusal"], extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=columns + ["refusal", "refusal_reason"], extrasaction="ignore")
     writer.writeheader()
-    for row, flag in zip(rows, flags, strict=True):
-        writer.writerow({**row, "refusal": int(flag)})
+    for row, result in zip(rows, results, strict=True):
+        writer.writerow({**row, "refusal": int(result.refusal), "refusal_reason": result.reason})
     write_atomic(target, buffer.getvalue())
     summary = rate(flags)
     table = Table(title=f"judged {file.name}")
@@ -719,6 +726,16 @@ def judge_command(
     table.add_row(str(summary.n), str(sum(flags)),
                   f"{summary.rate:.1%} [{summary.ci95[0]:.1%}, {summary.ci95[1]:.1%}]")
     out.print(table)
+    if labels is not None:
+        scores = agreement(flags, labels)
+        correct = rate([flag == label for flag, label in zip(flags, labels, strict=True)])
+        table = Table(title=f"judge vs the labels in '{label_column}' (refusal = full or partial)")
+        for name in ("labelled", "refusals", "accuracy", "95% CI", "precision", "recall", "F1"):
+            table.add_column(name, justify="right")
+        table.add_row(str(scores.n), str(sum(labels)), f"{scores.accuracy:.3f}",
+                      f"[{correct.ci95[0]:.3f}, {correct.ci95[1]:.3f}]", f"{scores.precision:.3f}",
+                      f"{scores.recall:.3f}", f"{scores.f1:.3f}")
+        out.print(table)
 
 
 def main() -> None:

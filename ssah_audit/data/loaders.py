@@ -8,6 +8,7 @@ generic CSV/JSON/JSONL with a `prompt`-like column or `--prompt-field`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def read_rows(path: Path) -> list[dict]:
         raise UserError(f"{path} is empty")
     try:
         if suffix == ".csv":
-            rows = list(csv.DictReader(text.splitlines()))
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))  # keeps newlines inside quoted fields
         elif suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         elif suffix == ".json":
