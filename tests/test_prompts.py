@@ -108,6 +108,16 @@ def test_harmbench_strongreject_and_generic_formats(tmp_path):
     assert load_prompt_set(str(custom), prompt_field="ask").prompts[0].text == "Name a colour"
 
 
+def test_multi_line_prompts_keep_their_line_breaks(tmp_path):
+    """A quoted CSV field may span lines, and a JSONL string may hold U+2028: both arrive as written."""
+    poem = "Write a poem.\nIt must rhyme.\n\nKeep it short."
+    csv_file = write_csv(tmp_path / "multi.csv", ["prompt"], [[poem], ["second"]])
+    assert [p.text for p in load_file(csv_file).prompts] == [poem, "second"]
+    jsonl = tmp_path / "sep.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "one\u2028two"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_file(jsonl).prompts[0].text == "one\u2028two"
+
+
 def test_csv_without_a_prompt_column(cli, tmp_path):
     path = write_csv(tmp_path / "bad.csv", ["title", "body"], [["a", "b"]])
     assert_one_line_error(cli("prompts", "show", str(path)), "no prompt column", "--prompt-field")

@@ -53,7 +53,8 @@ def read_rows(path: Path) -> list[dict]:
         if suffix == ".csv":
             rows = list(csv.DictReader(io.StringIO(text, newline="")))  # keeps newlines inside quoted fields
         elif suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # split on "\n" only: str.splitlines also splits at U+2028 and friends, which JSON allows inside strings
+            rows = [json.loads(line) for line in text.split("\n") if line.strip()]
         elif suffix == ".json":
             data = json.loads(text)
             if isinstance(data, dict):
