@@ -202,7 +202,7 @@ def _cache_rows(entries) -> list[dict]:
 def _cache_table(title: str, entries) -> None:
     table = Table(title=title)
     for column in ("kind", "name", "size", "status"):
-        table.add_column(column, justify="right" if column == "size" else "left")
+        table.add_column(column, justify="right" if column == "size" else "left", overflow="fold")
     for e in entries:
         table.add_row(e.kind, e.name, _mib(e.size_bytes), e.status)
     out.print(table)
