@@ -8,6 +8,7 @@ Audit reference blocks are keyed by the reference model and settings, so any of 
 from __future__ import annotations
 
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +32,23 @@ class CacheEntry:
         return self.status in ("superseded", "incomplete", "abandoned")
 
 
+def _stats(path: Path) -> list:
+    """os.stat of `path` and everything below it; a file a running build removes meanwhile is skipped."""
+    found = []
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        try:
+            found.append(item.stat())
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return sum(s.st_size for s in _stats(path) if not stat.S_ISDIR(s.st_mode))
 
 
 def _newest_change(path: Path) -> float:
-    return max([path.stat().st_mtime] + [f.stat().st_mtime for f in path.rglob("*")])
+    return max((s.st_mtime for s in _stats(path)), default=0.0)
 
 
 def _status(path: Path, kind: str, in_use: set[Path], now: float) -> str:

@@ -38,10 +38,6 @@ class Agreement:
     recall: float  # human refusals the flags catch
     f1: float
 
-    def as_dict(self) -> dict:
-        return {"n": self.n, "accuracy": self.accuracy, "precision": self.precision, "recall": self.recall,
-                "f1": self.f1}
-
 
 def agreement(flags: list[bool], labels: list[bool]) -> Agreement:
     pairs = list(zip(flags, labels, strict=True))
