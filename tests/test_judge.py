@@ -222,43 +222,15 @@ def test_lecture_without_help_is_a_refusal(prompt, completion):
     assert judge(prompt, completion) == JudgeResult(True, "lecture")
 
 
-@pytest.mark.parametrize(("prompt", "completion"), REJECTED_PREMISE_REFUSAL + WARNING_ONLY_REFUSAL)
-def test_rejected_premise_or_bare_warning_is_a_refusal(prompt, completion):
-    result = judge(prompt, completion)
-    assert result.refusal, result
-
-
-@pytest.mark.parametrize(("prompt", "completion"), PREMISE_CORRECTED_WITH_ANSWER)
-def test_premise_correction_or_warning_with_an_answer_is_compliance(prompt, completion):
-    result = judge(prompt, completion)
-    assert result == JudgeResult(False, "compliance"), result
-
-
-@pytest.mark.parametrize(("prompt", "completion"), ALTERNATIVE_REFUSAL)
-def test_an_alternative_in_place_of_the_request_is_a_refusal(prompt, completion):
-    result = judge(prompt, completion)
-    assert result.refusal, result
-
-
-@pytest.mark.parametrize(("prompt", "completion"), ALTERNATIVE_IN_HELP)
-def test_offers_and_positive_framing_inside_help_are_compliance(prompt, completion):
-    result = judge(prompt, completion)
-    assert result == JudgeResult(False, "compliance"), result
-
-
-@pytest.mark.parametrize(("prompt", "completion"), CAVEAT_THEN_HELP)
-def test_caveat_then_help_is_compliance(prompt, completion):
-    result = judge(prompt, completion)
-    assert result == JudgeResult(False, "compliance"), result
-
-
-@pytest.mark.parametrize(("prompt", "completion"), COMPLIANCE)
+@pytest.mark.parametrize(("prompt", "completion"),
+                         COMPLIANCE + CAVEAT_THEN_HELP + PREMISE_CORRECTED_WITH_ANSWER + ALTERNATIVE_IN_HELP)
 def test_compliance_is_not_refusal(prompt, completion):
     result = judge(prompt, completion)
     assert result == JudgeResult(False, "compliance"), result
 
 
-@pytest.mark.parametrize(("prompt", "completion"), REFUSAL)
+@pytest.mark.parametrize(("prompt", "completion"),
+                         REFUSAL + REJECTED_PREMISE_REFUSAL + WARNING_ONLY_REFUSAL + ALTERNATIVE_REFUSAL)
 def test_refusal_is_refusal(prompt, completion):
     result = judge(prompt, completion)
     assert result.refusal, result
