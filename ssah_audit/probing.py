@@ -12,6 +12,7 @@ position |Q|+k-1, and the state after Q alone at |Q|-1. So a prompt costs two pa
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,16 +64,17 @@ def build_items(tokenizer, prompts, steps: int = DEFAULT_STEPS) -> list[ProbeIte
 
 
 @torch.inference_mode()
-def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
-              batch_size: int = 16) -> torch.Tensor:
-    """Hidden states (all layers, embedding output first) at the given positions of each sequence, float64.
+def hidden_batches(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
+                   batch_size: int = 16) -> Iterator[torch.Tensor]:
+    """Hidden states (all layers, embedding output first) at the given positions, one batch at a time, float64.
 
-    Returns [n_sequences, n_positions, n_layers + 1, hidden]. Padding is exact either way: right padding keeps
-    positions 0..n-1; left padding passes explicit position_ids so every real token keeps its position.
+    Yields [batch, n_positions, n_layers + 1, hidden], so a caller can reduce each batch before the next: all
+    sequences' states at once take 1.6 MB per sequence for SmolLM2-135M and 11 MB for an 8B model. Padding is exact
+    either way: right padding keeps positions 0..n-1; left padding passes explicit position_ids so every real token
+    keeps its position.
     """
     device = next(model.parameters()).device
     check_context(model, max(len(seq) for seq in sequences), "the longest probe sequence")
-    out = []
     for start in range(0, len(sequences), batch_size):
         chunk, wanted = sequences[start:start + batch_size], positions[start:start + batch_size]
         ids, mask, offsets = pad(chunk, side=padding_side)
@@ -83,10 +85,15 @@ def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], pad
         states = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                                   **kwargs).hidden_states
         stacked = torch.stack(states, dim=1).double()  # [batch, layers + 1, width, hidden]
-        for row, (offset, where) in enumerate(zip(offsets, wanted, strict=True)):
-            index = torch.tensor([offset + p for p in where], device=stacked.device)
-            out.append(stacked[row, :, index].transpose(0, 1).cpu())
-    return torch.stack(out)
+        yield torch.stack([stacked[row, :, torch.tensor([offset + p for p in where], device=stacked.device)]
+                           .transpose(0, 1).cpu()
+                           for row, (offset, where) in enumerate(zip(offsets, wanted, strict=True))])
+
+
+def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
+              batch_size: int = 16) -> torch.Tensor:
+    """All of `hidden_batches` at once: [n_sequences, n_positions, n_layers + 1, hidden]."""
+    return torch.cat(list(hidden_batches(model, sequences, positions, padding_side, batch_size)))
 
 
 def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -104,13 +111,8 @@ def distances(model, items: list[ProbeItem], steps: int = DEFAULT_STEPS, padding
                 sequences.append(item.query + continuation[:steps])
                 positions.append([n - 1] + [n + k - 1 for k in range(1, steps + 1)])
                 owners.append((index, kind))
-    # A batch's states are reduced to distances at once: keeping every sequence's states (float64, all layers) would
-    # take 1.6 MB per sequence for SmolLM2-135M and 11 MB for an 8B model, 800 sequences per 100 prompts.
-    per_sequence = torch.cat([
-        _cosine_distance(states[:, :1], states[:, 1:]).transpose(1, 2)  # [batch, layers, steps]
-        for states in (hidden_at(model, sequences[start:start + batch_size], positions[start:start + batch_size],
-                                 padding_side, batch_size)  # [batch, 1 + steps, layers, hidden]
-                       for start in range(0, len(sequences), batch_size))])
+    per_sequence = torch.cat([_cosine_distance(states[:, :1], states[:, 1:]).transpose(1, 2)  # [batch, layers, steps]
+                              for states in hidden_batches(model, sequences, positions, padding_side, batch_size)])
     d_r = np.zeros((len(items), per_sequence.shape[1], steps))
     d_c = np.zeros_like(d_r)
     counts = {"R": np.zeros(len(items)), "C": np.zeros(len(items))}
