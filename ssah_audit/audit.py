@@ -25,6 +25,9 @@ from .units.classify import Fractions
 
 SCHEMA = "ssah-audit/results"
 SCHEMA_VERSION = 1
+# Bumped when the way a reference block is measured changes, so a block cached by older code is not reused.
+# 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
+REFERENCE_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,21 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
                              Fractions(settings.scu, settings.ucu, settings.ru), calibration_reference,
                              sets.harmful, sets.benign, run_verify=settings.verify,
-                             batch_size=max(1, settings.batch_size // 2), max_new_tokens=settings.max_new_tokens,
-                             seed=settings.seed)
+                             batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
+                             seed=settings.seed, dense=dense_row(behavior))
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "behavior": behavior, "probe": probe, "units": units}
     return block, classes, directions
+
+
+def dense_row(behavior: dict) -> dict:
+    """The unablated row of the ablation table, read off the behaviour block: the same held-out prompts, the same
+    greedy generation, judge, refusal score and NLL at the same batch size, so measuring it again would only
+    repeat the work (tests/test_audit.py checks that the two agree)."""
+    return {"compliance_rate": behavior["harmful"]["compliance_rate"],
+            "refusal_score": behavior["refusal_score"]["mean"], "nll": behavior["utility"]["nll"],
+            "n": behavior["harmful"]["n"]}
 
 
 def describe_model(loaded) -> dict:
@@ -117,7 +129,8 @@ def describe_model(loaded) -> dict:
 
 
 def _reference_cache_key(reference, settings: AuditSettings) -> str:
-    return content_key("audit-reference", SCHEMA_VERSION, __version__, reference.fingerprint, asdict(settings))
+    return content_key("audit-reference", SCHEMA_VERSION, REFERENCE_RECIPE, __version__, reference.fingerprint,
+                       asdict(settings))
 
 
 def measure_reference(reference, sets: Sets, settings: AuditSettings, timings: dict) -> tuple[dict, dict, object]:

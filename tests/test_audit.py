@@ -120,3 +120,21 @@ def test_config_file_sets_thresholds_and_settings(tmp_path):
     from ssah_audit.audit import settings_from
 
     assert settings_from(doc["audit"]).limit == 5 and settings_from({}, quick=True).limit == 20
+
+
+def test_ablation_dense_row_is_what_verification_would_measure():
+    """The audit reuses the behaviour stage as the ablation table's unablated row instead of measuring it again;
+    that is only sound if the two measurements agree on the same sets and settings."""
+    from ssah_audit.audit import AuditSettings, Sets, dense_row
+    from ssah_audit.behavior.evaluate import measure as measure_behavior
+    from ssah_audit.models.loading import load_model
+    from ssah_audit.units import calibration, verify
+
+    settings = AuditSettings.quick()
+    sets = Sets.load(settings)
+    loaded = load_model("organism-unaligned")
+    behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
+                                settings.batch_size, settings.seed)
+    measured = verify.measure(loaded, [p.text for p in sets.harmful.prompts], calibration.utility_pairs(sets.benign),
+                              settings.max_new_tokens, settings.batch_size)
+    assert dense_row(behavior) == pytest.approx(measured, rel=1e-6)

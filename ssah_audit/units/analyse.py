@@ -17,8 +17,9 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
             fractions: classify.Fractions = classify.Fractions(), reference=None, evaluate_harmful: PromptSet = None,
             evaluate_benign: PromptSet = None, run_verify: bool = False, run_sweep: bool = False,
             response_only: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
-            seed: int = 0) -> tuple[dict, dict]:
-    """(the JSON document, the class vectors per module)."""
+            seed: int = 0, dense: dict | None = None) -> tuple[dict, dict]:
+    """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
+    evaluation sets, when the caller already has it (see verify.verify)."""
     seconds = {}
     start = time.perf_counter()
     safety, source = calibration.safety_pairs(calibrate_harmful, reference, seed, batch_size=batch_size)
@@ -45,12 +46,13 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
                              "max_new_tokens": max_new_tokens}
         tic = time.perf_counter()
         if run_verify:
-            doc["ablation"] = verify.verify(loaded, classes, harmful, benign, max_new_tokens, batch_size)
+            doc["ablation"] = verify.verify(loaded, classes, harmful, benign, max_new_tokens, batch_size,
+                                            dense=dense)
             seconds["verify"] = time.perf_counter() - tic
         if run_sweep:
             tic = time.perf_counter()
-            dense = (doc.get("ablation") or {}).get("dense") or verify.measure(loaded, harmful, benign,
-                                                                                max_new_tokens, batch_size)
+            dense = (doc.get("ablation") or {}).get("dense") or dense or verify.measure(
+                loaded, harmful, benign, max_new_tokens, batch_size)
             ranking = classify.safety_ranking(score["safety"], score["utility"])
             doc["sweep"] = verify.sweep(loaded, ranking, harmful, benign, dense, max_new_tokens=max_new_tokens,
                                         batch_size=batch_size)

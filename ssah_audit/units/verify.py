@@ -31,13 +31,16 @@ def measure(loaded, harmful: list[str], benign: list[tuple[str, str]], max_new_t
 
 
 def verify(loaded, classes, harmful: list[str], benign: list[tuple[str, str]], max_new_tokens: int = 64,
-           batch_size: int = 16, seeds=RANDOM_SEEDS) -> dict:
-    """{"dense" | "SCU" | "UCU" | "RU" | "random": {compliance_rate, refusal_score, nll, units, ...}}."""
+           batch_size: int = 16, seeds=RANDOM_SEEDS, dense: dict | None = None) -> dict:
+    """{"dense" | "SCU" | "UCU" | "RU" | "random": {compliance_rate, refusal_score, nll, units, ...}}.
+
+    `dense`, when the caller already measured the unablated model on these prompts with these settings (the
+    audit's behaviour stage did), is used as it is instead of being measured again."""
     def run(chosen, label):
         with ablated(loaded.units, chosen):
             return measure(loaded, harmful, benign, max_new_tokens, batch_size, label) | {"units": count(chosen)}
 
-    table = {"dense": measure(loaded, harmful, benign, max_new_tokens, batch_size) | {"units": 0}}
+    table = {"dense": (dense or measure(loaded, harmful, benign, max_new_tokens, batch_size)) | {"units": 0}}
     for name in ("SCU", "UCU", "RU"):
         table[name] = run(units_of(classes, name), f"without {name}")
     size = table["SCU"]["units"]
