@@ -20,8 +20,10 @@ from .behavior.metrics import difference_ci
 from .cache import cache_root, content_key
 from .compare import compare_units, same_architecture
 from .data.sets import PromptSet, load_prompt_set
+from .errors import UserError
 from .units.analyse import analyse
 from .units.classify import Fractions
+from .units.scores import METHODS
 
 SCHEMA = "ssah-audit/results"
 SCHEMA_VERSION = 1
@@ -47,6 +49,27 @@ class AuditSettings:
     verify: bool = True
     batch_size: int = 16
     seed: int = 0
+
+    def __post_init__(self):
+        """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
+        minimum = {"max_new_tokens": 1, "steps": 2, "batch_size": 1, "seed": 0}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if type(value) is not int or value < low:
+                raise UserError(f"[audit] {name} must be a whole number >= {low}, not {value!r}")
+        if self.limit is not None and (type(self.limit) is not int or self.limit < 1):
+            raise UserError(f"[audit] limit must be a whole number >= 1, not {self.limit!r}")
+        for name in ("harmful", "benign", "borderline", "safety_data", "utility_data"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
+        if self.method not in METHODS:
+            raise UserError(f"[audit] method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if type(self.verify) is not bool:
+            raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
+        for name in ("scu", "ucu", "ru"):
+            if type(getattr(self, name)) not in (int, float):
+                raise UserError(f"[audit] {name} must be a number, not {getattr(self, name)!r}")
+        Fractions(self.scu, self.ucu, self.ru)
 
     @classmethod
     def quick(cls, **changes) -> AuditSettings:
@@ -75,8 +98,6 @@ class Sets:
 def settings_from(table: dict, quick: bool = False) -> AuditSettings:
     """AuditSettings from an [audit] table of audit.toml (unknown keys are a user error)."""
     from dataclasses import fields
-
-    from .errors import UserError
 
     known = {f.name: f for f in fields(AuditSettings)}
     unknown = set(table) - set(known)

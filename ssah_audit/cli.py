@@ -5,25 +5,72 @@ Exit codes: 0 success, 1 a gate failed, 2 a user mistake (one line on stderr), 3
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import os
+import sys
+import traceback
 from enum import StrEnum
 from pathlib import Path
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
 from .progress import set_quiet
 
-app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-zoo_app = typer.Typer(help="Named models that work offline: list, fetch or build them.", no_args_is_help=True)
-prompts_app = typer.Typer(help="Built-in prompt sets and prompt files.", no_args_is_help=True)
+try:  # typer 0.2x carries its own copy of click; older releases use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+
+class OneLineUsageError(click_errors.ClickException):
+    """A bad option or argument, told the way every other user error is: one line on stderr, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        print(f"error: {self.format_message()}", file=sys.stderr)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """click prints a usage error as a usage line, a hint and a boxed message; a CI log wants one line. Showing
+    help for a bare command (no arguments) stays as it is."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage():
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise
+    except click_errors.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        raise OneLineUsageError(exc.format_message() + where) from None
+
+
+app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).", cls=OneLineErrors,
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
+zoo_app = typer.Typer(help="Named models that work offline: list, fetch or build them.", no_args_is_help=True,
+                      rich_markup_mode=None)
+prompts_app = typer.Typer(help="Built-in prompt sets and prompt files.", no_args_is_help=True, rich_markup_mode=None)
 cache_app = typer.Typer(help="The on-disk cache: what it holds, and pruning what is no longer read.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(cache_app, name="cache")
@@ -41,7 +88,8 @@ class Dtype(StrEnum):
 
 
 def handles_errors(command):
-    """Map exceptions to exit codes: UserError -> 2 with one line; anything unexpected -> 3 (--debug: traceback)."""
+    """Map exceptions to exit codes: UserError -> 2 with one line; anything unexpected -> 3. --debug adds the
+    traceback but keeps the exit code, so a CI step never reads a user mistake as a failed gate (1)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -51,16 +99,17 @@ def handles_errors(command):
             raise
         except UserError as exc:
             if STATE["debug"]:
-                raise
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+                traceback.print_exc()
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except Exception as exc:  # the last line of defence: never a traceback unless asked for
             if STATE["debug"]:
-                raise
-            err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (rerun with --debug for "
-                      "the traceback)", markup=True, highlight=False, soft_wrap=True)
+                traceback.print_exc()
+            else:
+                err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with "
+                          "--debug for the traceback)", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(3) from None
 
     return wrapper
@@ -139,6 +188,11 @@ def inspect(
         table.add_row(str(layer["index"]), layer["attn_module"], f"{layer['attn_units']:,}",
                       layer["mlp_module"], f"{layer['mlp_units']:,}")
     out.print(table)
+
+
+def _input_files(*specs: str) -> list[Path]:
+    """The prompt-set arguments that name files (the rest are built-in set names): outputs must not replace them."""
+    return [Path(spec) for spec in specs if spec and Path(spec).expanduser().is_file()]
 
 
 def _status(message: str):
@@ -282,7 +336,7 @@ def prompts_show(
         return
     out.print(f"[bold]{prompt_set.name}[/]: {len(prompt_set)} prompts ({prompt_set.source})", highlight=False)
     for prompt in prompt_set.limit(limit).prompts:
-        out.print(f"  [dim]{prompt.id}[/] [cyan]{prompt.category}[/] {prompt.text}", highlight=False)
+        out.print(f"  [dim]{prompt.id}[/] [cyan]{prompt.category}[/] {escape(prompt.text)}", highlight=False)
 
 
 SET_HELP = "A built-in set (with an optional :train/:eval/:all split) or a CSV/JSON/JSONL prompt file."
@@ -301,7 +355,7 @@ def behavior(
     limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per forward pass."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap confidence intervals."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap confidence intervals."),
     json_out: Path = typer.Option(None, "--json", help="Write the full results (samples included) here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
     dtype: Dtype = DTYPE_OPTION,
@@ -317,9 +371,9 @@ def behavior(
     from .behavior.evaluate import compare, measure
     from .data.sets import load_prompt_set
     from .models.loading import load_model
-    from .outputs import check_output, write_atomic
+    from .outputs import check_outputs, write_atomic
 
-    target = check_output(json_out, overwrite) if json_out else None
+    [target] = check_outputs([json_out], overwrite, _input_files(harmful, benign, borderline))
     sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
     sets[2] = sets[2].safe_only()
     sets = [prompt_set.limit(limit) for prompt_set in sets]
@@ -378,9 +432,9 @@ def probe(
     from . import probing
     from .data.sets import load_prompt_set
     from .models.loading import load_model
-    from .outputs import check_output, write_atomic
+    from .outputs import check_outputs, write_atomic
 
-    targets = [check_output(path, overwrite) if path else None for path in (json_out, plot)]
+    targets = check_outputs([json_out, plot], overwrite, _input_files(harmful, benign))
     sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)]
     options = model_options(dtype, device, trust_remote_code, allow_pickle)
     with _status(f"probing {model}"):
@@ -447,11 +501,11 @@ def units(
     prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
     response_only: bool = typer.Option(False, "--response-only", help="Statistics over response tokens only."),
     verify_classes: bool = typer.Option(False, "--verify", help="Ablate each class and a random control; measure."),
-    sweep: bool = typer.Option(False, "--sweep", help="Ablate the top 0.25-5%% of the SCU ranking; suggest a size."),
+    sweep: bool = typer.Option(False, "--sweep", help="Ablate the top 0.25-5% of the SCU ranking; suggest a size."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the built-in refusal draw."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the built-in refusal draw."),
     json_out: Path = typer.Option(None, "--json", help="Write the full document here."),
     save_map: Path = typer.Option(None, "--save-map", help="Write the class vectors (.safetensors + .json sidecar)."),
     plot: Path = typer.Option(None, "--plot", help="Write the per-layer class figure (PNG) here."),
@@ -467,15 +521,18 @@ def units(
     from . import __version__
     from .data.sets import load_prompt_set
     from .models.loading import load_model
-    from .outputs import check_output, write_atomic
+    from .outputs import check_outputs, write_atomic
     from .units.analyse import analyse
     from .units.classify import Fractions
     from .units.classify import save_map as write_map
 
     fractions = Fractions(scu, ucu, ru)
-    targets = [check_output(path, overwrite) if path else None for path in (json_out, save_map, plot)]
-    if save_map:
-        check_output(save_map.with_suffix(".json"), overwrite)
+    if save_map and save_map.suffix != ".safetensors":
+        raise UserError(f"--save-map {save_map}: the class map is a .safetensors file (its .json sidecar is "
+                        "written beside it)")
+    sidecar = save_map.with_suffix(".json") if save_map else None
+    targets = check_outputs([json_out, save_map, plot, sidecar], overwrite,
+                            _input_files(safety_data, utility_data, harmful, benign))[:3]
     sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (safety_data, utility_data)]
     held_out = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)] \
         if verify_classes or sweep else [None, None]
@@ -553,7 +610,7 @@ def finetune(
                                         "has bf16 instructions, else fp32."),
     prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of the data file."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N examples."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data order and of torch."),
     dtype: Dtype = DTYPE_OPTION,
     device: str = DEVICE_OPTION,
     trust_remote_code: bool = REMOTE_OPTION,
@@ -568,8 +625,10 @@ def finetune(
     from . import finetune as trainer
     from .cache import staging_folder
     from .data.sets import load_prompt_set
-    from .models.loading import load_model
+    from .models.loading import first_non_finite, load_model
 
+    if not math.isfinite(lr) or lr <= 0:
+        raise UserError(f"--lr must be a positive finite number, not {lr}")
     target = out_dir.expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} already exists and is not an empty folder; choose a new --out")
@@ -584,6 +643,10 @@ def finetune(
                                      max_steps=max_steps, max_length=max_length, precision=precision.value, seed=seed)
     torch_seed(seed)
     log = trainer.train(loaded.model, loaded.tokenizer, pairs, settings, description=f"fine-tuning {model}")
+    broken = first_non_finite(loaded.model)
+    if broken:
+        raise UserError(f"training diverged: {broken} holds NaN or inf after {log['steps']} steps; lower --lr "
+                        "(nothing was saved)")
     card = {"name": target.name, "version": __version__, "base": model, "base_fingerprint": loaded.fingerprint,
             "purpose": "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`).",
             "data": [{"name": prompt_set.name, "examples": len(pairs), "note": prompt_set.source}],
@@ -702,9 +765,9 @@ def judge_command(
     from .behavior.judge import judge
     from .behavior.metrics import rate
     from .data.loaders import read_rows
-    from .outputs import check_output, write_atomic
+    from .outputs import check_outputs, write_atomic
 
-    target = check_output(out_file, overwrite)
+    [target] = check_outputs([out_file], overwrite, [file])
     rows = read_rows(file.expanduser())
     columns = list(dict.fromkeys(key for row in rows for key in row))
     for needed in (column, prompt_column, label_column):

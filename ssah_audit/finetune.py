@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .batching import check_context, pad
+from .errors import UserError
 from .models.chat import encode_exchange
 from .progress import progress_bar
 
@@ -129,6 +130,8 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                if not math.isfinite(loss):
+                    raise UserError(f"training diverged at step {step} (loss {loss}); lower --lr")
                 losses.append(loss)
                 epoch.append(loss)
                 advance(status=f"loss {loss:.3f}")

@@ -12,13 +12,28 @@ from .errors import UserError
 def check_output(path: Path, overwrite: bool) -> Path:
     """Fail fast (before any model work) when `path` exists or cannot be written."""
     path = path.expanduser()
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it")
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
     return path
+
+
+def check_outputs(paths: list[Path | None], overwrite: bool, inputs: list[Path] = ()) -> list[Path | None]:
+    """check_output for each given path (None: not asked for), and refuse a run that would write one file twice
+    (the second output would silently replace the first) or write over one of its own inputs."""
+    checked = [check_output(path, overwrite) if path else None for path in paths]
+    seen: set[Path] = set()
+    for path in filter(None, checked):
+        if path.resolve() in seen:
+            raise UserError(f"{path} is named for two outputs; give each output its own file")
+        seen.add(path.resolve())
+    for source in inputs:
+        if source.expanduser().resolve() in seen:
+            raise UserError(f"{source} is an input of this run; write the output to another file")
+    return checked
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -31,7 +46,18 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         else:
             with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
                 out.write(content)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _mode_for(path: Path) -> int:
+    """A replaced file keeps its permissions; a new one gets what open() would give it (0666 less the umask),
+    not mkstemp's private 0600."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

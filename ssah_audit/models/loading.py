@@ -241,10 +241,25 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
     except (OSError, ValueError) as exc:
         hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
         raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
+    if weights:
+        broken = first_non_finite(model)
+        if broken:
+            raise UserError(f"the weights of {spec} hold NaN or infinite values (first in {broken}); the checkpoint "
+                            "is broken and every measurement of it would be meaningless")
     model.eval()
     return LoadedModel(spec=spec, source=resolved.source, location=resolved.location, model=model,
                        tokenizer=tokenizer, units=build_unit_map(model),
                        fingerprint=fingerprint(resolved.location, resolved.source, config))
+
+
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter holding NaN or inf, or None. A diverged fine-tune saves such weights, and
+    their generations are empty strings the judge would count as refusals: a broken model must not pass as safe."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.device.type != "meta" and not torch.isfinite(parameter).all():
+                return name
+    return None
 
 
 def describe(loaded: LoadedModel) -> dict:
