@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 COMPLETE_MARK = ".complete"
 
 
@@ -18,7 +20,11 @@ def cache_root() -> Path:
     """Where expensive artefacts live; one folder per kind of artefact below it."""
     env = os.environ.get("SSAH_AUDIT_CACHE")
     root = Path(env) if env else Path.home() / ".cache" / "ssah-audit"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = "SSAH_AUDIT_CACHE" if env else "the default cache folder"
+        raise UserError(f"cannot use {root} ({where}) as the cache folder: {exc.strerror or exc}") from None
     return root
 
 

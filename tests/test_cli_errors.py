@@ -3,6 +3,7 @@ audit.toml, the files, the weights), and no run that writes one output over anot
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -117,3 +118,48 @@ def test_finetune_refuses_a_learning_rate_that_cannot_train(cli, tmp_path, lr):
     one_line(code, stderr, "--lr")
     assert not (tmp_path / "ft").exists()
 
+
+
+def test_a_zoo_name_typo_is_named_and_an_unreachable_hub_is_said_at_once(cli, monkeypatch):
+    code, _, stderr = cli("inspect", "organism-alinged")
+    one_line(code, stderr, "did you mean organism-aligned?")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    code, _, stderr = cli("inspect", "some-org/some-model")
+    one_line(code, stderr, "hub cannot be reached")
+
+
+def test_files_that_are_not_what_they_claim_are_one_line(cli, tmp_path, monkeypatch):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    code, _, stderr = cli("audit", "organism-aligned", "--config", str(folder), "--out", str(tmp_path / "r"))
+    one_line(code, stderr, "cannot read config file")
+    code, _, stderr = cli("report", str(folder))
+    one_line(code, stderr, "results.json does not exist")
+    unclosed = tmp_path / "prompts.csv"
+    unclosed.write_text('prompt\n"How do I bake bread?\nHow do I boil an egg?\n')
+    code, _, stderr = cli("prompts", "show", str(unclosed))
+    one_line(code, stderr, "not valid CSV")
+    monkeypatch.setenv("SSAH_AUDIT_CACHE", str(unclosed))
+    code, _, stderr = cli("zoo", "list")
+    one_line(code, stderr, "as the cache folder")
+
+
+def test_an_incomplete_results_document_is_refused_by_report(cli, tmp_path):
+    from ssah_audit import audit
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"schema": audit.SCHEMA, "schema_version": audit.SCHEMA_VERSION, "model": "m"}))
+    code, _, stderr = cli("report", str(results), "--out", str(tmp_path / "r"))
+    one_line(code, stderr, "incomplete")
+    assert not (tmp_path / "r").exists()
+
+
+def test_truncated_weights_are_one_line(cli, tiny_models, tmp_path):
+    broken = tmp_path / "truncated"
+    broken.mkdir()
+    for item in tiny_models["llama"].iterdir():
+        (broken / item.name).write_bytes(item.read_bytes()[:100] if item.suffix == ".safetensors" else
+                                         item.read_bytes())
+    code, _, stderr = cli("behavior", str(broken), "--limit", "1")
+    one_line(code, stderr, "cannot load the weights")

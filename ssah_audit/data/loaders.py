@@ -51,7 +51,9 @@ def read_rows(path: Path) -> list[dict]:
         raise UserError(f"{path} is empty")
     try:
         if suffix == ".csv":
-            rows = list(csv.DictReader(io.StringIO(text, newline="")))  # keeps newlines inside quoted fields
+            # newline="" keeps newlines inside quoted fields; strict: an unclosed quote is an error, not one
+            # giant field that swallows the rest of the file
+            rows = list(csv.DictReader(io.StringIO(text, newline=""), strict=True))
         elif suffix == ".jsonl":
             # split on "\n" only: str.splitlines also splits at U+2028 and friends, which JSON allows inside strings
             rows = [json.loads(line) for line in text.split("\n") if line.strip()]

@@ -6,13 +6,18 @@ is not a causal LM, pickle-only weights, offline hub) becomes a one-line UserErr
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..cache import cache_root, cached_folder, sha256_file
@@ -75,7 +80,30 @@ def resolve_spec(spec: str) -> Resolved:
         raise UserError(f"{spec} is a file, not a model folder or a .gguf file")
     if _looks_like_path(spec) or not HUB_ID.match(spec):
         raise UserError(f"no such model folder or file: {spec} (zoo names: {', '.join(zoo.names())})")
+    typo = difflib.get_close_matches(spec, zoo.names(), n=1, cutoff=0.8)
+    if typo and "/" not in spec:
+        raise UserError(f"no model '{spec}': not a folder or file, and not a zoo name (did you mean {typo[0]}?)")
+    if not _hub_offline() and not _hub_reachable():
+        raise UserError(f"'{spec}' is not a folder, a file or a zoo name ({', '.join(zoo.names())}), and the "
+                        "Hugging Face hub cannot be reached from here to fetch it")
     return Resolved("hub", spec)
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE: transformers then reads only its local cache, so there is nothing to reach."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub (or HF_ENDPOINT): without it, huggingface_hub retries a dead network for
+    half a minute and logs every attempt before the same conclusion."""
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def gguf_to_folder(gguf_path: Path) -> Path:
@@ -238,7 +266,7 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
                 model = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code,
                                                          dtype=dtype)
             model.tie_weights()  # meta initialisation can leave tied embeddings as two tensors
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
         raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
     if weights:

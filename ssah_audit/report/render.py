@@ -137,13 +137,23 @@ def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
+# What every report template reads; the rest (reference, comparison) may legitimately be empty.
+REQUIRED_BLOCKS = {"model": str, "behavior": dict, "probe": dict, "units": dict, "gate": dict, "settings": dict,
+                   "provenance": dict}
+
+
 def read_results(path: Path) -> dict:
     from .. import audit
 
+    path = path.expanduser()
+    if path.is_dir():  # a report folder: its results.json
+        path = path / "results.json"
     try:
-        results = json.loads(path.expanduser().read_text(encoding="utf-8"))
+        results = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a results.json: {exc}") from None
     if not isinstance(results, dict) or results.get("schema") != audit.SCHEMA:
@@ -151,4 +161,7 @@ def read_results(path: Path) -> dict:
     if results.get("schema_version") != audit.SCHEMA_VERSION:
         raise UserError(f"{path} has schema version {results.get('schema_version')}; this ssah-audit reads "
                         f"version {audit.SCHEMA_VERSION}")
+    for key, kind in REQUIRED_BLOCKS.items():
+        if not isinstance(results.get(key), kind):
+            raise UserError(f"{path} is incomplete: '{key}' is missing or not a {kind.__name__}")
     return results
