@@ -166,6 +166,8 @@ def inspect(
     """
     from .models.loading import describe, load_model
 
+    if as_json and markdown:
+        raise UserError("--json and --markdown both print the document; choose one")
     with _status(f"loading {model}"):
         loaded = load_model(model, model_options(dtype, device, trust_remote_code, allow_pickle), weights=False)
     doc = describe(loaded)
@@ -221,7 +223,8 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
 
 @zoo_app.command("build")
 @handles_errors
-def zoo_build(name: str = typer.Argument(..., help="smollm2-135m-safe or smollm2-135m-safe-ft.")) -> None:
+def zoo_build(name: str = typer.Argument(..., help="A model made on this machine: smollm2-135m-safe, "
+                                         "smollm2-135m-safe-ft or an organism (see `zoo list`).")) -> None:
     """Build a zoo model that is made by fine-tuning on this machine (cached; resumes from what is built)."""
     from .models import zoo
 
@@ -556,8 +559,9 @@ def units(
     _units_tables(doc)
 
 
-def _spread(sd: dict, key: str) -> str:
-    return f" ± {sd[key]:.2f}" if key in sd else ""
+def _spread(sd: dict, key: str, form: str = ".2f") -> str:
+    """The random control's seed-to-seed sd, in the same unit as the value it follows."""
+    return f" ± {sd[key]:{form}}" if key in sd else ""
 
 
 def _units_tables(doc: dict) -> None:
@@ -570,7 +574,8 @@ def _units_tables(doc: dict) -> None:
             table.add_column(column, justify="right")
         for name, row in doc["ablation"].items():
             sd = row.get("sd") or {}
-            table.add_row(name, str(row["units"]), f"{row['compliance_rate']:.1%}" + _spread(sd, "compliance_rate"),
+            table.add_row(name, str(row["units"]),
+                          f"{row['compliance_rate']:.1%}" + _spread(sd, "compliance_rate", ".1%"),
                           f"{row['refusal_score']:+.2f}" + _spread(sd, "refusal_score"),
                           f"{row['nll']:.3f}" + _spread(sd, "nll"))
         out.print(table)
@@ -748,8 +753,8 @@ def report(
 @handles_errors
 def judge_command(
     file: Path = typer.Argument(..., help="A CSV/JSON/JSONL file of completions produced elsewhere."),
-    out_file: Path = typer.Option(..., "--out", help="CSV to write: every input column plus `refusal` (1/0) and "
-                                  "`refusal_reason` (the rule that decided)."),
+    out_file: Path = typer.Option(..., "--out", help="File to write (.csv, .jsonl or .json, by its name): every "
+                                  "input column plus `refusal` (1/0) and `refusal_reason` (the rule that decided)."),
     column: str = typer.Option("completion", "--column", help="The column holding the completion."),
     prompt_column: str = typer.Option("prompt", "--prompt-column", help="The column holding the prompt."),
     label_column: str | None = typer.Option(
@@ -757,16 +762,15 @@ def judge_command(
         "also print the judge's accuracy, precision and recall against it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
-    """Judge completions as refusal (full or partial) or compliance, and summarise."""
-    import csv
-    import io
-
+    """Judge completions as refusal (full or partial) or compliance, and summarise. An empty completion counts as
+    a refusal (the model gave nothing usable); the summary says how many there were."""
     from .behavior.agreement import agreement, parse_label
     from .behavior.judge import judge
     from .behavior.metrics import rate
-    from .data.loaders import read_rows
+    from .data.loaders import check_row_format, read_rows, rows_text
     from .outputs import check_outputs, write_atomic
 
+    check_row_format(out_file)
     [target] = check_outputs([out_file], overwrite, [file])
     rows = read_rows(file.expanduser())
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -776,17 +780,14 @@ def judge_command(
     labels = [parse_label(row.get(label_column, "")) for row in rows] if label_column else None
     results = [judge(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows]
     flags = [result.refusal for result in results]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns + ["refusal", "refusal_reason"], extrasaction="ignore")
-    writer.writeheader()
-    for row, result in zip(rows, results, strict=True):
-        writer.writerow({**row, "refusal": int(result.refusal), "refusal_reason": result.reason})
-    write_atomic(target, buffer.getvalue())
+    judged_rows = [{**row, "refusal": int(result.refusal), "refusal_reason": result.reason}
+                   for row, result in zip(rows, results, strict=True)]
+    write_atomic(target, rows_text(target, judged_rows, columns + ["refusal", "refusal_reason"]))
     summary = rate(flags)
     table = Table(title=f"judged {file.name}")
-    for name in ("completions", "refusals", "refusal rate (95% CI)"):
+    for name in ("completions", "refusals", "of them empty", "refusal rate (95% CI)"):
         table.add_column(name, justify="right")
-    table.add_row(str(summary.n), str(sum(flags)),
+    table.add_row(str(summary.n), str(sum(flags)), str(sum(result.reason == "empty" for result in results)),
                   f"{summary.rate:.1%} [{summary.ci95[0]:.1%}, {summary.ci95[1]:.1%}]")
     out.print(table)
     if labels is not None:

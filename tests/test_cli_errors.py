@@ -140,6 +140,10 @@ def test_files_that_are_not_what_they_claim_are_one_line(cli, tmp_path, monkeypa
     unclosed.write_text('prompt\n"How do I bake bread?\nHow do I boil an egg?\n')
     code, _, stderr = cli("prompts", "show", str(unclosed))
     one_line(code, stderr, "not valid CSV")
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text("prompt,prompt\nHow do I bake bread?,How do I boil an egg?\n")
+    code, _, stderr = cli("prompts", "show", str(doubled))
+    one_line(code, stderr, "more than once")
     monkeypatch.setenv("SSAH_AUDIT_CACHE", str(unclosed))
     code, _, stderr = cli("zoo", "list")
     one_line(code, stderr, "as the cache folder")

@@ -53,7 +53,11 @@ def read_rows(path: Path) -> list[dict]:
         if suffix == ".csv":
             # newline="" keeps newlines inside quoted fields; strict: an unclosed quote is an error, not one
             # giant field that swallows the rest of the file
-            rows = list(csv.DictReader(io.StringIO(text, newline=""), strict=True))
+            reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+            twice = sorted({name for name in reader.fieldnames or [] if reader.fieldnames.count(name) > 1})
+            if twice:  # DictReader would silently keep the last of them
+                raise UserError(f"{path} has the column(s) {', '.join(twice)} more than once")
+            rows = list(reader)
         elif suffix == ".jsonl":
             # split on "\n" only: str.splitlines also splits at U+2028 and friends, which JSON allows inside strings
             rows = [json.loads(line) for line in text.split("\n") if line.strip()]
@@ -74,6 +78,29 @@ def read_rows(path: Path) -> list[dict]:
     if not all(isinstance(row, dict) for row in rows):
         raise UserError(f"{path}: every record must be an object with named fields")
     return rows
+
+
+ROW_FORMATS = (".csv", ".jsonl", ".json")
+
+
+def rows_text(path: Path, rows: list[dict], columns: list[str]) -> str:
+    """`rows` (restricted to `columns`) as the text of a file in the format `path`'s suffix names: what read_rows
+    reads back. The caller checks the suffix first (check_row_format), so nothing is computed for a bad name."""
+    records = [{column: row.get(column) for column in columns} for row in rows]
+    if path.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+        return buffer.getvalue()
+    if path.suffix.lower() == ".jsonl":
+        return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+
+
+def check_row_format(path: Path) -> None:
+    if path.suffix.lower() not in ROW_FORMATS:
+        raise UserError(f"{path}: write .csv, .jsonl or .json (the format follows the file name)")
 
 
 def detect_format(columns: set[str], prompt_field: str | None, path: Path) -> FileFormat:

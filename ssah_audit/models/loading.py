@@ -69,6 +69,8 @@ def resolve_spec(spec: str) -> Resolved:
     """Turn what the user typed into a loadable folder or hub id (fetching zoo models and converting GGUF)."""
     from . import zoo
 
+    if not spec.strip():
+        raise UserError("the model is an empty string; give a folder, a .gguf file, a zoo name or a hub id")
     if zoo.is_zoo_name(spec):
         return Resolved("zoo", str(zoo.materialize(spec)))
     path = Path(spec).expanduser()
@@ -131,9 +133,13 @@ def gguf_to_folder(gguf_path: Path) -> Path:
     return cached_folder(target, convert)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _first_line(exc: BaseException, most: int = 400) -> str:
+    """The exception's message on one line. Libraries often lead with "... from one of:" and list on later lines,
+    so lines are joined rather than cut at the first."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def check_folder(folder: Path, allow_pickle: bool) -> None:
