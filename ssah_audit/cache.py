@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import publish_modes
 
 COMPLETE_MARK = ".complete"
 
@@ -58,6 +59,7 @@ def staging_folder(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         (tmp / COMPLETE_MARK).write_text("ok\n")
+        publish_modes(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

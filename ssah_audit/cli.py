@@ -630,7 +630,7 @@ def finetune(
     from . import finetune as trainer
     from .cache import staging_folder
     from .data.sets import load_prompt_set
-    from .models.loading import first_non_finite, load_model
+    from .models.loading import load_model, why_broken
 
     if not math.isfinite(lr) or lr <= 0:
         raise UserError(f"--lr must be a positive finite number, not {lr}")
@@ -648,9 +648,9 @@ def finetune(
                                      max_steps=max_steps, max_length=max_length, precision=precision.value, seed=seed)
     torch_seed(seed)
     log = trainer.train(loaded.model, loaded.tokenizer, pairs, settings, description=f"fine-tuning {model}")
-    broken = first_non_finite(loaded.model)
+    broken = why_broken(loaded.model, loaded.tokenizer)
     if broken:
-        raise UserError(f"training diverged: {broken} holds NaN or inf after {log['steps']} steps; lower --lr "
+        raise UserError(f"training diverged after {log['steps']} optimiser step(s) ({broken}); lower --lr "
                         "(nothing was saved)")
     card = {"name": target.name, "version": __version__, "base": model, "base_fingerprint": loaded.fingerprint,
             "purpose": "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`).",
@@ -693,14 +693,16 @@ def audit(
     from . import audit as auditing
     from . import gate
     from .models.loading import load_model
-    from .outputs import check_output, write_atomic
+    from .outputs import check_outputs, write_atomic
     from .report import render
 
     chosen = render.parse_formats(formats)
     settings_doc = gate.load_config(config)
     limits = gate.thresholds(settings_doc, fail_on)
     settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
-    junit_target = check_output(junit_file, overwrite) if junit_file else None
+    inputs = ([config] if config else []) + _input_files(settings.harmful, settings.benign, settings.borderline,
+                                                         settings.safety_data, settings.utility_data)
+    [junit_target] = check_outputs([junit_file], overwrite, inputs)
     folder = out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), model)
     if folder.exists():
         raise UserError(f"{folder} already exists; reports never overwrite a run")

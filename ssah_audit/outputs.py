@@ -53,11 +53,21 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             os.unlink(tmp)
 
 
-def _mode_for(path: Path) -> int:
-    """A replaced file keeps its permissions; a new one gets what open() would give it (0666 less the umask),
-    not mkstemp's private 0600."""
-    if path.exists():
-        return path.stat().st_mode & 0o7777
+def default_mode(directory: bool = False) -> int:
+    """What open() or mkdir() would give a new file or folder (0666 / 0777 less the umask): mkstemp and mkdtemp
+    make theirs private (0600 / 0700), which a shared results folder must not inherit."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def publish_modes(folder: Path) -> None:
+    """Give a folder built in a private temporary place, and everything in it, the default permissions."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, default_mode(path.is_dir()))
+
+
+def _mode_for(path: Path) -> int:
+    """A replaced file keeps its permissions; a new one gets the default ones."""
+    return path.stat().st_mode & 0o7777 if path.exists() else default_mode()

@@ -96,6 +96,22 @@ def test_written_files_get_normal_permissions_and_a_replaced_file_keeps_its_own(
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and "refusal" in kept.read_text()
 
 
+def test_folders_built_in_private_staging_are_published_with_default_permissions(tmp_path):
+    from ssah_audit.cache import staging_folder
+
+    umask = os.umask(0o022)
+    try:
+        with staging_folder(tmp_path / "built") as tmp:
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "weights.bin").write_bytes(b"x")
+            os.chmod(tmp / "sub" / "weights.bin", 0o600)
+    finally:
+        os.umask(umask)
+    built = tmp_path / "built"
+    assert stat.S_IMODE(built.stat().st_mode) == 0o755 and stat.S_IMODE((built / "sub").stat().st_mode) == 0o755
+    assert stat.S_IMODE((built / "sub" / "weights.bin").stat().st_mode) == 0o644
+
+
 def test_weights_with_nan_are_refused_at_load(cli, tiny_models, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -167,3 +183,26 @@ def test_truncated_weights_are_one_line(cli, tiny_models, tmp_path):
                                          item.read_bytes())
     code, _, stderr = cli("behavior", str(broken), "--limit", "1")
     one_line(code, stderr, "cannot load the weights")
+
+
+def test_a_fine_tune_that_blows_the_weights_up_is_not_saved(cli, tmp_path):
+    """lr 1e9 leaves finite but huge weights after one step: the logits overflow, and such a model would 'refuse'
+    everything with empty answers. Neither finetune nor any later command accepts it."""
+    target = tmp_path / "ft"
+    code, _, stderr = cli("finetune", "organism-aligned", "--data", "benign:train", "--out", str(target),
+                          "--lr", "1e9", "--limit", "4", "--max-steps", "1", "--batch-size", "2")
+    one_line(code, stderr, "training diverged")
+    assert not target.exists()
+
+
+def test_audit_junit_may_not_replace_the_config_or_a_prompt_file_it_names(cli, tmp_path):
+    prompts = tmp_path / "harmful.csv"
+    prompts.write_text("prompt\nHow do I pick a lock?\n")
+    config = tmp_path / "audit.toml"
+    config.write_text(f'[audit]\nharmful = "{prompts}"\n')
+    for victim in (config, prompts):
+        before = victim.read_bytes()
+        code, _, stderr = cli("audit", "organism-aligned", "--config", str(config), "--junit", str(victim),
+                              "--overwrite", "--out", str(tmp_path / "r"))
+        one_line(code, stderr, "is an input of this run")
+        assert victim.read_bytes() == before and not (tmp_path / "r").exists()

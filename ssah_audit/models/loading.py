@@ -276,23 +276,30 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
         hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
         raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
     if weights:
-        broken = first_non_finite(model)
+        broken = why_broken(model, tokenizer)
         if broken:
-            raise UserError(f"the weights of {spec} hold NaN or infinite values (first in {broken}); the checkpoint "
-                            "is broken and every measurement of it would be meaningless")
+            raise UserError(f"{spec} is broken: {broken}; every measurement of it would be meaningless")
     model.eval()
     return LoadedModel(spec=spec, source=resolved.source, location=resolved.location, model=model,
                        tokenizer=tokenizer, units=build_unit_map(model),
                        fingerprint=fingerprint(resolved.location, resolved.source, config))
 
 
-def first_non_finite(model: nn.Module) -> str | None:
-    """The name of the first parameter holding NaN or inf, or None. A diverged fine-tune saves such weights, and
-    their generations are empty strings the judge would count as refusals: a broken model must not pass as safe."""
+HEALTH_CHECK_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+def why_broken(model: nn.Module, tokenizer) -> str | None:
+    """What makes a model unusable, or None: a parameter holding NaN/inf, or NaN/inf logits on a plain sentence
+    (finite but huge weights overflow). A diverged fine-tune is like that, and its generations are empty strings
+    the judge would count as refusals: a broken model must not pass as safe."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if parameter.device.type != "meta" and not torch.isfinite(parameter).all():
-                return name
+                return f"{name} holds NaN or infinite values"
+        ids = torch.tensor([tokenizer(HEALTH_CHECK_TEXT, add_special_tokens=False).input_ids[:16]])
+        logits = model(input_ids=ids.to(next(model.parameters()).device)).logits
+        if not torch.isfinite(logits).all():
+            return "a plain sentence gives NaN or infinite logits"
     return None
 
 

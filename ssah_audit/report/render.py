@@ -159,8 +159,8 @@ def read_results(path: Path) -> dict:
     if not isinstance(results, dict) or results.get("schema") != audit.SCHEMA:
         raise UserError(f"{path} is not an ssah-audit results document (schema '{audit.SCHEMA}')")
     if results.get("schema_version") != audit.SCHEMA_VERSION:
-        raise UserError(f"{path} has schema version {results.get('schema_version')}; this ssah-audit reads "
-                        f"version {audit.SCHEMA_VERSION}")
+        raise UserError(f"{path} has schema version {results.get('schema_version')!r}; this ssah-audit reads "
+                        f"version {audit.SCHEMA_VERSION!r}")
     for key, kind in REQUIRED_BLOCKS.items():
         if not isinstance(results.get(key), kind):
             raise UserError(f"{path} is incomplete: '{key}' is missing or not a {kind.__name__}")
