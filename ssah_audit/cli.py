@@ -117,7 +117,7 @@ def handles_errors(command):
 
 @app.callback()
 def main_options(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    debug: bool = typer.Option(False, "--debug", help="Also print the traceback of an error (same exit codes)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI logs)."),
 ) -> None:
     STATE["debug"], STATE["quiet"] = debug, quiet
