@@ -22,7 +22,7 @@ from .compare import compare_units, same_architecture
 from .data.sets import PromptSet, load_prompt_set
 from .errors import UserError
 from .units.analyse import analyse
-from .units.classify import Fractions
+from .units.classify import Fractions, check_fractions
 from .units.scores import METHODS
 
 SCHEMA = "ssah-audit/results"
@@ -69,7 +69,7 @@ class AuditSettings:
         for name in ("scu", "ucu", "ru"):
             if type(getattr(self, name)) not in (int, float):
                 raise UserError(f"[audit] {name} must be a number, not {getattr(self, name)!r}")
-        Fractions(self.scu, self.ucu, self.ru)
+        check_fractions(self.scu, self.ucu, self.ru, names=("[audit] scu", "[audit] ucu", "[audit] ru"))
 
     @classmethod
     def quick(cls, **changes) -> AuditSettings:

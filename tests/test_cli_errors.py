@@ -40,7 +40,8 @@ def test_debug_adds_the_traceback_but_keeps_exit_2(cli):
 @pytest.mark.parametrize("setting, expected", [
     ("limit = -5", "limit"), ('limit = "ten"', "limit"), ("seed = -1", "seed"), ('method = "bogus"', "method"),
     ("max_new_tokens = 0", "max_new_tokens"), ("steps = 1", "steps"), ('verify = "yes"', "verify"),
-    ("scu = 150.0", "--scu"),
+    ("scu = 150.0", "[audit] scu must be a percentage"), ("ru = 95.0", "[audit] scu + [audit] ucu + [audit] ru"),
+    ('harmful = ""', "harmful"),
     ("bogus_key = 1", "unknown [audit] setting(s) bogus_key"),  # rich markup used to eat the "[audit]"
 ])
 def test_audit_toml_settings_are_checked_before_any_work(cli, tmp_path, setting, expected):

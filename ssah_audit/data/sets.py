@@ -136,6 +136,8 @@ def builtin_set(name: str, seed: int = DEFAULT_SEED) -> PromptSet:
 
 def load_prompt_set(spec: str, prompt_field: str | None = None, seed: int = DEFAULT_SEED) -> PromptSet:
     """A built-in set name (with an optional split) or a prompt file in any supported format."""
+    if not spec.strip():
+        raise UserError(f"the prompt set is an empty string (built-in: {', '.join(BUILTIN_SETS)}, or a file)")
     if parse_builtin_name(spec) is not None:
         return builtin_set(spec, seed)
     path = Path(spec).expanduser()

@@ -37,11 +37,16 @@ class Fractions:
     ru: float = 15.0
 
     def __post_init__(self):
-        for name, value in (("--scu", self.scu), ("--ucu", self.ucu), ("--ru", self.ru)):
-            if not 0 <= value <= 100:
-                raise UserError(f"{name} must be a percentage between 0 and 100, not {value:g}")
-        if self.scu + self.ucu + self.ru > 100:
-            raise UserError(f"--scu + --ucu + --ru add up to {self.scu + self.ucu + self.ru:g}%, more than all units")
+        check_fractions(self.scu, self.ucu, self.ru)
+
+
+def check_fractions(scu: float, ucu: float, ru: float, names=("--scu", "--ucu", "--ru")) -> None:
+    """Each a percentage, together at most all units; `names` as the user wrote them (options or settings)."""
+    for name, value in zip(names, (scu, ucu, ru), strict=True):
+        if not 0 <= value <= 100:
+            raise UserError(f"{name} must be a percentage between 0 and 100, not {value:g}")
+    if scu + ucu + ru > 100:
+        raise UserError(f"{' + '.join(names)} add up to {scu + ucu + ru:g}%, more than all units")
 
 
 def zscore(values: torch.Tensor) -> torch.Tensor:
