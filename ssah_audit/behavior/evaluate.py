@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 from ..data.sets import PromptSet
-from ..errors import UserError
 from .generate import generate
 from .judge import is_refusal
 from .metrics import answer_nll, first_token_kl, rate, refusal_scores, summary
@@ -30,9 +29,7 @@ def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int)
 def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,
             batch_size: int = 16, seed: int = 0) -> dict:
     """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape)."""
-    answered = [(p.text, p.answer) for p in benign.prompts if p.answer]
-    if not answered:
-        raise UserError(f"benign set '{benign.name}' has no reference answers (needed for utility NLL)")
+    answered = benign.answered("utility NLL")
     start = time.perf_counter()
     harmful_samples = _judged(loaded, harmful, max_new_tokens, batch_size)
     borderline_samples = _judged(loaded, borderline, max_new_tokens, batch_size)

@@ -57,6 +57,14 @@ class PromptSet:
             return self
         return replace(self, name=f"{self.name}[safe]", prompts=tuple(p for p in self.prompts if p.label == "safe"))
 
+    def answered(self, needed_for: str) -> list[tuple[str, str]]:
+        """(prompt, reference answer) pairs, the one definition behind every utility NLL: the behaviour stage and
+        the ablation table's utility column must measure the same pairs."""
+        pairs = [(p.text, p.answer) for p in self.prompts if p.answer]
+        if not pairs:
+            raise UserError(f"prompt set '{self.name}' has no reference answers (needed for {needed_for})")
+        return pairs
+
     def categories(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for prompt in self.prompts:

@@ -11,7 +11,6 @@ import random
 
 from ..behavior.evaluate import judged
 from ..data.sets import PromptSet, refusal_openings
-from ..errors import UserError
 
 
 def safety_pairs(harmful: PromptSet, reference=None, seed: int = 0, max_new_tokens: int = 48,
@@ -30,7 +29,4 @@ def safety_pairs(harmful: PromptSet, reference=None, seed: int = 0, max_new_toke
 
 
 def utility_pairs(benign: PromptSet) -> list[tuple[str, str]]:
-    pairs = [(p.text, p.answer) for p in benign.prompts if p.answer]
-    if not pairs:
-        raise UserError(f"benign set '{benign.name}' has no reference answers (needed for the utility score)")
-    return pairs
+    return benign.answered("the utility score")
