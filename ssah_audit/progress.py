@@ -32,3 +32,10 @@ def progress_bar(description: str, total: int):
 
 def is_quiet() -> bool:
     return QUIET["on"]
+
+
+def notice(message: str) -> None:
+    """Tell the user something worth knowing (a long first use, skipped input) on stderr: stdout stays
+    machine-readable. Silent with --quiet."""
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)

@@ -207,3 +207,11 @@ def test_audit_junit_may_not_replace_the_config_or_a_prompt_file_it_names(cli, t
                               "--overwrite", "--out", str(tmp_path / "r"))
         one_line(code, stderr, "is an input of this run")
         assert victim.read_bytes() == before and not (tmp_path / "r").exists()
+
+
+def test_rows_without_a_prompt_are_skipped_with_a_note(cli, tmp_path):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('[{"prompt": "How do I bake bread?"}, {"prompt": null}, {"prompt": "  "}, {"other": 1}]')
+    code, stdout, stderr = cli("prompts", "show", str(prompts))
+    assert code == 0 and "1 prompts" in stdout
+    assert "skipped 3 of 4 rows" in stderr

