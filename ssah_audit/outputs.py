@@ -63,9 +63,10 @@ def default_mode(directory: bool = False) -> int:
 
 def publish_modes(folder: Path) -> None:
     """Give a folder built in a private temporary place, and everything in it, the default permissions."""
+    modes = {True: default_mode(directory=True), False: default_mode()}  # the umask is read once, not per path
     for path in [folder, *folder.rglob("*")]:
         if not path.is_symlink():
-            os.chmod(path, default_mode(path.is_dir()))
+            os.chmod(path, modes[path.is_dir()])
 
 
 def _mode_for(path: Path) -> int:
