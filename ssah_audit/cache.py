@@ -15,6 +15,10 @@ from .errors import UserError
 from .outputs import publish_modes
 
 COMPLETE_MARK = ".complete"
+KINDS = ("gguf", "zoo", "organisms", "audit-references")  # every folder the cache makes below its root
+MARKER = ".ssah-audit-cache"
+MARKER_TEXT = ("This folder is an ssah-audit cache (see `ssah-audit cache list`); `ssah-audit cache prune` "
+               "removes only its own superseded builds in it.\n")
 
 
 def cache_root() -> Path:
@@ -26,7 +30,29 @@ def cache_root() -> Path:
     except OSError as exc:
         where = "SSAH_AUDIT_CACHE" if env else "the default cache folder"
         raise UserError(f"cannot use {root} ({where}) as the cache folder: {exc.strerror or exc}") from None
+    _claim(root)
     return root
+
+
+def is_ours(root: Path) -> bool:
+    """Whether `root` is recognisably an ssah-audit cache: it carries the marker, or (an empty folder, or a cache
+    an older version wrote before the marker existed) it holds nothing but our own kind folders."""
+    if (root / MARKER).is_file():
+        return True
+    try:
+        return all(entry.name in KINDS and entry.is_dir() and not entry.is_symlink() for entry in root.iterdir())
+    except OSError:
+        return False
+
+
+def _claim(root: Path) -> None:
+    """Mark a root that is recognisably ours, so that files a user adds later do not make it foreign. A folder
+    holding anything else (SSAH_AUDIT_CACHE pointed at a home folder) is used but never marked, so never pruned."""
+    if not (root / MARKER).is_file() and is_ours(root):
+        try:
+            (root / MARKER).write_text(MARKER_TEXT)
+        except OSError:  # a read-only shared cache still reads
+            pass
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -52,7 +78,8 @@ def staging_folder(final: Path) -> Iterator[Path]:
     """Build a folder next to `final`, then move it into place in one rename.
 
     A crash leaves only a temporary folder behind, never a half-written `final`; the
-    `.complete` mark written last is what readers check.
+    `.complete` mark written last is what readers check. For cache entries only: it replaces an incomplete
+    entry of its own at `final`. A user's path goes through outputs.new_folder, which never replaces anything.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))

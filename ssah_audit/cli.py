@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import traceback
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 
@@ -75,7 +76,23 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(cache_app, name="cache")
 
-out = Console()
+class PipeConsole(Console):
+    """Output piped into a reader that stops early (`| head -1`) is not an error: Unix tools exit 0 quietly,
+    where rich exits 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _stdout_to_devnull()
+        raise SystemExit(0)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not hit the closed pipe again."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+out = PipeConsole()
 err = Console(stderr=True)
 STATE = {"debug": False, "quiet": False}
 
@@ -104,6 +121,9 @@ def handles_errors(command):
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # typer.echo into `| head -1`: the reader has what it wanted
+            _stdout_to_devnull()
+            raise typer.Exit(0) from None
         except Exception as exc:  # the last line of defence: never a traceback unless asked for
             if STATE["debug"]:
                 traceback.print_exc()
@@ -195,6 +215,27 @@ def inspect(
 def _input_files(*specs: str) -> list[Path]:
     """The prompt-set arguments that name files (the rest are built-in set names): outputs must not replace them."""
     return [Path(spec) for spec in specs if spec and Path(spec).expanduser().is_file()]
+
+
+def _model_paths(*specs: str | None) -> list[Path]:
+    """Where each model given as a folder, a .gguf file or an already built zoo name lies on disk; nothing is
+    fetched or built to find out (a hub id, or a zoo model not built yet, has no files an output could hit)."""
+    from .models import zoo
+
+    paths = []
+    for spec in filter(None, specs):
+        path = zoo.cached_path(spec) if zoo.is_zoo_name(spec) else Path(spec).expanduser()
+        if path is not None and path.exists():
+            paths.append(path)
+    return paths
+
+
+def _model_files(*specs: str | None) -> list[Path]:
+    """Every file of the models a run reads (a folder's files, a .gguf itself): inputs no output may replace."""
+    files = []
+    for path in _model_paths(*specs):
+        files += [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file()]
+    return files
 
 
 def _status(message: str):
@@ -337,9 +378,28 @@ def prompts_show(
         typer.echo(json.dumps({"name": prompt_set.name, "source": prompt_set.source, "n": len(prompt_set),
                                "prompts": [asdict(p) for p in prompt_set.limit(limit).prompts]}, indent=2))
         return
-    out.print(f"[bold]{prompt_set.name}[/]: {len(prompt_set)} prompts ({prompt_set.source})", highlight=False)
+    out.print(f"[bold]{shown(prompt_set.name)}[/]: {len(prompt_set)} prompts ({shown(prompt_set.source)})",
+              highlight=False)
     for prompt in prompt_set.limit(limit).prompts:
-        out.print(f"  [dim]{prompt.id}[/] [cyan]{prompt.category}[/] {escape(prompt.text)}", highlight=False)
+        out.print(f"  [dim]{shown(prompt.id)}[/] [cyan]{shown(prompt.category)}[/] {shown(prompt.text)}",
+                  highlight=False)
+
+
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+SHOWN_CHARS = 500
+
+
+def shown(value, limit: int = SHOWN_CHARS) -> str:
+    """Untrusted text for the terminal: rich markup escaped, and control characters (terminal escape sequences,
+    bidi overrides, line breaks) written as Python escapes, so a prompt can neither drive the terminal nor
+    disguise itself. Past `limit` characters it is cut, and says so: printing a 50 MB prompt took minutes."""
+    text = str(value)
+    cut = f" … [{len(text) - limit:,} more characters]" if len(text) > limit else ""
+    text = "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc"
+                   or ch in BIDI_CONTROLS else ch for ch in text[:limit])
+    return escape(text + cut)
 
 
 SET_HELP = "A built-in set (with an optional :train/:eval/:all split) or a CSV/JSON/JSONL prompt file."
@@ -374,9 +434,10 @@ def behavior(
     from .behavior.evaluate import compare, measure
     from .data.sets import load_prompt_set
     from .models.loading import load_model
-    from .outputs import check_outputs, write_atomic
+    from .outputs import check_outputs, json_text, write_atomic
 
-    [target] = check_outputs([json_out], overwrite, _input_files(harmful, benign, borderline))
+    [target] = check_outputs([json_out], overwrite,
+                             _input_files(harmful, benign, borderline) + _model_files(model, reference))
     sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
     sets[2] = sets[2].safe_only()
     sets = [prompt_set.limit(limit) for prompt_set in sets]
@@ -389,7 +450,7 @@ def behavior(
         doc["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
     doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit}
     if target:
-        write_atomic(target, json.dumps(doc, indent=2) + "\n")
+        write_atomic(target, json_text(doc))
     _behavior_table(doc)
 
 
@@ -435,9 +496,9 @@ def probe(
     from . import probing
     from .data.sets import load_prompt_set
     from .models.loading import load_model
-    from .outputs import check_outputs, write_atomic
+    from .outputs import check_outputs, json_text, write_atomic
 
-    targets = check_outputs([json_out, plot], overwrite, _input_files(harmful, benign))
+    targets = check_outputs([json_out, plot], overwrite, _input_files(harmful, benign) + _model_files(model, reference))
     sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)]
     options = model_options(dtype, device, trust_remote_code, allow_pickle)
     with _status(f"probing {model}"):
@@ -447,7 +508,7 @@ def probe(
             ref_doc, ref_directions = probing.measure(load_model(reference, options), *sets, steps, batch_size)
         doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
     if targets[0]:
-        write_atomic(targets[0], json.dumps(doc, indent=2) + "\n")
+        write_atomic(targets[0], json_text(doc))
     if targets[1]:
         from .report.plots import probe_figure
 
@@ -524,7 +585,7 @@ def units(
     from . import __version__
     from .data.sets import load_prompt_set
     from .models.loading import load_model
-    from .outputs import check_outputs, write_atomic
+    from .outputs import check_outputs, json_text, write_atomic
     from .units.analyse import analyse
     from .units.classify import Fractions
     from .units.classify import save_map as write_map
@@ -535,7 +596,8 @@ def units(
                         "written beside it)")
     sidecar = save_map.with_suffix(".json") if save_map else None
     targets = check_outputs([json_out, save_map, plot, sidecar], overwrite,
-                            _input_files(safety_data, utility_data, harmful, benign))[:3]
+                            _input_files(safety_data, utility_data, harmful, benign)
+                            + _model_files(model, reference))[:3]
     sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (safety_data, utility_data)]
     held_out = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)] \
         if verify_classes or sweep else [None, None]
@@ -555,7 +617,7 @@ def units(
 
         write_atomic(targets[2], unit_figure(doc["per_layer"]))
     if targets[0]:
-        write_atomic(targets[0], json.dumps(doc, indent=2) + "\n")
+        write_atomic(targets[0], json_text(doc))
     _units_tables(doc)
 
 
@@ -628,17 +690,16 @@ def finetune(
     """
     from . import __version__
     from . import finetune as trainer
-    from .cache import staging_folder
     from .data.sets import load_prompt_set
     from .models.loading import load_model, why_broken
+    from .outputs import check_new_folder, new_folder
 
     if not math.isfinite(lr) or lr <= 0:
         raise UserError(f"--lr must be a positive finite number, not {lr}")
-    target = out_dir.expanduser()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"{target} already exists and is not an empty folder; choose a new --out")
-    if not target.parent.is_dir():
-        raise UserError(f"cannot write {target}: folder {target.parent} does not exist")
+    target = check_new_folder(out_dir, empty_ok=True)
+    for folder in (path for path in _model_paths(model) if path.is_dir()):
+        if folder.resolve() == target.resolve() or folder.resolve() in target.resolve().parents:
+            raise UserError(f"--out {target} is inside the model folder {folder}; write the fine-tune elsewhere")
     prompt_set = load_prompt_set(data, prompt_field).limit(limit)
     pairs = [(p.text, p.answer) for p in prompt_set.prompts if p.answer]
     if not pairs:
@@ -656,7 +717,7 @@ def finetune(
             "purpose": "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`).",
             "data": [{"name": prompt_set.name, "examples": len(pairs), "note": prompt_set.source}],
             "settings": {k: v for k, v in vars(settings).items()}, "log": log}
-    with staging_folder(target) as tmp:
+    with new_folder(target, empty_ok=True) as tmp:
         trainer.save(loaded.model, loaded.tokenizer, tmp, card)
     out.print(f"saved {target} ({log['steps']} steps, final loss {log['final_loss']:.4f}, {log['seconds']} s)",
               highlight=False)
@@ -693,7 +754,7 @@ def audit(
     from . import audit as auditing
     from . import gate
     from .models.loading import load_model
-    from .outputs import check_outputs, write_atomic
+    from .outputs import check_new_folder, check_outputs, write_atomic
     from .report import render
 
     chosen = render.parse_formats(formats)
@@ -702,12 +763,9 @@ def audit(
     settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
     inputs = ([config] if config else []) + _input_files(settings.harmful, settings.benign, settings.borderline,
                                                          settings.safety_data, settings.utility_data)
-    [junit_target] = check_outputs([junit_file], overwrite, inputs)
-    folder = out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), model)
-    if folder.exists():
-        raise UserError(f"{folder} already exists; reports never overwrite a run")
-    if out_dir and not folder.parent.is_dir():
-        raise UserError(f"cannot write {folder}: folder {folder.parent} does not exist")
+    inputs += _model_files(model, reference)
+    folder = check_new_folder(out_dir or render.new_folder(Path("reports"), model), make_parent=not out_dir)
+    [junit_target] = check_outputs([junit_file], overwrite, inputs, folders=[folder])
     options = model_options(dtype, device, trust_remote_code, allow_pickle)
     loaded = load_model(model, options)
     ref = load_model(reference, options) if reference else None
@@ -740,13 +798,13 @@ def report(
     formats: str = typer.Option("html,md,json", "--format", help="Comma-separated: html, md, json."),
 ) -> None:
     """Re-render the reports from a results.json, without loading any model."""
+    from .outputs import check_new_folder
     from .report import render
 
     chosen = render.parse_formats(formats)
     results = render.read_results(results_file)
-    folder = out_dir.expanduser() if out_dir else render.new_folder(Path("reports"), results["model"])
-    if not folder.parent.is_dir():
-        raise UserError(f"cannot write {folder}: folder {folder.parent} does not exist")
+    folder = check_new_folder(out_dir or render.new_folder(Path("reports"), results["model"]),
+                              make_parent=not out_dir)
     render.write(results, folder, chosen)
     out.print(f"report: {folder}", highlight=False)
 

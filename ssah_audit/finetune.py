@@ -8,7 +8,6 @@ machine give the same weights.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -160,11 +159,12 @@ def _step(model, data, group: list[list[int]], pad_id: int, device, bf16: bool) 
 def save(model, tokenizer, folder: Path, card: dict) -> None:
     """A normal HF folder (safetensors, tokenizer, chat template, generation config) plus `training.json`
     (the full log) and a README.md model card rendered from it."""
+    from .outputs import json_text
     from .report.templates import render
 
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    (folder / "training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (folder / "training.json").write_text(json_text(card), encoding="utf-8")
     (folder / "README.md").write_text(render("model_card.md.j2", card=card, curve=loss_curve(card["log"]["losses"])),
                                       encoding="utf-8")
 

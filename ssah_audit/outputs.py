@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import json
+import math
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -18,14 +25,45 @@ def check_output(path: Path, overwrite: bool) -> Path:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    _check_writable(path)
     return path
 
 
-def check_outputs(paths: list[Path | None], overwrite: bool, inputs: list[Path] = ()) -> list[Path | None]:
+def check_new_folder(path: Path, empty_ok: bool = False, make_parent: bool = False) -> Path:
+    """Fail fast (before any model work) when an output folder exists (outputs never overwrite a run; with
+    `empty_ok` an empty folder is taken), or cannot be made. `make_parent` makes a default parent (reports/)."""
+    path = path.expanduser()
+    if path.exists() or path.is_symlink():
+        if not (empty_ok and path.is_dir() and not path.is_symlink() and not any(path.iterdir())):
+            empty = " and is not an empty folder" if empty_ok else ""
+            raise UserError(f"{path} already exists{empty}; outputs never overwrite a run: choose a new --out")
+    if make_parent:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make {path.parent}: {exc.strerror or exc}") from None
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    _check_writable(path)
+    return path
+
+
+def _check_writable(path: Path) -> None:
+    """Make and remove a hidden folder beside `path`: the only sure test that the output can be written there
+    (permissions, a read-only or pseudo file system such as /proc), done before the work rather than after it."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def check_outputs(paths: list[Path | None], overwrite: bool, inputs: list[Path] = (),
+                  folders: list[Path] = ()) -> list[Path | None]:
     """check_output for each given path (None: not asked for), and refuse a run that would write one file twice
-    (the second output would silently replace the first) or write over one of its own inputs."""
+    (the second output would silently replace the first), a file where it writes an output folder, or over one
+    of its own inputs."""
     checked = [check_output(path, overwrite) if path else None for path in paths]
-    seen: set[Path] = set()
+    seen: set[Path] = {folder.resolve() for folder in folders}
     for path in filter(None, checked):
         if path.resolve() in seen:
             raise UserError(f"{path} is named for two outputs; give each output its own file")
@@ -34,6 +72,22 @@ def check_outputs(paths: list[Path | None], overwrite: bool, inputs: list[Path] 
         if source.expanduser().resolve() in seen:
             raise UserError(f"{source} is an input of this run; write the output to another file")
     return checked
+
+
+def json_text(document) -> str:
+    """A results document as strict JSON (allow_nan=False): a bare NaN or Infinity, which Python writes by
+    default, is rejected by strict parsers (jq, browsers, Go, Rust), so a value that is not finite is null."""
+    return json.dumps(_finite(document), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -72,3 +126,78 @@ def publish_modes(folder: Path) -> None:
 def _mode_for(path: Path) -> int:
     """A replaced file keeps its permissions; a new one gets the default ones."""
     return path.stat().st_mode & 0o7777 if path.exists() else default_mode()
+
+
+@contextmanager
+def new_folder(final: Path, empty_ok: bool = False) -> Iterator[Path]:
+    """Build an output folder in a hidden staging folder beside `final`, then publish it in one rename that
+    cannot replace anything: a folder that appeared at `final` while the run worked is never removed (the
+    existence check ran before the work). With `empty_ok`, an empty folder the user named is given up to the
+    rename (os.rmdir removes only an empty folder, so nothing put there meanwhile can be lost)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        publish_modes(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # unfinished work of our own, never published
+        raise
+    if empty_ok and final.is_dir() and not final.is_symlink():
+        try:
+            os.rmdir(final)
+        except OSError:
+            pass  # no longer empty: the rename below refuses it
+    publish_folder(tmp, final)
+
+
+def publish_folder(tmp: Path, final: Path) -> None:
+    """Move a finished folder to `final`, or, when something is there now, keep it under a visible name beside
+    it and say so in one line: the user's path is left alone and the finished work is not lost."""
+    try:
+        rename_noreplace(tmp, final)
+        return
+    except FileExistsError:
+        pass
+    kept = _keep_aside(tmp, final)
+    raise UserError(f"{final} appeared while this run was working and was left as it is; the finished output is "
+                    f"in {kept}")
+
+
+def _keep_aside(tmp: Path, final: Path) -> Path:
+    """The first free sibling name <final>-N for the finished work (the hidden staging folder if none is)."""
+    for n in range(1, 100):
+        try:
+            rename_noreplace(tmp, final.with_name(f"{final.name}-{n}"))
+            return final.with_name(f"{final.name}-{n}")
+        except FileExistsError:
+            continue
+    return tmp
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename the folder `src` to `dst`, raising FileExistsError when anything is at `dst`.
+
+    os.rename replaces an empty folder at `dst` and an exists-check before it races, so: Linux's
+    renameat2(RENAME_NOREPLACE), atomic; where the system or file system lacks it, os.mkdir(dst) (which fails
+    on anything there) and moving the entries into the folder we just made, not atomic for readers but still
+    never replacing anything."""
+    if _renameat2_noreplace(src, dst):
+        return
+    os.mkdir(dst)
+    for item in src.iterdir():
+        os.rename(item, dst / item.name)
+    src.rmdir()
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """True when renamed; False when renameat2 or its flag is unavailable here; OSError (FileExistsError) else."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is None:
+        return False
+    at_fdcwd, rename_noreplace_flag = -100, 1
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if function(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace_flag) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(dst))

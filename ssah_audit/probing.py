@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batching import check_context, pad, positions_from_mask
+from .batching import check_characters, check_context, pad, positions_from_mask
 from .data.sets import compliance_openings, refusal_openings
 from .models.chat import format_prompt
 
@@ -206,6 +206,7 @@ def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
 def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16) -> tuple[dict, torch.Tensor]:
     """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
     ([layers + 1, hidden]) that a reference comparison needs."""
+    check_characters(loaded, harmful, benign)
     start = time.perf_counter()
     result = probe(loaded, harmful.prompts, steps, batch_size)
     harmful_states = prompt_states(loaded, harmful.prompts, batch_size)

@@ -59,3 +59,56 @@ def test_prune_removes_only_superseded_and_abandoned(cli, cache):
     assert not cache["old"].exists() and not cache["abandoned"].exists()
     assert cache["current"].exists() and cache["building"].exists() and cache["reference"].exists()
     assert zoo.cached_path("smollm2-135m-safe") == cache["current"], "the current build must still load"
+
+
+def one_line(code: int, stderr: str, expected: str) -> None:
+    assert code == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert expected in stderr
+
+
+def test_prune_refuses_a_folder_that_is_not_a_cache_and_removes_nothing(cli, tmp_path, monkeypatch):
+    """The issue's reproduction: SSAH_AUDIT_CACHE pointed at a home folder."""
+    home = tmp_path / "h"
+    (home / "projects" / "src").mkdir(parents=True)
+    (home / "projects" / "src" / "main.py").write_text("x\n")
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "id_rsa").write_text("secret\n")
+    monkeypatch.setenv("SSAH_AUDIT_CACHE", str(home))
+    for command in (["cache", "prune"], ["cache", "list"]):
+        code, _, stderr = cli(*command)
+        one_line(code, stderr, "is not an ssah-audit cache")
+    assert (home / "projects" / "src" / "main.py").read_text() == "x\n"
+    assert (home / ".ssh" / "id_rsa").read_text() == "secret\n"
+    assert not (home / ".ssah-audit-cache").exists()
+
+
+def test_an_older_cache_without_the_marker_is_recognised_and_marked(cli, tmp_path, monkeypatch):
+    root = tmp_path / "old-cache"
+    old = root / "organisms" / "organism-aligned-0123456789abcdef"
+    old.mkdir(parents=True)
+    (old / ".complete").write_text("ok\n")
+    monkeypatch.setenv("SSAH_AUDIT_CACHE", str(root))
+    code, stdout, stderr = cli("cache", "prune")
+    assert code == 0, stderr
+    assert not old.exists() and (root / ".ssah-audit-cache").is_file()
+
+
+def test_prune_leaves_symlinks_and_names_that_are_not_ours(cli, cache, tmp_path):
+    root = cache["current"].parents[1]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work\n")
+    links = [root / "zoo" / "smollm2-135m-safe-fedcba9876543210", root / "organisms" / ".organism-aligned-x.tmp"]
+    for link in links:
+        link.symlink_to(precious, target_is_directory=True)
+    (root / "zoo" / "dangling-0123456789abcdef").symlink_to(tmp_path / "nowhere")
+    foreign = [root / "zoo" / "my-notes", root / "projects" / "src"]
+    for folder in foreign:
+        folder.mkdir(parents=True)
+        (folder / "main.py").write_text("x\n")
+    code, stdout, stderr = cli("cache", "prune")
+    assert code == 0, stderr
+    assert "(2 entries)" in stdout and not cache["old"].exists()
+    assert all(link.is_symlink() for link in links) and (precious / "thesis.txt").is_file()
+    assert all((folder / "main.py").is_file() for folder in foreign)

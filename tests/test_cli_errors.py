@@ -215,3 +215,182 @@ def test_rows_without_a_prompt_are_skipped_with_a_note(cli, tmp_path):
     code, stdout, stderr = cli("prompts", "show", str(prompts))
     assert code == 0 and "1 prompts" in stdout
     assert "skipped 3 of 4 rows" in stderr
+
+
+def _copy_model(source, target):
+    target.mkdir()
+    for item in source.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "config.json"])
+def test_no_output_replaces_the_model_s_own_files_even_with_overwrite(cli, tiny_models, tmp_path, victim):
+    model = _copy_model(tiny_models["llama"], tmp_path / "m")
+    before = (model / victim).read_bytes()
+    for command in (["behavior", "--json"], ["probe", "--plot"], ["units", "--json"]):
+        code, _, stderr = cli(command[0], str(model), command[1], str(model / victim), "--overwrite", "--limit", "1")
+        one_line(code, stderr, "is an input of this run")
+    code, _, stderr = cli("behavior", "organism-aligned", "--reference", str(model), "--json", str(model / victim),
+                          "--overwrite")
+    one_line(code, stderr, "is an input of this run")
+    code, _, stderr = cli("audit", str(model), "--junit", str(model / victim), "--overwrite",
+                          "--out", str(tmp_path / "r"))
+    one_line(code, stderr, "is an input of this run")
+    assert (model / victim).read_bytes() == before and not (tmp_path / "r").exists()
+
+
+def test_no_output_replaces_a_gguf_model(cli, tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    code, _, stderr = cli("probe", str(gguf), "--json", str(gguf), "--overwrite")
+    one_line(code, stderr, "is an input of this run")
+    assert gguf.read_bytes() == b"GGUF not really"
+
+
+def test_finetune_never_writes_inside_the_model_folder(cli, tiny_models, tmp_path):
+    model = _copy_model(tiny_models["llama"], tmp_path / "m")
+    code, _, stderr = cli("finetune", str(model), "--data", "benign:train", "--out", str(model / "ft"))
+    one_line(code, stderr, "inside the model folder")
+    assert not (model / "ft").exists()
+
+
+@pytest.fixture(params=["renameat2", "mkdir fallback"])
+def publishing(request, monkeypatch):
+    """outputs.new_folder, with the atomic rename and with the fallback for systems without it."""
+    from ssah_audit import outputs
+
+    if request.param == "mkdir fallback":
+        monkeypatch.setattr(outputs, "_renameat2_noreplace", lambda src, dst: False)
+    return outputs
+
+
+@pytest.mark.parametrize("intruder", ["a folder with a file", "an empty folder"])
+def test_a_folder_that_appears_at_the_target_during_the_run_is_left_alone(publishing, tmp_path, intruder):
+    from ssah_audit.errors import UserError
+
+    target = tmp_path / "X"
+    with pytest.raises(UserError) as caught:
+        with publishing.new_folder(target) as tmp:
+            (tmp / "results.json").write_text("{}\n")
+            target.mkdir()
+            if intruder == "a folder with a file":
+                (target / "f").write_text("x\n")
+    message = str(caught.value)
+    assert "\n" not in message and f"{target}-1" in message
+    assert sorted(p.name for p in target.iterdir()) == (["f"] if intruder == "a folder with a file" else [])
+    assert (tmp_path / "X-1" / "results.json").read_text() == "{}\n"
+
+
+def test_report_out_created_during_rendering_survives_and_the_report_is_kept(cli, tmp_path, monkeypatch):
+    """The issue's reproduction: `report R.json --out X &`, then `mkdir X && echo x > X/f` while it runs."""
+    from pathlib import Path
+
+    from ssah_audit.report import render
+
+    target = tmp_path / "X"
+    draw = render.figures
+
+    def figures_while_the_user_writes(results):
+        target.mkdir()
+        (target / "f").write_text("x\n")
+        return draw(results)
+
+    monkeypatch.setattr(render, "figures", figures_while_the_user_writes)
+    example = Path(__file__).parents[1] / "reports" / "example" / "results.json"
+    code, _, stderr = cli("report", str(example), "--out", str(target))
+    one_line(code, stderr, "left as it is")
+    assert (target / "f").read_text() == "x\n" and sorted(p.name for p in target.iterdir()) == ["f"]
+    assert (tmp_path / "X-1" / "report.html").is_file()
+
+
+def test_finetune_may_fill_an_empty_folder_it_was_given(cli, tiny_models, tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    code, _, stderr = cli("--quiet", "finetune", str(tiny_models["llama"]), "--data", "benign:train", "--limit", "2",
+                          "--max-steps", "1", "--batch-size", "2", "--max-length", "32", "--out", str(target))
+    assert code == 0, stderr
+    assert (target / "config.json").is_file() and not list(tmp_path.glob(".empty.*"))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["audit", "/no/such/model", "--out", "/proc/x"], "cannot write /proc/x"),
+    (["audit", "/no/such/model", "--junit", "/proc/junit.xml"], "cannot write /proc/junit.xml"),
+    (["behavior", "/no/such/model", "--json", "/proc/b.json"], "cannot write /proc/b.json"),
+    (["finetune", "/no/such/model", "--data", "benign:train", "--out", "/proc/ft"], "cannot write /proc/ft"),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_looked_at(cli, tmp_path, monkeypatch,
+                                                                                   args, expected):
+    """The model does not exist: an error about the output proves it was checked first."""
+    monkeypatch.chdir(tmp_path)  # the default reports/ folder
+    code, _, stderr = cli(*args)
+    one_line(code, stderr, expected)
+
+
+def test_a_junit_file_where_the_report_folder_goes_is_refused_before_the_run(cli, tmp_path):
+    same = tmp_path / "X"
+    code, _, stderr = cli("audit", "/no/such/model", "--out", str(same), "--junit", str(same))
+    one_line(code, stderr, "named for two outputs")
+    assert not same.exists()
+
+
+@pytest.mark.parametrize("how", ["--fail-on", "[gate]"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_gate_threshold_must_be_finite(cli, tmp_path, how, value):
+    args = ["--fail-on", f"max_scu_drift_ratio={value}"]
+    if how == "[gate]":
+        config = tmp_path / "audit.toml"
+        config.write_text(f"[gate]\nmax_scu_drift_ratio = {value}\n")
+        args = ["--config", str(config)]
+    code, _, stderr = cli("audit", "/no/such/model", "--out", str(tmp_path / "r"), *args)
+    one_line(code, stderr, "finite number")
+
+
+def test_results_json_is_strict_json_even_with_a_value_that_is_not_finite(cli, tmp_path):
+    from pathlib import Path
+
+    results = json.loads((Path(__file__).parents[1] / "reports" / "example" / "results.json").read_text())
+    results["comparison"]["units"]["scu_drift_ratio"] = float("nan")
+    results["behavior"]["utility"]["nll"] = float("inf")
+    source = tmp_path / "nan.json"
+    source.write_text(json.dumps(results))
+    code, _, stderr = cli("report", str(source), "--out", str(tmp_path / "r"), "--format", "json")
+    assert code == 0, stderr
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    written = json.loads((tmp_path / "r" / "results.json").read_text(), parse_constant=refuse)
+    assert written["comparison"]["units"]["scu_drift_ratio"] is None and written["behavior"]["utility"]["nll"] is None
+    # and the strict document (null where a measured value was not finite) renders again, "nan" in its place
+    code, _, stderr = cli("report", str(tmp_path / "r" / "results.json"), "--out", str(tmp_path / "again"),
+                          "--format", "md")
+    assert code == 0, stderr
+    assert "| nan (" in (tmp_path / "again" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_prompts_show_into_a_reader_that_stops_early_exits_0_quietly(tmp_path, as_json):
+    """`ssah-audit prompts show ... | head -1`: more output than a pipe holds, the reader gone after one line."""
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "big.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"prompt {i} " + "x" * 200}) + "\n" for i in range(3000)))
+    command = [sys.executable, "-m", "ssah_audit.cli", "prompts", "show", str(prompts), "--limit", "3000"]
+    reader = subprocess.Popen(command + (["--json"] if as_json else []), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.readline()
+    reader.stdout.close()
+    assert reader.wait(timeout=120) == 0
+    assert reader.stderr.read() == b""
+
+
+def test_prompts_show_prints_terminal_escape_sequences_escaped(cli, tmp_path):
+    prompts = tmp_path / "escapes.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi \x1b[31mred\x1b]0;title\x07 \u202eevil\nnext", "category": "c\x1b[2J"})
+                       + "\n")
+    code, stdout, stderr = cli("prompts", "show", str(prompts))
+    assert code == 0, stderr
+    assert "\x1b" not in stdout and "\x07" not in stdout and "\u202e" not in stdout
+    assert "hi \\x1b[31mred\\x1b]0;title\\x07 \\u202eevil\\nnext" in stdout and "c\\x1b[2J" in stdout

@@ -51,11 +51,12 @@ def test_organisms_are_a_reference_and_fine_tune_pair():
 
 
 def test_alignment_changed_its_budget_units_and_nothing_else():
-    """The organism's known truth: alignment wrote only to the recorded units (2.5% of all units)."""
+    """The organism's known truth: alignment wrote only to the recorded units (RECIPE.align_budget % of all units)."""
     aligned, unaligned = load_model("organism-aligned"), load_model("organism-unaligned")
     info = json.loads((organisms.organism_folder("organism-aligned") / "organism.json").read_text())
     budget = {name: torch.tensor(index) for name, index in info["alignment_units"].items()}
-    assert sum(map(len, budget.values())) == pytest.approx(0.025 * aligned.units.total_units, abs=4)
+    expected = organisms.RECIPE.align_budget / 100 * aligned.units.total_units
+    assert sum(map(len, budget.values())) == pytest.approx(expected, abs=4)  # rounded per layer
     masks = {id(p): m for p, m in organisms.budget_masks(aligned.model, budget).items()}
     base = dict(unaligned.model.named_parameters())
     changed = 0

@@ -24,6 +24,8 @@ def test_single_pass_equals_naive_per_step_forwards(padding_side):
     fast_r, fast_c = probing.distances(loaded.model, items, STEPS, padding_side=padding_side, batch_size=8)
     slow_r, slow_c = probing.naive_distances(loaded.model, items, STEPS)
     assert fast_r.shape == (4, loaded.model.config.num_hidden_layers + 1, STEPS)
+    # cosine distances in [0, 2] from fp32 states, batched with padding vs one prompt at a time: attention over
+    # padded keys reorders fp32 sums (rounding ~1e-6); a misplaced position or mask moves them far more
     np.testing.assert_allclose(fast_r, slow_r, atol=1e-4)
     np.testing.assert_allclose(fast_c, slow_c, atol=1e-4)
 
@@ -58,7 +60,7 @@ def test_summary_score_counts_positive_cells_from_k2():
 def test_linear_probes_and_refusal_directions_on_the_organisms():
     """Held-out eval split (100 harmful, 100 benign). The organisms' base was taught which topics are harmful
     (a capable model knows, SSAH's premise), so both separate harmful from benign prompts at their last token
-    (probe accuracy >= 0.85; measured 0.96 / 0.95), and alignment, confined to 2.5% of the units, reuses
+    (probe accuracy >= 0.85; measured 0.96 / 0.95), and alignment, confined to its recorded budget of units, reuses
     that representation: the two refusal directions agree at layer 1 (cosine >= 0.6, measured 0.88) and
     less at the last layer, where alignment writes the refusal (measured 0.21)."""
     aligned, unaligned = load_model("organism-aligned"), load_model("organism-unaligned")

@@ -35,6 +35,20 @@ def stored_inputs(loaded, exchanges, response_only):
     return {name: torch.cat(chunks).double() for name, chunks in rows.items()}
 
 
+def fp32_tolerances(x: torch.Tensor) -> tuple[float, float]:
+    """Absolute bounds for statistics of activations x that another fp32 forward pass computed.
+
+    The streamed side runs padded batches and the direct side one example at a time: other matmul shapes, other
+    kernels and reduction orders, so each activation may differ by a few fp32 ulps (measured on another CPU:
+    4e-8 relative). Float64 accumulation adds rounding far below that, so the bound is fp32's: 1e-6 (about 8 ulps)
+    relative, 1e-6 of the largest |activation| absolute for sums and means near zero, and for the variance the
+    first-order change 2·sd·dx. Selecting positions shifted by one (same count) moved them by 2e-3 absolute and
+    30% relative, a thousand times these bounds.
+    """
+    dx = 1e-6 * float(x.abs().max())
+    return dx, 2 * dx * float(x.std(0).max())
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("response_only", [False, True])
 def test_streaming_statistics_equal_a_direct_computation(tiny_models, family, response_only):
@@ -45,10 +59,11 @@ def test_streaming_statistics_equal_a_direct_computation(tiny_models, family, re
     direct = stored_inputs(loaded, exchanges, response_only)
     for name, x in direct.items():
         got = streamed[name]
-        assert got.count == x.shape[0]
-        torch.testing.assert_close(got.mean, x.mean(0), rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(got.variance, x.var(0, unbiased=True), rtol=1e-7, atol=1e-9)
-        torch.testing.assert_close(got.l2, x.norm(dim=0), rtol=1e-9, atol=1e-9)
+        assert got.count == x.shape[0], "exactly the selected tokens, no padding"
+        mean_tol, var_tol = fp32_tolerances(x)
+        torch.testing.assert_close(got.mean, x.mean(0), rtol=1e-6, atol=mean_tol)
+        torch.testing.assert_close(got.variance, x.var(0, unbiased=True), rtol=1e-6, atol=var_tol)
+        torch.testing.assert_close(got.l2, x.norm(dim=0), rtol=1e-6, atol=mean_tol)
 
 
 def test_running_merge_is_exact_for_any_split():
@@ -70,8 +85,9 @@ def test_scores_follow_their_definitions(tiny_models):
     for wb in loaded.units.modules():
         norms = weight_out_in(wb.module).double().norm(dim=0)
         x = direct[wb.name]
-        torch.testing.assert_close(wifv[wb.name], x.var(0) * norms**2, rtol=1e-6, atol=1e-12)
-        torch.testing.assert_close(wanda[wb.name], x.norm(dim=0) * norms, rtol=1e-6, atol=1e-12)
+        mean_tol, var_tol = fp32_tolerances(x)  # batches of 2 against one example at a time, as above
+        torch.testing.assert_close(wifv[wb.name], x.var(0) * norms**2, rtol=1e-6, atol=var_tol * float(norms.max())**2)
+        torch.testing.assert_close(wanda[wb.name], x.norm(dim=0) * norms, rtol=1e-6, atol=mean_tol * float(norms.max()))
         assert snip[wb.name].shape == (wb.units,) and (snip[wb.name] >= 0).all()
         assert snip[wb.name].sum() > 0, "the gradient reaches every write-back"
     assert all(p.grad is None for p in loaded.model.parameters()), "snip stores no parameter gradients"

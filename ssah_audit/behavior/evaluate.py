@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from ..batching import check_characters
 from ..data.sets import PromptSet
 from .generate import generate
 from .judge import is_refusal
@@ -29,6 +30,7 @@ def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int)
 def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,
             batch_size: int = 16, seed: int = 0) -> dict:
     """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape)."""
+    check_characters(loaded, harmful, benign, borderline)
     answered = benign.answered("utility NLL")
     start = time.perf_counter()
     harmful_samples = _judged(loaded, harmful, max_new_tokens, batch_size)

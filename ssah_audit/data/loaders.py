@@ -78,6 +78,13 @@ def read_rows(path: Path) -> list[dict]:
         raise UserError(f"{path} has no rows")
     if not all(isinstance(row, dict) for row in rows):
         raise UserError(f"{path}: every record must be an object with named fields")
+    if suffix != ".csv":  # only JSON can spell a lone surrogate ("\ud800"), which no file or tokenizer takes
+        for index, row in enumerate(rows):
+            try:
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{path}: record {index + 1} holds a lone surrogate escape (like \\ud800), "
+                                "which is not text") from None
     return rows
 
 

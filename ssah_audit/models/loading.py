@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import os
+import pickle
 import re
 import socket
 from dataclasses import dataclass, field
@@ -157,11 +158,12 @@ def check_folder(folder: Path, allow_pickle: bool) -> None:
 
 
 def load_config(location: str, source: str, options: LoadOptions):
+    from huggingface_hub.errors import StrictDataclassError  # transformers 5 checks field types with it
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code)
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, StrictDataclassError) as exc:
         message = _first_line(exc)
         if "trust_remote_code" in message or "custom code" in message:
             raise UserError(f"{location} needs its own code to load; pass --trust-remote-code "
@@ -171,7 +173,23 @@ def load_config(location: str, source: str, options: LoadOptions):
                             f"model?): {message}") from exc
         raise UserError(f"cannot read the model config in {location}: {message}") from exc
     check_causal(config, location)
+    check_sizes(config, location)
     return config
+
+
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "intermediate_size", "head_dim", "max_position_embeddings")
+
+
+def check_sizes(config, location: str) -> None:
+    """The sizes a model is built from must be whole numbers >= 1: transformers does not check them all, and a
+    bad one surfaces later as a puzzling error (no layers to find) or as nothing at all."""
+    config = text_config(config)
+    for name in SIZE_FIELDS:
+        value = getattr(config, name, None)
+        if value is not None and (type(value) is not int or value < 1):
+            raise UserError(f"the config.json of {location} says {name} = {value!r:.40}; it must be a whole "
+                            "number >= 1")
 
 
 def check_causal(config, location: str) -> None:
@@ -261,10 +279,12 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
     tokenizer = load_tokenizer(resolved.location, options)
     try:
         if weights:
-            model = AutoModelForCausalLM.from_pretrained(
+            # Shapes that do not match are reported below with the missing keys, not raised as a bare RuntimeError.
+            model, info = AutoModelForCausalLM.from_pretrained(
                 resolved.location, config=config, dtype=dtype, device_map=device_map,
                 trust_remote_code=options.trust_remote_code,
-                use_safetensors=None if options.allow_pickle else True)
+                use_safetensors=None if options.allow_pickle else True,
+                output_loading_info=True, ignore_mismatched_sizes=True)
         else:
             from accelerate import init_empty_weights
 
@@ -272,10 +292,19 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
                 model = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code,
                                                          dtype=dtype)
             model.tie_weights()  # meta initialisation can leave tied embeddings as two tensors
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise UserError(f"the pickle weights of {spec} hold more than tensors{what}; torch's weights-only loader "
+                        "refused them, so nothing in them ran (convert trusted weights to safetensors)") from exc
     except (OSError, ValueError, SafetensorError) as exc:
         hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
         raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
     if weights:
+        mismatch = checkpoint_mismatch(info)
+        if mismatch:
+            raise UserError(f"the weights of {spec} do not match its config: {mismatch}; transformers would fill "
+                            "the gaps with random values")
         broken = why_broken(model, tokenizer)
         if broken:
             raise UserError(f"{spec} is broken: {broken}; every measurement of it would be meaningless")
@@ -283,6 +312,21 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
     return LoadedModel(spec=spec, source=resolved.source, location=resolved.location, model=model,
                        tokenizer=tokenizer, units=build_unit_map(model),
                        fingerprint=fingerprint(resolved.location, resolved.source, config))
+
+
+def checkpoint_mismatch(info: dict, shown: int = 3) -> str | None:
+    """What from_pretrained's loading info says the checkpoint lacks, has spare or has in another shape, or None.
+    A missing tensor is silently initialised at random, so a checkpoint short of a layer would still give results.
+    Tied weights (an lm_head shared with the embeddings) are not reported missing by transformers."""
+    groups = {"missing": info["missing_keys"], "unexpected": info["unexpected_keys"],
+              "of another shape": {key for key, *_ in info["mismatched_keys"]}}
+    problems = []
+    for label, keys in groups.items():
+        if keys:
+            names = sorted(keys)
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            problems.append(f"{len(names)} tensor(s) {label} ({', '.join(names[:shown])}{more})")
+    return "; ".join(problems) or None
 
 
 HEALTH_CHECK_TEXT = "The quick brown fox jumps over the lazy dog."

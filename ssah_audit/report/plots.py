@@ -28,16 +28,24 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def legend(name: str, most: int = 48) -> str:
+    """A model name as a legend label: a long path would squeeze the axes to nothing (and a 100 KB name took
+    matplotlib minutes to lay out), so the middle goes."""
+    name = str(name)
+    return name if len(name) <= most else name[:most // 2 - 1] + "…" + name[-(most // 2):]
+
+
 def probe_figure(doc: dict) -> bytes:
     """Left: mean margin d_C - d_R per layer (k >= 2), model and reference (the paper's Fig. 4 idea).
     Right: the model's margin for every layer and step (Fig. 2/3), red = leans to refusal."""
     figure, (curve, heat) = _figure(2)
     layers = np.arange(doc["layers"])
     curve.axhline(0, color="black", linewidth=0.8)
-    curve.plot(layers, doc["layer_margin"], marker="o", label=doc["model"])
+    curve.plot(layers, doc["layer_margin"], marker="o", label=legend(doc["model"]))
     reference = doc.get("reference")
     if reference and len(reference["layer_margin"]) == len(layers):
-        curve.plot(layers, reference["layer_margin"], marker="s", linestyle="--", label=f"{reference['model']} (ref)")
+        curve.plot(layers, reference["layer_margin"], marker="s", linestyle="--",
+                   label=legend(reference["model"]) + " (ref)")
     curve.set(xlabel="layer (0 = embeddings)", ylabel="mean margin d_C - d_R (k >= 2)",
               title="> 0: leans to refusal")
     curve.legend(fontsize=8)

@@ -2,8 +2,10 @@
 file, figures inline) and report.md (figures in plots/). Rendering is a pure function of the document, so
 `ssah-audit report results.json` reproduces a report without any model.
 
-Model-generated text is untrusted: HTML autoescapes every value; Markdown escapes HTML and Markdown
-punctuation, so a completion can neither run script nor restyle the report.
+Every string in results.json is untrusted (a document may be hand-edited or come from someone else): HTML
+autoescapes every value; in Markdown, model text (`|md`) has HTML and all Markdown punctuation escaped, so a
+completion can neither run script nor restyle the report, and every other value (check names, fingerprints,
+package names) has HTML, links, images, code spans and table pipes made inert on its way out.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ import html
 import json
 import re
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
+from markupsafe import Markup
+
 from ..errors import UserError
-from . import plots
+from . import plots, validate
 from .templates import environment
 
 FORMATS = ("html", "md", "json")
 SAMPLE_CHARS = 300
 MAX_SAMPLES = 5
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+# What makes any value active in Markdown; none of it occurs in a formatted number ("-1.5e+03", "12.5%").
+MARKDOWN_ACTIVE = re.compile(r"([\\`*{}\[\]#!|~])")
 GLOSSARY = {
     "SCU": "safety-critical unit: matters for refusing harmful requests much more than for general utility",
     "UCU": "utility-critical unit: matters for general utility much more than for safety",
@@ -34,10 +41,18 @@ GLOSSARY = {
 }
 
 
-def md_text(value) -> str:
+def md_text(value) -> Markup:
     """One line of untrusted text, inert in Markdown: HTML escaped, Markdown punctuation backslashed."""
     text = " ".join(str(value).split())
-    return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+    return Markup(MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False)))
+
+
+def md_value(value):
+    """Every value a Markdown template prints, unless `md_text` already made it inert: one line, HTML escaped,
+    and the punctuation that makes links, images, code or table cells backslashed."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return MARKDOWN_ACTIVE.sub(r"\\\1", html.escape(re.sub(r"\s+", " ", value), quote=False))
 
 
 def truncate(value, limit: int = SAMPLE_CHARS) -> str:
@@ -80,17 +95,23 @@ def context(results: dict) -> dict:
 
 
 def render(results: dict, kind: str, images: dict[str, bytes]) -> str:
-    env = environment()
-    env.filters.setdefault("md", md_text)
     if kind == "html":
         sources = {name: "data:image/png;base64," + base64.b64encode(png).decode() for name, png in images.items()}
-        return env.get_template("report.html.j2").render(images=sources, **context(results))
+        return environment().get_template("report.html.j2").render(images=sources, **context(results))
     sources = {name: f"plots/{name}.png" for name in images}
-    return env.get_template("report.md.j2").render(images=sources, **context(results))
+    return markdown_environment().get_template("report.md.j2").render(images=sources, **context(results))
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).name or text).strip("-") or "model"
+@cache
+def markdown_environment():
+    env = environment().overlay(finalize=md_value)
+    env.filters["md"] = md_text
+    return env
+
+
+def slug(text: str, most: int = 80) -> str:
+    """The model's name as part of a folder name: safe characters only, and short enough for any file system."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).name or text)[:most].strip("-") or "model"
 
 
 def new_folder(root: Path, model: str, now: datetime | None = None) -> Path:
@@ -117,15 +138,16 @@ def parse_formats(text: str) -> list[str]:
 
 
 def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
-    """Write the chosen formats into `folder`, which must not exist yet (it is created here, atomically)."""
-    from ..cache import staging_folder
+    """Write the chosen formats into `folder`, which must not exist yet (it is created here, atomically, and a
+    folder that appears there meanwhile is left alone: see outputs.new_folder)."""
+    from ..outputs import json_text, new_folder
 
     check_formats(formats)
     if folder.exists():
         raise UserError(f"{folder} already exists; reports never overwrite a run")
     images = figures(results) if {"html", "md"} & set(formats) else {}
-    with staging_folder(folder) as tmp:
-        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    with new_folder(folder) as tmp:
+        (tmp / "results.json").write_text(json_text(results), encoding="utf-8")
         if "html" in formats:
             (tmp / "report.html").write_text(render(results, "html", images), encoding="utf-8")
         if "md" in formats:
@@ -133,13 +155,7 @@ def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
             for name, png in images.items():
                 (tmp / "plots" / f"{name}.png").write_bytes(png)
             (tmp / "report.md").write_text(render(results, "md", images), encoding="utf-8")
-    (folder / ".complete").unlink(missing_ok=True)  # the staging mark means nothing in a report folder
     return sorted(p for p in folder.rglob("*") if p.is_file())
-
-
-# What every report template reads; the rest (reference, comparison) may legitimately be empty.
-REQUIRED_BLOCKS = {"model": str, "behavior": dict, "probe": dict, "units": dict, "gate": dict, "settings": dict,
-                   "provenance": dict}
 
 
 def read_results(path: Path) -> dict:
@@ -161,7 +177,5 @@ def read_results(path: Path) -> dict:
     if results.get("schema_version") != audit.SCHEMA_VERSION:
         raise UserError(f"{path} has schema version {results.get('schema_version')!r}; this ssah-audit reads "
                         f"version {audit.SCHEMA_VERSION!r}")
-    for key, kind in REQUIRED_BLOCKS.items():
-        if not isinstance(results.get(key), kind):
-            raise UserError(f"{path} is incomplete: '{key}' is missing or not a {kind.__name__}")
+    validate.check(results, path)
     return results

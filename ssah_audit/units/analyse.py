@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from ..batching import check_characters
 from ..data.sets import PromptSet
 from . import calibration, classify, scores, verify
 from .stats import encode
@@ -20,6 +21,7 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
             seed: int = 0, dense: dict | None = None) -> tuple[dict, dict]:
     """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
     evaluation sets, when the caller already has it (see verify.verify)."""
+    check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
     start = time.perf_counter()
     safety, source = calibration.safety_pairs(calibrate_harmful, reference, seed, batch_size=batch_size)

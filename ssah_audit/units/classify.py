@@ -120,14 +120,14 @@ def save_map(path: Path, classes: dict[str, torch.Tensor], metadata: dict) -> Pa
     Returns the sidecar's path. Both are written atomically."""
     from safetensors.torch import save
 
-    from ..outputs import write_atomic
+    from ..outputs import json_text, write_atomic
 
     sidecar = path.with_suffix(".json")
     document = {"format": MAP_FORMAT, "classes": list(CLASSES), **metadata,
                 "modules": {name: len(codes) for name, codes in classes.items()}}
     write_atomic(path, save({name: codes.contiguous() for name, codes in classes.items()},
                             metadata={"format": MAP_FORMAT}))
-    write_atomic(sidecar, json.dumps(document, indent=2) + "\n")
+    write_atomic(sidecar, json_text(document))
     return sidecar
 
 
