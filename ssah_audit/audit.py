@@ -19,7 +19,8 @@ from .behavior.evaluate import measure as measure_behavior
 from .behavior.metrics import difference_ci
 from .cache import cache_root, content_key
 from .compare import compare_units, same_architecture
-from .data.sets import PromptSet, load_prompt_set
+from .data.prompt import PromptSet
+from .data.sets import load_prompt_set
 from .errors import UserError
 from .units.analyse import analyse
 from .units.classify import Fractions, check_fractions

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ..batching import check_characters
-from ..data.sets import PromptSet
+from ..data.prompt import PromptSet
 from .generate import generate
 from .judge import is_refusal
 from .metrics import answer_nll, first_token_kl, rate, refusal_scores, summary

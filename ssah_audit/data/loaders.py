@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..progress import notice
-from .sets import Prompt, PromptSet
+from .prompt import Prompt, PromptSet
 
 
 @dataclass(frozen=True)

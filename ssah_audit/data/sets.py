@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError
+from .prompt import Prompt, PromptSet
 
 BUILTIN_SETS = {
     "harmful": "harmful requests we wrote, 10 categories",
@@ -27,49 +27,6 @@ BUILTIN_SETS = {
 SPLITS = ("train", "eval", "all")
 DEFAULT_SEED = 0
 TRAIN_FRACTION = 0.5
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    text: str
-    category: str = ""
-    answer: str | None = None  # a reference answer (benign sets, Alpaca)
-    target: str | None = None  # a compliance opening of the data set's own (AdvBench's "Sure, here is ...")
-    label: str | None = None  # the data set's own label, e.g. XSTest's safe/unsafe
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    name: str
-    source: str  # "builtin" or "<format> file <path>"
-    prompts: tuple[Prompt, ...]
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def limit(self, n: int | None) -> PromptSet:
-        return self if n is None else replace(self, prompts=self.prompts[:n])
-
-    def safe_only(self) -> PromptSet:
-        """For over-refusal: a set whose prompts carry safe/unsafe labels (XSTest) keeps its safe ones."""
-        if not any(p.label == "safe" for p in self.prompts):
-            return self
-        return replace(self, name=f"{self.name}[safe]", prompts=tuple(p for p in self.prompts if p.label == "safe"))
-
-    def answered(self, needed_for: str) -> list[tuple[str, str]]:
-        """(prompt, reference answer) pairs, the one definition behind every utility NLL: the behaviour stage and
-        the ablation table's utility column must measure the same pairs."""
-        pairs = [(p.text, p.answer) for p in self.prompts if p.answer]
-        if not pairs:
-            raise UserError(f"prompt set '{self.name}' has no reference answers (needed for {needed_for})")
-        return pairs
-
-    def categories(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for prompt in self.prompts:
-            counts[prompt.category] = counts.get(prompt.category, 0) + 1
-        return counts
 
 
 def _read_builtin(filename: str) -> list[dict]:
@@ -97,8 +54,9 @@ def compliance_openings() -> tuple[str, ...]:
 @cache
 def organism_acts() -> dict[str, dict[str, tuple[str, ...]]]:
     """Request topics ("build a pipe bomb", "bake banana bread") by side and category (1,600 harmful, 1,920
-    benign), for the organisms' synthetic corpus; written without looking at the prompt sets, so organisms
-    never see evaluation prompts."""
+    benign, and 167 "lookalike": safe requests in harmful words, "kill the weeds in my vegetable patch"), for the
+    organisms' synthetic corpus; written without looking at the prompt sets, so organisms never see evaluation
+    prompts (a script checked that no lookalike topic occurs in any prompt of the built-in sets)."""
     text = resources.files("ssah_audit.data.builtin").joinpath("organism_acts.json").read_text(encoding="utf-8")
     return {side: {cat: tuple(acts) for cat, acts in cats.items()} for side, cats in json.loads(text).items()}
 
@@ -151,6 +109,6 @@ def load_prompt_set(spec: str, prompt_field: str | None = None, seed: int = DEFA
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"'{spec}' is neither a built-in prompt set ({', '.join(BUILTIN_SETS)}) nor a file")
-    from .loaders import load_file
+    from .loaders import load_file  # loaders imports only .prompt: no circle
 
     return load_file(path, prompt_field)

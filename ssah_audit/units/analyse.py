@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from ..batching import check_characters
-from ..data.sets import PromptSet
+from ..data.prompt import PromptSet
 from . import calibration, classify, scores, verify
 from .stats import encode
 

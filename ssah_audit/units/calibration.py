@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 
 from ..behavior.evaluate import judged
-from ..data.sets import PromptSet, refusal_openings
+from ..data.prompt import PromptSet
+from ..data.sets import refusal_openings
 
 
 def safety_pairs(harmful: PromptSet, reference=None, seed: int = 0, max_new_tokens: int = 48,

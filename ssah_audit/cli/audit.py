@@ -1,0 +1,89 @@
+"""`ssah-audit audit` runs every measurement against a reference and gates on it; `report` re-renders its
+results without a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import handles_errors, out
+from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
+
+
+@handles_errors
+@with_model_options
+def audit(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    reference: str = typer.Option(None, "--reference", help="The aligned reference to compare with."),
+    config: Path = typer.Option(None, "--config", help="audit.toml: an [audit] table of settings, a [gate] table "
+                                "of thresholds."),
+    out_dir: Path = typer.Option(None, "--out", help="The report folder (must not exist); default "
+                                 "reports/<model>-<UTC time>."),
+    formats: str = typer.Option("html,md,json", "--format", help="Comma-separated: html, md, json."),
+    junit_file: Path = typer.Option(None, "--junit", help="Write the gate as JUnit XML (one case per check)."),
+    fail_on: list[str] = typer.Option(None, "--fail-on", help="Override a gate threshold, KEY=VALUE; repeatable."),
+    quick: bool = typer.Option(False, "--quick", help="A fast look: 20 prompts a set, short generations."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --junit file."),
+    *,
+    load_options: LoadOptionsMaker,
+) -> None:
+    """Audit a model against an aligned reference: behaviour, probing, units (verified by ablation),
+    comparison, gate and reports. Exit 0 when the gate passes, 1 when it fails.
+    """
+    from .. import audit as auditing
+    from .. import gate
+    from ..models.loading import load_model
+    from ..outputs import check_new_folder, check_outputs, write_atomic
+    from ..report import render
+
+    chosen = render.parse_formats(formats)
+    settings_doc = gate.load_config(config)
+    limits = gate.thresholds(settings_doc, fail_on)
+    settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
+    inputs = ([config] if config else []) + input_files(settings.harmful, settings.benign, settings.borderline,
+                                                        settings.safety_data, settings.utility_data)
+    inputs += model_files(model, reference)
+    folder = check_new_folder(out_dir or render.new_folder(Path("reports"), model), make_parent=not out_dir)
+    [junit_target] = check_outputs([junit_file], overwrite, inputs, folders=[folder])
+    options = load_options()
+    loaded = load_model(model, options)
+    ref = load_model(reference, options) if reference else None
+    results = auditing.run(loaded, ref, settings, limits)
+    render.write(results, folder, chosen)
+    if junit_target:
+        write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
+    _gate_table(results)
+    out.print(f"report: {folder}", highlight=False)
+    if not results["gate"]["passed"]:
+        raise typer.Exit(1)
+
+
+def _gate_table(results: dict) -> None:
+    verdict = "PASS" if results["gate"]["passed"] else "FAIL"
+    table = Table(title=f"{results['model']}: gate {verdict}")
+    for column in ("check", "value", "threshold", "status"):
+        table.add_column(column, justify="left" if column == "check" else "right")
+    for check in results["gate"]["checks"]:
+        value = "-" if check["value"] is None else f"{check['value']:.4g}"
+        table.add_row(check["name"], value, f"{check['threshold']:.4g}", check["status"])
+    out.print(table)
+
+
+@handles_errors
+def report(
+    results_file: Path = typer.Argument(..., help="A results.json written by `ssah-audit audit`."),
+    out_dir: Path = typer.Option(None, "--out", help="The new report folder; default reports/<model>-<UTC time>."),
+    formats: str = typer.Option("html,md,json", "--format", help="Comma-separated: html, md, json."),
+) -> None:
+    """Re-render the reports from a results.json, without loading any model."""
+    from ..outputs import check_new_folder
+    from ..report import render
+
+    chosen = render.parse_formats(formats)
+    results = render.read_results(results_file)
+    folder = check_new_folder(out_dir or render.new_folder(Path("reports"), results["model"]),
+                              make_parent=not out_dir)
+    render.write(results, folder, chosen)
+    out.print(f"report: {folder}", highlight=False)

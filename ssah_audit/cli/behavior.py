@@ -1,0 +1,74 @@
+"""`ssah-audit behavior`: harmful compliance, over-refusal, utility and refusal score of a model (and a
+reference), with bootstrap intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import handles_errors, out
+from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
+
+
+@handles_errors
+@with_model_options
+def behavior(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    reference: str = typer.Option(None, "--reference", help="A reference aligned model to measure alongside."),
+    harmful: str = typer.Option("harmful", "--harmful", help=SET_HELP),
+    benign: str = typer.Option("benign", "--benign", help=SET_HELP + " Needs reference answers."),
+    borderline: str = typer.Option("borderline", "--borderline",
+                                   help=SET_HELP + " A labelled file (XSTest) contributes its safe prompts."),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per forward pass."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap confidence intervals."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full results (samples included) here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
+    *,
+    load_options: LoadOptionsMaker,
+) -> None:
+    """Measure behaviour: harmful compliance (ASR), over-refusal, utility NLL, logit refusal score.
+
+    Every rate carries a seeded bootstrap 95% interval. With --reference, the reference gets the same
+    blocks and the JSON adds the first-token KL between the two on the benign prompts.
+    """
+    from ..behavior.evaluate import compare, measure
+    from ..data.sets import load_prompt_set
+    from ..models.loading import load_model
+    from ..outputs import check_outputs, json_text, write_atomic
+
+    [target] = check_outputs([json_out], overwrite,
+                             input_files(harmful, benign, borderline) + model_files(model, reference))
+    sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
+    sets[2] = sets[2].safe_only()
+    sets = [prompt_set.limit(limit) for prompt_set in sets]
+    options = load_options()
+    loaded = load_model(model, options)
+    doc = measure(loaded, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    if reference:
+        ref = load_model(reference, options)
+        doc["reference"] = measure(ref, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+        doc["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
+    doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit}
+    if target:
+        write_atomic(target, json_text(doc))
+    _behavior_table(doc)
+
+
+def _behavior_table(doc: dict) -> None:
+    table = Table(title="behaviour (95% bootstrap CI)")
+    table.add_column("model")
+    for column in ("harmful compliance", "over-refusal", "utility NLL (ppl)", "refusal score"):
+        table.add_column(column, justify="right")
+    for block in [doc] + ([doc["reference"]] if "reference" in doc else []):
+        h, b, u, r = block["harmful"], block["borderline"], block["utility"], block["refusal_score"]
+        table.add_row(block["model"], f"{h['compliance_rate']:.1%} [{h['ci95'][0]:.1%}, {h['ci95'][1]:.1%}] n={h['n']}",
+                      f"{b['refusal_rate']:.1%} [{b['ci95'][0]:.1%}, {b['ci95'][1]:.1%}] n={b['n']}",
+                      f"{u['nll']:.3f} ({u['perplexity']:.1f})", f"{r['mean']:+.2f}")
+    out.print(table)
+    if doc.get("first_token_kl") is not None:
+        out.print(f"first-token KL(reference || model) on benign prompts: {doc['first_token_kl']:.4f}")

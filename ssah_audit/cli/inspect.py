@@ -1,0 +1,53 @@
+"""`ssah-audit inspect`: a model's architecture and unit map, read without loading the weights."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from ..errors import UserError
+from .common import handles_errors, out, status
+from .options import MODEL_HELP, LoadOptionsMaker, with_model_options
+
+
+@handles_errors
+@with_model_options
+def inspect(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable document on stdout."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the unit map as a Markdown table."),
+    *,
+    load_options: LoadOptionsMaker,
+) -> None:
+    """Show a model's architecture and unit map (write-back modules and units per layer).
+
+    Reads the config and tokenizer only: the weights are not loaded, so any size inspects in seconds.
+    """
+    from ..models.loading import describe, load_model
+
+    if as_json and markdown:
+        raise UserError("--json and --markdown both print the document; choose one")
+    with status(f"loading {model}"):
+        loaded = load_model(model, load_options(), weights=False)
+    doc = describe(loaded)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    if markdown:
+        from ..report.templates import render
+
+        typer.echo(render("inspect.md.j2", doc=doc), nl=False)
+        return
+    out.print(f"[bold]{doc['model']}[/]  {doc['architecture']} ({doc['model_type']}), "
+              f"{doc['num_parameters']:,} parameters, hidden {doc['hidden_size']}, "
+              f"chat template: {'yes' if doc['chat_template'] else 'no (plain fallback)'}", highlight=False)
+    table = Table(title=f"unit map: {doc['units']['attn']:,} attention + {doc['units']['mlp']:,} MLP = "
+                        f"{doc['units']['total']:,} units")
+    for column in ("layer", "attention write-back", "units", "MLP write-back", "units"):
+        table.add_column(column, justify="right" if column in ("layer", "units") else "left", overflow="fold")
+    for layer in doc["layers"]:
+        table.add_row(str(layer["index"]), layer["attn_module"], f"{layer['attn_units']:,}",
+                      layer["mlp_module"], f"{layer['mlp_units']:,}")
+    out.print(table)

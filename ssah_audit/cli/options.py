@@ -1,0 +1,94 @@
+"""The options and inputs several commands share: the model options, written once, and which files a run reads
+(so that no output may replace them)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from ..models.loading import LoadOptions
+
+MODEL_HELP = "A model folder, a .gguf file, a zoo name (see `zoo list`) or a Hugging Face hub id."
+SET_HELP = "A built-in set (with an optional :train/:eval/:all split) or a CSV/JSON/JSONL prompt file."
+
+LoadOptionsMaker = Callable[[], "LoadOptions"]
+
+
+class Dtype(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+def _option(name: str, annotation: type, default: typer.models.OptionInfo) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+MODEL_OPTIONS = [
+    _option("dtype", Dtype, typer.Option(Dtype.auto, "--dtype", help="auto: float32 on CPU, bfloat16 on GPU.")),
+    _option("device", str, typer.Option("auto", "--device", help="auto (device_map='auto' with a GPU), cpu, cuda, "
+                                        "cuda:N.")),
+    _option("trust_remote_code", bool, typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own "
+                                                    "Python code to run.")),
+    _option("allow_pickle", bool, typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.pt), which "
+                                               "can run code.")),
+]
+
+
+def with_model_options(command):
+    """Give a command --dtype, --device, --trust-remote-code and --allow-pickle, after its own options. typer reads
+    a command's options from its signature, so they are appended to it; the command takes `load_options` instead,
+    which builds the LoadOptions when called (models.loading imports torch: a command checks its input first)."""
+    signature = inspect.signature(command)
+    own = [param for param in signature.parameters.values() if param.name != "load_options"]
+
+    @functools.wraps(command)
+    def wrapper(*args, dtype, device, trust_remote_code, allow_pickle, **kwargs):
+        load_options = functools.partial(_load_options, dtype, device, trust_remote_code, allow_pickle)
+        return command(*args, load_options=load_options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + MODEL_OPTIONS)
+    wrapper.__annotations__ = {name: hint for name, hint in command.__annotations__.items() if name != "load_options"}
+    wrapper.__annotations__.update((param.name, param.annotation) for param in MODEL_OPTIONS)
+    return wrapper
+
+
+def _load_options(dtype: Dtype, device: str, trust_remote_code: bool, allow_pickle: bool) -> LoadOptions:
+    from ..models.loading import LoadOptions
+
+    return LoadOptions(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code,
+                       allow_pickle=allow_pickle)
+
+
+def input_files(*specs: str) -> list[Path]:
+    """The prompt-set arguments that name files (the rest are built-in set names): outputs must not replace them."""
+    return [Path(spec) for spec in specs if spec and Path(spec).expanduser().is_file()]
+
+
+def model_paths(*specs: str | None) -> list[Path]:
+    """Where each model given as a folder, a .gguf file or an already built zoo name lies on disk; nothing is
+    fetched or built to find out (a hub id, or a zoo model not built yet, has no files an output could hit)."""
+    from ..models import zoo
+
+    paths = []
+    for spec in filter(None, specs):
+        path = zoo.cached_path(spec) if zoo.is_zoo_name(spec) else Path(spec).expanduser()
+        if path is not None and path.exists():
+            paths.append(path)
+    return paths
+
+
+def model_files(*specs: str | None) -> list[Path]:
+    """Every file of the models a run reads (a folder's files, a .gguf itself): inputs no output may replace."""
+    files = []
+    for path in model_paths(*specs):
+        files += [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file()]
+    return files

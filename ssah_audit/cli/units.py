@@ -1,0 +1,126 @@
+"""`ssah-audit units`: score every unit on safety and utility data, class them SCU / UCU / CU / RU, and verify
+the classes by ablation."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..errors import UserError
+from .common import handles_errors, out
+from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
+
+
+class Method(StrEnum):
+    wifv = "wifv"
+    wanda = "wanda"
+    snip = "snip"
+
+
+@handles_errors
+@with_model_options
+def units(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    reference: str = typer.Option(None, "--reference", help="An aligned reference: its own refusals become the "
+                                  "safety calibration responses."),
+    method: Method = typer.Option(Method.wifv, "--method", help="wifv: activation variance x |B[:,j]|^2 (the "
+                                  "paper's Eq. 1); wanda: |x_j| x |B[:,j]|; snip: |sum x_j dL/dx_j| (backward)."),
+    scu: float = typer.Option(1.5, "--scu", help="Percent of all units classed safety-critical."),
+    ucu: float = typer.Option(10.0, "--ucu", help="Percent of all units classed utility-critical."),
+    ru: float = typer.Option(15.0, "--ru", help="Percent of all units classed redundant."),
+    safety_data: str = typer.Option("harmful:train", "--safety-data", help="Calibration prompts for I_S. " + SET_HELP),
+    utility_data: str = typer.Option("benign:train", "--utility-data",
+                                     help="Calibration prompts with reference answers for I_U. " + SET_HELP),
+    harmful: str = typer.Option("harmful", "--harmful", help="Held-out harmful prompts for --verify/--sweep."),
+    benign: str = typer.Option("benign", "--benign", help="Held-out benign prompts with answers for --verify/--sweep."),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
+    response_only: bool = typer.Option(False, "--response-only", help="Statistics over response tokens only."),
+    verify_classes: bool = typer.Option(False, "--verify", help="Ablate each class and a random control; measure."),
+    sweep: bool = typer.Option(False, "--sweep", help="Ablate the top 0.25-5% of the SCU ranking; suggest a size."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the built-in refusal draw."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full document here."),
+    save_map: Path = typer.Option(None, "--save-map", help="Write the class vectors (.safetensors + .json sidecar)."),
+    plot: Path = typer.Option(None, "--plot", help="Write the per-layer class figure (PNG) here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    *,
+    load_options: LoadOptionsMaker,
+) -> None:
+    """Find attribute-critical units: score every unit on safety and utility calibration data, class them
+    SCU / UCU / CU / RU, and with --verify confirm the classes by ablation (the paper's Table 1).
+    """
+    from .. import __version__
+    from ..data.sets import load_prompt_set
+    from ..models.loading import load_model
+    from ..outputs import check_outputs, json_text, write_atomic
+    from ..units.analyse import analyse
+    from ..units.classify import Fractions
+    from ..units.classify import save_map as write_map
+
+    fractions = Fractions(scu, ucu, ru)
+    if save_map and save_map.suffix != ".safetensors":
+        raise UserError(f"--save-map {save_map}: the class map is a .safetensors file (its .json sidecar is "
+                        "written beside it)")
+    sidecar = save_map.with_suffix(".json") if save_map else None
+    targets = check_outputs([json_out, save_map, plot, sidecar], overwrite,
+                            input_files(safety_data, utility_data, harmful, benign)
+                            + model_files(model, reference))[:3]
+    sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (safety_data, utility_data)]
+    held_out = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)] \
+        if verify_classes or sweep else [None, None]
+    options = load_options()
+    loaded = load_model(model, options)
+    ref = load_model(reference, options) if reference else None
+    doc, classes = analyse(loaded, *sets, method=method.value, fractions=fractions, reference=ref,
+                           evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify_classes,
+                           run_sweep=sweep, response_only=response_only, batch_size=batch_size,
+                           max_new_tokens=max_new_tokens, seed=seed)
+    doc["version"] = __version__
+    if targets[1]:
+        write_map(targets[1], classes, {key: doc[key] for key in ("model", "fingerprint", "method", "requested",
+                                                                  "fractions", "calibration", "version")})
+    if targets[2]:
+        from ..report.plots import unit_figure
+
+        write_atomic(targets[2], unit_figure(doc["per_layer"]))
+    if targets[0]:
+        write_atomic(targets[0], json_text(doc))
+    _units_tables(doc)
+
+
+def _spread(sd: dict, key: str, form: str = ".2f") -> str:
+    """The random control's seed-to-seed sd, in the same unit as the value it follows."""
+    return f" ± {sd[key]:{form}}" if key in sd else ""
+
+
+def _units_tables(doc: dict) -> None:
+    shares = ", ".join(f"{name} {share:.2%}" for name, share in doc["fractions"].items())
+    out.print(f"[bold]{doc['model']}[/]: {doc['units']:,} units scored with {doc['method']}: {shares}",
+              highlight=False)
+    if "ablation" in doc:
+        table = Table(title="ablation (held-out prompts)")
+        for column in ("removed", "units", "harmful compliance", "refusal score", "utility NLL"):
+            table.add_column(column, justify="right")
+        for name, row in doc["ablation"].items():
+            sd = row.get("sd") or {}
+            table.add_row(name, str(row["units"]),
+                          f"{row['compliance_rate']:.1%}" + _spread(sd, "compliance_rate", ".1%"),
+                          f"{row['refusal_score']:+.2f}" + _spread(sd, "refusal_score"),
+                          f"{row['nll']:.3f}" + _spread(sd, "nll"))
+        out.print(table)
+    if "sweep" in doc:
+        table = Table(title="SCU sweep")
+        for column in ("SCU %", "units", "harmful compliance", "refusal score", "utility NLL"):
+            table.add_column(column, justify="right")
+        for point in doc["sweep"]["points"]:
+            table.add_row(f"{point['percent']:g}", str(point["units"]), f"{point['compliance_rate']:.1%}",
+                          f"{point['refusal_score']:+.2f}", f"{point['nll']:.3f}")
+        out.print(table)
+        suggested = doc["sweep"]["suggested_percent"]
+        out.print(f"suggested SCU fraction: {'none' if suggested is None else f'{suggested:g}%'} "
+                  f"({doc['sweep']['rule']})", highlight=False)
