@@ -25,7 +25,7 @@ def main() -> None:
 
     from ssah_audit.behavior.generate import generate
     from ssah_audit.data.sets import load_prompt_set
-    from ssah_audit.models.loading import load_model
+    from ssah_audit.models.resolve import load_model
 
     loaded = load_model("smollm2-135m-instruct")
     source = str(ADVBENCH) if ADVBENCH.exists() else "harmful"

@@ -24,11 +24,11 @@ def timed(label: str, fn):
 def main() -> None:
     from transformers.utils import logging
 
-    from ssah_audit.models import zoo
-    from ssah_audit.models.loading import load_model
+    from ssah_audit.models.resolve import load_model
+    from ssah_audit.zoo import smollm2_gguf
 
     logging.disable_progress_bar()
-    gguf = zoo.fetch_smollm2_gguf()  # uses the user's cache; downloads once
+    gguf = smollm2_gguf.fetch_smollm2_gguf()  # uses the user's cache; downloads once
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["SSAH_AUDIT_CACHE"] = scratch  # a cold cache: the GGUF is de-quantised again
         _, cold = timed("load .gguf, cold cache (de-quantise + save)", lambda: load_model(str(gguf)))

@@ -15,7 +15,7 @@ import statistics
 import sys
 from dataclasses import replace
 
-from ssah_audit.smollm2_pair import RECIPE, SAFE, SAFE_FT, build
+from ssah_audit.zoo.smollm2_pair import RECIPE, SAFE, SAFE_FT, build
 
 
 def card_rows(folder) -> list[str]:

@@ -36,7 +36,7 @@ def main() -> None:
     import torch
 
     from ssah_audit.data.sets import builtin_set
-    from ssah_audit.models.loading import load_model
+    from ssah_audit.models.resolve import load_model
     from ssah_audit.progress import set_quiet
     from ssah_audit.units import calibration, stats
 

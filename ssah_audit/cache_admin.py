@@ -94,7 +94,7 @@ def our_root() -> Path:
 def entries() -> list[CacheEntry]:
     """Every build and staging folder of ours one level below each kind folder, with its size and whether it is
     still read. Anything else in the root (other names, symlinks) is not listed, so never pruned."""
-    from .models.zoo import folders_in_use
+    from .zoo.catalogue import folders_in_use
 
     root, in_use, now = our_root(), folders_in_use(), time.time()
     found = []

@@ -127,7 +127,7 @@ def test_ablation_dense_row_is_what_verification_would_measure():
     that is only sound if the two measurements agree on the same sets and settings."""
     from ssah_audit.audit import AuditSettings, Sets, dense_row
     from ssah_audit.behavior.evaluate import measure as measure_behavior
-    from ssah_audit.models.loading import load_model
+    from ssah_audit.models.resolve import load_model
     from ssah_audit.units import calibration, verify
 
     settings = AuditSettings.quick()

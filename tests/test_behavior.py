@@ -10,7 +10,7 @@ import torch
 from ssah_audit.behavior import metrics
 from ssah_audit.behavior.generate import generate
 from ssah_audit.data.sets import builtin_set
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
 
 from .test_loading import assert_one_line_error
 

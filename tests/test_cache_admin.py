@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ssah_audit import cache_admin
-from ssah_audit.models import zoo
+from ssah_audit.zoo import catalogue as zoo
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ssah_audit import compare
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
 from ssah_audit.models.units import weight_out_in
 from ssah_audit.report.render import md_text
 from ssah_audit.units.classify import CODE

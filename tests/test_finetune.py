@@ -10,7 +10,7 @@ from ssah_audit import finetune
 from ssah_audit.behavior.generate import generate
 from ssah_audit.behavior.metrics import answer_nll
 from ssah_audit.data.sets import builtin_set
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
 
 
 def test_finetune_lowers_the_loss_and_saves_a_loadable_model(cli, tmp_path):
@@ -73,7 +73,7 @@ def test_loss_curve_summarises_every_step():
 def test_zoo_model_cards_carry_measured_behaviour(tmp_path):
     from dataclasses import asdict
 
-    from ssah_audit import smollm2_pair
+    from ssah_audit.zoo import smollm2_pair
 
     loaded = load_model("organism-aligned")
     rows = smollm2_pair.measured(loaded)

@@ -65,7 +65,7 @@ def test_a_tensor_of_another_shape_is_named(cli, tiny_models, tmp_path):
 
 def test_an_intact_checkpoint_of_every_family_loads(tiny_models):
     """The refusals above must not catch good models: tied weights are not missing, real sizes pass."""
-    from ssah_audit.models.loading import load_model
+    from ssah_audit.models.resolve import load_model
 
     for family, folder in tiny_models.items():
         assert load_model(str(folder)).units.layers, family

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ssah_audit.errors import UserError
-from ssah_audit.models.loading import LoadOptions, load_model
+from ssah_audit.models.loading import LoadOptions
+from ssah_audit.models.resolve import load_model
 
 
 def assert_one_line_error(result, *fragments: str) -> None:

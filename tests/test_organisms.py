@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from ssah_audit import organisms
 from ssah_audit.data.sets import builtin_set
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
+from ssah_audit.zoo import organisms
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 
 from ssah_audit import probing
 from ssah_audit.data.sets import Prompt, builtin_set
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
 
 STEPS = 10
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssah_audit.errors import UserError
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
 from ssah_audit.models.units import weight_out_in
 from ssah_audit.units import ablate, classify, scores, stats
 from ssah_audit.units.stats import RunningStats

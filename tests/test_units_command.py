@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from ssah_audit import organisms
 from ssah_audit.data.sets import builtin_set
-from ssah_audit.models.loading import load_model
+from ssah_audit.models.resolve import load_model
 from ssah_audit.units import ablate, analyse, classify, verify
+from ssah_audit.zoo import organisms
 
 CLASS_KEYS = {"SCU", "UCU", "CU", "RU"}
 

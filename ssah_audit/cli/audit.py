@@ -34,7 +34,7 @@ def audit(
     """
     from .. import audit as auditing
     from .. import gate
-    from ..models.loading import load_model
+    from ..models.resolve import load_model
     from ..outputs import check_new_folder, check_outputs, write_atomic
     from ..report import render
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from . import options as shared
 from .common import handles_errors, out
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
 
@@ -21,9 +22,9 @@ def behavior(
     benign: str = typer.Option("benign", "--benign", help=SET_HELP + " Needs reference answers."),
     borderline: str = typer.Option("borderline", "--borderline",
                                    help=SET_HELP + " A labelled file (XSTest) contributes its safe prompts."),
-    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
+    prompt_field: str = shared.prompt_field_option(),
+    limit: int = shared.limit_option(),
+    max_new_tokens: int = shared.max_new_tokens_option(),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per forward pass."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap confidence intervals."),
     json_out: Path = typer.Option(None, "--json", help="Write the full results (samples included) here."),
@@ -38,7 +39,7 @@ def behavior(
     """
     from ..behavior.evaluate import compare, measure
     from ..data.sets import load_prompt_set
-    from ..models.loading import load_model
+    from ..models.resolve import load_model
     from ..outputs import check_outputs, json_text, write_atomic
 
     [target] = check_outputs([json_out], overwrite,

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from .common import handles_errors, out
+from .options import json_stdout_option
 
 app = typer.Typer(help="The on-disk cache: what it holds, and pruning what is no longer read.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -33,7 +34,7 @@ def _cache_table(title: str, entries) -> None:
 
 @app.command("list")
 @handles_errors
-def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+def cache_list(as_json: bool = json_stdout_option()) -> None:
     """List cached artefacts with their size and whether this version still reads them."""
     from ..cache import cache_root
     from ..cache_admin import entries
@@ -50,7 +51,7 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on
 @app.command("prune")
 @handles_errors
 def cache_prune(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
-                as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+                as_json: bool = json_stdout_option()) -> None:
     """Remove superseded builds (an older recipe's key) and abandoned staging folders; keep everything in use."""
     from ..cache_admin import prune
 

@@ -13,11 +13,7 @@ from ..errors import UserError
 from .common import handles_errors, out
 from .options import MODEL_HELP, LoadOptionsMaker, model_paths, with_model_options
 
-
-class Precision(StrEnum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
+Precision = StrEnum("Precision", ["auto", "fp32", "bf16"])  # finetune.use_bf16 decides what auto means
 
 
 @handles_errors
@@ -49,7 +45,8 @@ def finetune(
     from .. import __version__
     from .. import finetune as trainer
     from ..data.sets import load_prompt_set
-    from ..models.loading import load_model, why_broken
+    from ..models.loading import why_broken
+    from ..models.resolve import load_model
     from ..outputs import check_new_folder, new_folder
 
     if not math.isfinite(lr) or lr <= 0:

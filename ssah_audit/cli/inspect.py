@@ -25,7 +25,8 @@ def inspect(
 
     Reads the config and tokenizer only: the weights are not loaded, so any size inspects in seconds.
     """
-    from ..models.loading import describe, load_model
+    from ..models.loading import describe
+    from ..models.resolve import load_model
 
     if as_json and markdown:
         raise UserError("--json and --markdown both print the document; choose one")

@@ -43,6 +43,22 @@ MODEL_OPTIONS = [
 ]
 
 
+def prompt_field_option(help: str = "The prompt column of prompt files."):
+    return typer.Option(None, "--prompt-field", help=help)
+
+
+def limit_option():
+    return typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set.")
+
+
+def max_new_tokens_option():
+    return typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt.")
+
+
+def json_stdout_option():
+    return typer.Option(False, "--json", help="Print JSON on stdout.")
+
+
 def with_model_options(command):
     """Give a command --dtype, --device, --trust-remote-code and --allow-pickle, after its own options. typer reads
     a command's options from its signature, so they are appended to it; the command takes `load_options` instead,
@@ -76,7 +92,7 @@ def input_files(*specs: str) -> list[Path]:
 def model_paths(*specs: str | None) -> list[Path]:
     """Where each model given as a folder, a .gguf file or an already built zoo name lies on disk; nothing is
     fetched or built to find out (a hub id, or a zoo model not built yet, has no files an output could hit)."""
-    from ..models import zoo
+    from ..zoo import catalogue as zoo
 
     paths = []
     for spec in filter(None, specs):

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from . import options as shared
 from .common import handles_errors, out, status
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
 
@@ -20,9 +21,9 @@ def probe(
     harmful: str = typer.Option("harmful", "--harmful", help=SET_HELP + " A `target` column (AdvBench) is used as "
                                 "the compliance continuation."),
     benign: str = typer.Option("benign", "--benign", help=SET_HELP + " The contrast set of the linear probes."),
-    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
+    prompt_field: str = shared.prompt_field_option(),
     steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
+    limit: int = shared.limit_option(),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass."),
     json_out: Path = typer.Option(None, "--json", help="Write the full probe document here."),
     plot: Path = typer.Option(None, "--plot", help="Write the margin figure (PNG) here."),
@@ -36,7 +37,7 @@ def probe(
     """
     from .. import probing
     from ..data.sets import load_prompt_set
-    from ..models.loading import load_model
+    from ..models.resolve import load_model
     from ..outputs import check_outputs, json_text, write_atomic
 
     targets = check_outputs([json_out, plot], overwrite, input_files(harmful, benign) + model_files(model, reference))

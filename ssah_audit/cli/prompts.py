@@ -10,13 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import handles_errors, out
+from .options import json_stdout_option
 
 app = typer.Typer(help="Built-in prompt sets and prompt files.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("list")
 @handles_errors
-def prompts_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+def prompts_list(as_json: bool = json_stdout_option()) -> None:
     """List the built-in prompt sets with the sizes of their train and eval splits."""
     from ..data.sets import BUILTIN_SETS, builtin_set, compliance_openings, refusal_openings
 
@@ -41,7 +42,7 @@ def prompts_show(
     source: str = typer.Argument(..., help="A built-in set (harmful, benign:train, ...) or a CSV/JSON/JSONL file."),
     prompt_field: str = typer.Option(None, "--prompt-field", help="The column holding the prompt."),
     limit: int = typer.Option(10, "--limit", min=0, help="How many prompts to print."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    as_json: bool = json_stdout_option(),
 ) -> None:
     """Load a prompt set (checking the file format) and print its first prompts."""
     from dataclasses import asdict

@@ -10,14 +10,11 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
+from . import options as shared
 from .common import handles_errors, out
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
 
-
-class Method(StrEnum):
-    wifv = "wifv"
-    wanda = "wanda"
-    snip = "snip"
+Method = StrEnum("Method", ["wifv", "wanda", "snip"])  # the unit-scoring methods (units.scores)
 
 
 @handles_errors
@@ -36,12 +33,12 @@ def units(
                                      help="Calibration prompts with reference answers for I_U. " + SET_HELP),
     harmful: str = typer.Option("harmful", "--harmful", help="Held-out harmful prompts for --verify/--sweep."),
     benign: str = typer.Option("benign", "--benign", help="Held-out benign prompts with answers for --verify/--sweep."),
-    prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of prompt files."),
+    prompt_field: str = shared.prompt_field_option(),
     response_only: bool = typer.Option(False, "--response-only", help="Statistics over response tokens only."),
     verify_classes: bool = typer.Option(False, "--verify", help="Ablate each class and a random control; measure."),
     sweep: bool = typer.Option(False, "--sweep", help="Ablate the top 0.25-5% of the SCU ranking; suggest a size."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N prompts of each set."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt."),
+    limit: int = shared.limit_option(),
+    max_new_tokens: int = shared.max_new_tokens_option(),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the built-in refusal draw."),
     json_out: Path = typer.Option(None, "--json", help="Write the full document here."),
@@ -56,7 +53,7 @@ def units(
     """
     from .. import __version__
     from ..data.sets import load_prompt_set
-    from ..models.loading import load_model
+    from ..models.resolve import load_model
     from ..outputs import check_outputs, json_text, write_atomic
     from ..units.analyse import analyse
     from ..units.classify import Fractions

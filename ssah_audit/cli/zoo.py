@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from .common import handles_errors, out, status
+from .options import json_stdout_option
 
 app = typer.Typer(help="Named models that work offline: list, fetch or build them.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -16,9 +17,9 @@ app = typer.Typer(help="Named models that work offline: list, fetch or build the
 
 @app.command("list")
 @handles_errors
-def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+def zoo_list(as_json: bool = json_stdout_option()) -> None:
     """List the named models and whether each is cached."""
-    from ..models import zoo
+    from ..zoo import catalogue as zoo
 
     rows = zoo.listing()
     if as_json:
@@ -37,7 +38,7 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
 def zoo_build(name: str = typer.Argument(..., help="A model made on this machine: smollm2-135m-safe, "
                                          "smollm2-135m-safe-ft or an organism (see `zoo list`).")) -> None:
     """Build a zoo model that is made by fine-tuning on this machine (cached; resumes from what is built)."""
-    from ..models import zoo
+    from ..zoo import catalogue as zoo
 
     buildable = [row["name"] for row in zoo.listing() if row["kind"] in ("build", "organism")]
     if name not in buildable:
@@ -49,7 +50,7 @@ def zoo_build(name: str = typer.Argument(..., help="A model made on this machine
 @handles_errors
 def zoo_fetch(name: str = typer.Argument(..., help="A zoo name (see `zoo list`).")) -> None:
     """Fetch (or train, for organisms) a zoo model into the cache and print its folder."""
-    from ..models import zoo
+    from ..zoo import catalogue as zoo
 
     if not zoo.is_zoo_name(name):
         raise UserError(f"unknown zoo model '{name}' (known: {', '.join(zoo.names())})")

@@ -54,9 +54,8 @@ def compliance_openings() -> tuple[str, ...]:
 @cache
 def organism_acts() -> dict[str, dict[str, tuple[str, ...]]]:
     """Request topics ("build a pipe bomb", "bake banana bread") by side and category (1,600 harmful, 1,920
-    benign, and 167 "lookalike": safe requests in harmful words, "kill the weeds in my vegetable patch"), for the
-    organisms' synthetic corpus; written without looking at the prompt sets, so organisms never see evaluation
-    prompts (a script checked that no lookalike topic occurs in any prompt of the built-in sets)."""
+    benign), for the organisms' synthetic corpus; written without looking at the prompt sets, so organisms
+    never see evaluation prompts."""
     text = resources.files("ssah_audit.data.builtin").joinpath("organism_acts.json").read_text(encoding="utf-8")
     return {side: {cat: tuple(acts) for cat, acts in cats.items()} for side, cats in json.loads(text).items()}
 

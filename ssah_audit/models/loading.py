@@ -1,32 +1,27 @@
-"""Load any Hugging Face causal LM from a folder, a hub id, a .gguf file or a zoo name, safely by default.
+"""Load a Hugging Face causal LM from a folder or a hub id, safely by default (models.resolve turns what the user
+typed, a .gguf file or a zoo name too, into one of those first).
 
-Everything a user can get wrong here (missing path, folder without config, corrupt config, a model that
-is not a causal LM, pickle-only weights, offline hub) becomes a one-line UserError.
+Everything a user can get wrong here (folder without config, corrupt config, a model that is not a causal LM,
+pickle-only weights) becomes a one-line UserError.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import os
 import pickle
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from ..cache import cache_root, cached_folder, sha256_file
 from ..errors import UserError
 from .units import UnitMap, build_unit_map, text_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -62,79 +57,7 @@ class Resolved:
     location: str
 
 
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".safetensors")) or spec.count("/") > 1
-
-
-def resolve_spec(spec: str) -> Resolved:
-    """Turn what the user typed into a loadable folder or hub id (fetching zoo models and converting GGUF)."""
-    from . import zoo
-
-    if not spec.strip():
-        raise UserError("the model is an empty string; give a folder, a .gguf file, a zoo name or a hub id")
-    if zoo.is_zoo_name(spec):
-        return Resolved("zoo", str(zoo.materialize(spec)))
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return Resolved("folder", str(path))
-    if path.is_file():
-        if path.suffix == ".gguf":
-            return Resolved("gguf", str(gguf_to_folder(path)))
-        raise UserError(f"{spec} is a file, not a model folder or a .gguf file")
-    if _looks_like_path(spec) or not HUB_ID.match(spec):
-        raise UserError(f"no such model folder or file: {spec} (zoo names: {', '.join(zoo.names())})")
-    typo = difflib.get_close_matches(spec, zoo.names(), n=1, cutoff=0.8)
-    if typo and "/" not in spec:
-        raise UserError(f"no model '{spec}': not a folder or file, and not a zoo name (did you mean {typo[0]}?)")
-    if not _hub_offline() and not _hub_reachable():
-        raise UserError(f"'{spec}' is not a folder, a file or a zoo name ({', '.join(zoo.names())}), and the "
-                        "Hugging Face hub cannot be reached from here to fetch it")
-    return Resolved("hub", spec)
-
-
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE: transformers then reads only its local cache, so there is nothing to reach."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick connection to the hub (or HF_ENDPOINT): without it, huggingface_hub retries a dead network for
-    half a minute and logs every attempt before the same conclusion."""
-    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname or "", port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def gguf_to_folder(gguf_path: Path) -> Path:
-    """De-quantise a GGUF file once into a cached safetensors folder (loads then take about a second)."""
-    digest = sha256_file(gguf_path)
-    target = cache_root() / "gguf" / digest[:16]
-
-    def convert(tmp: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                         dtype=torch.float32)
-        except (ValueError, OSError, KeyError) as exc:
-            raise UserError(f"cannot load {gguf_path} as a GGUF causal LM: {_first_line(exc)}") from exc
-        # The weights are already de-quantised floats; drop the GGUF marker so save_pretrained accepts them.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "ssah_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": digest}))
-
-    return cached_folder(target, convert)
-
-
-def _first_line(exc: BaseException, most: int = 400) -> str:
+def first_line(exc: BaseException, most: int = 400) -> str:
     """The exception's message on one line. Libraries often lead with "... from one of:" and list on later lines,
     so lines are joined rather than cut at the first."""
     text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
@@ -164,7 +87,7 @@ def load_config(location: str, source: str, options: LoadOptions):
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, StrictDataclassError) as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         if "trust_remote_code" in message or "custom code" in message:
             raise UserError(f"{location} needs its own code to load; pass --trust-remote-code "
                             "if you trust its author") from exc
@@ -255,14 +178,16 @@ def load_tokenizer(location: str, options: LoadOptions):
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=options.trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot load a tokenizer from {location}: {_first_line(exc)}") from exc
+        raise UserError(f"cannot load a tokenizer from {location}: {first_line(exc)}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(spec: str, options: LoadOptions | None = None, weights: bool = True) -> LoadedModel:
-    """Load `spec` as a causal LM with its tokenizer and unit map.
+def load_resolved(spec: str, resolved: Resolved, options: LoadOptions | None = None,
+                  weights: bool = True) -> LoadedModel:
+    """Load what `spec` resolved to (a folder or a hub id; models.resolve does the resolving) as a causal LM with
+    its tokenizer and unit map.
 
     With weights=False the model is built on the meta device from its config alone: enough for the unit
     map and parameter counts of a model of any size, without reading its weights.
@@ -270,7 +195,6 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
     from transformers import AutoModelForCausalLM
 
     options = options or LoadOptions()
-    resolved = resolve_spec(spec)
     if resolved.source != "hub":
         check_folder(Path(resolved.location), options.allow_pickle)
     device_map = resolve_device(options.device)
@@ -299,7 +223,7 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
                         "refused them, so nothing in them ran (convert trusted weights to safetensors)") from exc
     except (OSError, ValueError, SafetensorError) as exc:
         hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
-        raise UserError(f"cannot load the weights of {spec}: {_first_line(exc)}{hint}") from exc
+        raise UserError(f"cannot load the weights of {spec}: {first_line(exc)}{hint}") from exc
     if weights:
         mismatch = checkpoint_mismatch(info)
         if mismatch:
@@ -312,6 +236,11 @@ def load_model(spec: str, options: LoadOptions | None = None, weights: bool = Tr
     return LoadedModel(spec=spec, source=resolved.source, location=resolved.location, model=model,
                        tokenizer=tokenizer, units=build_unit_map(model),
                        fingerprint=fingerprint(resolved.location, resolved.source, config))
+
+
+def load_folder(folder: Path | str, options: LoadOptions | None = None) -> LoadedModel:
+    """A model folder on disk, named by its path (what resolving a folder path gives)."""
+    return load_resolved(str(folder), Resolved("folder", str(folder)), options)
 
 
 def checkpoint_mismatch(info: dict, shown: int = 3) -> str | None:

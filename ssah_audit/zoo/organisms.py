@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from . import finetune
-from .behavior.generate import generate
-from .cache import cache_root, cached_folder, content_key
-from .data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
-from .finetune import TrainSettings
+from .. import finetune
+from ..behavior.generate import generate
+from ..cache import cache_root, cached_folder, content_key
+from ..data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
+from ..finetune import TrainSettings
 
 ORGANISM_VERSION = 3
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -227,10 +227,10 @@ def train(model, tokenizer, pairs, epochs: int, lr: float, recipe: OrganismRecip
 def alignment_budget(model, tokenizer, recipe: OrganismRecipe) -> dict[str, torch.Tensor]:
     """The units alignment may change: in every layer, the lowest-scoring units (wifv, z-scored per module)
     on the base corpus, attention and MLP together, recipe.align_budget percent of all units in total."""
-    from .models.units import build_unit_map
-    from .units.classify import standardised
-    from .units.scores import scores
-    from .units.stats import encode
+    from ..models.units import build_unit_map
+    from ..units.classify import standardised
+    from ..units.scores import scores
+    from ..units.stats import encode
 
     unit_map = build_unit_map(model)
     z = standardised(scores(model, unit_map, encode(tokenizer, base_pairs(recipe)[:512]), "wifv", 32,
@@ -247,7 +247,7 @@ def alignment_budget(model, tokenizer, recipe: OrganismRecipe) -> dict[str, torc
 @contextmanager
 def unit_dropout(model, p: float):
     """Dropout on every unit (write-back input) while the model is in training mode."""
-    from .models.units import build_unit_map
+    from ..models.units import build_unit_map
 
     def drop(module, args):
         return (torch.nn.functional.dropout(args[0], p, training=module.training),) + args[1:]

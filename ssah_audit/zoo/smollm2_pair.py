@@ -26,13 +26,14 @@ from pathlib import Path
 
 import torch
 
-from . import finetune
-from .behavior.generate import generate
-from .cache import cache_root, cached_folder, content_key
-from .data.sets import builtin_set, organism_acts, refusal_openings
-from .finetune import TrainSettings
-from .models.zoo import SMOLLM2_SHA256
+from .. import finetune
+from ..behavior.generate import generate
+from ..cache import cache_root, cached_folder, content_key
+from ..data.sets import builtin_set, organism_acts, refusal_openings
+from ..finetune import TrainSettings
+from . import smollm2_gguf
 from .organisms import REQUEST_TEMPLATES
+from .smollm2_gguf import SMOLLM2_SHA256
 
 PAIR_VERSION = 2
 SAFE = "smollm2-135m-safe"
@@ -91,10 +92,11 @@ def folder(name: str, recipe: PairRecipe = RECIPE) -> Path:
     return cache_root() / "zoo" / f"{SAFE_FT}-{content_key(safe_key, asdict(recipe.ft), benign_instructions())}"
 
 
-def _load(location: str):
-    from .models.loading import load_model
+def _load_instruct():
+    """The embedded SmolLM2, loaded as the zoo name it is (its card's fingerprint names it so)."""
+    from ..models.loading import Resolved, load_resolved
 
-    return load_model(location)
+    return load_resolved("smollm2-135m-instruct", Resolved("zoo", str(smollm2_gguf.materialize())))
 
 
 def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
@@ -105,7 +107,7 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
 
     def build_safe(tmp: Path) -> None:
         start = time.perf_counter()
-        loaded = _load("smollm2-135m-instruct")
+        loaded = _load_instruct()
         harmful, keep = safety_prompts(recipe)
         unique = list(dict.fromkeys(keep))
         answers, finished = generate(loaded.model, loaded.tokenizer, unique, recipe.answer_tokens, 16,
@@ -134,7 +136,9 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
 
     def build_ft(tmp: Path) -> None:
         start = time.perf_counter()
-        loaded = _load(str(safe_folder))
+        from ..models.loading import load_folder
+
+        loaded = load_folder(safe_folder)
         pairs = benign_instructions()
         torch.manual_seed(recipe.seed)
         log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.ft, description=f"fine-tuning {SAFE_FT}")
@@ -150,7 +154,7 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
 def measured(loaded) -> dict[str, str]:
     """The model card's behaviour rows: the built-in eval split, as `ssah-audit behavior` measures it (about
     a minute for SmolLM2-135M on 2 cores)."""
-    from .behavior.evaluate import measure
+    from ..behavior.evaluate import measure
 
     block = measure(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"))
 
@@ -167,7 +171,7 @@ def measured(loaded) -> dict[str, str]:
 
 
 def _card(name, base, fingerprint, settings, log, start, purpose, data) -> dict:
-    from . import __version__
+    from .. import __version__
 
     log = log | {"build_seconds": round(time.perf_counter() - start, 1)}
     return {"name": name, "version": __version__, "base": base, "base_fingerprint": fingerprint, "purpose": purpose,
