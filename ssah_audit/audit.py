@@ -129,6 +129,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
                              seed=settings.seed, dense=dense_row(behavior))
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
+             "adapter": loaded.adapter,
              "behavior": behavior, "probe": probe, "units": units}
     return block, classes, directions
 
@@ -167,6 +168,11 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings, timings: d
         block = json.loads((folder / "block.json").read_text())
         tensors = torch.load(folder / "tensors.pt", weights_only=True)
         timings["reference.cached"] = True
+        # The same weights measured under another name (the cache key is the fingerprint): report today's name.
+        parts = [block] + [block.get(key) for key in ("behavior", "probe", "units")]
+        for part in parts:
+            if isinstance(part, dict) and "model" in part:
+                part["model"] = reference.spec
         return block, tensors["classes"], tensors["directions"]
     block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference")
     folder.mkdir(parents=True, exist_ok=True)
@@ -192,8 +198,10 @@ def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
     }
 
 
-def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None) -> dict:
-    """The whole audit as one results document."""
+def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
+        base_is_reference: bool = False) -> dict:
+    """The whole audit as one results document (base_is_reference: the reference is the model's own adapter base,
+    chosen by default, which the report says)."""
     start = time.perf_counter()
     timings: dict = {}
     sets = Sets.load(settings)
@@ -214,6 +222,7 @@ def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limit
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         **block,
         "reference": ref_block,
+        "reference_is_adapter_base": base_is_reference,
         "comparison": comparison,
         "settings": asdict(settings),
         "sets": {name: {"name": s.name, "source": s.source, "n": len(s)} for name, s in vars(sets).items()},

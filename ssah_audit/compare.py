@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .models.units import in_out_features, is_projection, weight_out_in
+from .models.units import read_ins, weight_out_in
 from .units.classify import CLASSES, CODE
-
-VALUE_NAMES = ("v_proj", "value", "v")
 
 
 def same_architecture(ours, theirs) -> str | None:
@@ -29,43 +27,50 @@ def same_architecture(ours, theirs) -> str | None:
     return None
 
 
-def read_ins(model, write_back_name: str, units: int) -> list[str]:
-    """Projections that produce the units' inputs one to one: siblings of the write-back in the same block
-    with `units` outputs (all of them in an MLP; only value projections in attention, where queries and keys
-    do not map to units)."""
-    parent_name, _, own = write_back_name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    attention = "attn" in parent_name.lower() or "attention" in parent_name.lower()
-    names = []
-    for name, module in parent.named_children():
-        if name == own or not is_projection(module) or in_out_features(module)[1] != units:
-            continue
-        if attention and name not in VALUE_NAMES:
-            continue
-        names.append(f"{parent_name}.{name}")
-    return names
-
-
 def _rows(weight_out_in_matrix: torch.Tensor) -> torch.Tensor:
     return weight_out_in_matrix.detach().double()
 
 
+def low_rank_column_norms(factor) -> torch.Tensor:
+    """‖scale · B A[:, j]‖ for every column j, from the r x r Gram matrix: no dense delta W is built."""
+    return factor.scale * ((factor.b.T @ factor.b) @ factor.a * factor.a).sum(dim=0).clamp_min(0).sqrt()
+
+
+def low_rank_row_norms_squared(factor) -> torch.Tensor:
+    """‖scale · B[i] A‖² for every row i."""
+    return factor.scale**2 * ((factor.b @ (factor.a @ factor.a.T)) * factor.b).sum(dim=1).clamp_min(0)
+
+
+def _own_low_rank(ours, theirs) -> dict:
+    """An adapter's factors, when `theirs` is the very base it was merged into (then delta W = scale · B A)."""
+    if ours.adapter and ours.low_rank and ours.adapter["base_fingerprint"] == theirs.fingerprint:
+        return ours.low_rank
+    return {}
+
+
 @torch.no_grad()
 def unit_drift(ours, theirs) -> dict[str, dict[str, torch.Tensor]]:
-    """{"write": {module: drift per unit}, "read": {module: drift per unit over its read-in rows}}."""
+    """{"write": {module: drift per unit}, "read": {module: drift per unit over its read-in rows}}. For an adapter
+    against its own base, adapted modules' deltas come from the low-rank factors, one module at a time."""
+    low_rank = _own_low_rank(ours, theirs)
     write, read = {}, {}
     for mine, ref in zip(ours.units.modules(), theirs.units.modules(), strict=True):
         b_ref = _rows(weight_out_in(ref.module))
-        delta = _rows(weight_out_in(mine.module)) - b_ref
-        write[mine.name] = delta.norm(dim=0) / b_ref.norm(dim=0).clamp_min(1e-12)
+        if mine.name in low_rank:
+            delta_norm = low_rank_column_norms(low_rank[mine.name])
+        else:
+            delta_norm = (_rows(weight_out_in(mine.module)) - b_ref).norm(dim=0)
+        write[mine.name] = delta_norm / b_ref.norm(dim=0).clamp_min(1e-12)
         names = read_ins(ours.model, mine.name, mine.units)
         if names:
             num = torch.zeros(mine.units, dtype=torch.float64)
             den = torch.zeros(mine.units, dtype=torch.float64)
             for name in names:
                 a_ref = _rows(weight_out_in(theirs.model.get_submodule(name)))  # [units, in]
-                a_mine = _rows(weight_out_in(ours.model.get_submodule(name)))
-                num += (a_mine - a_ref).square().sum(dim=1)
+                if name in low_rank:
+                    num += low_rank_row_norms_squared(low_rank[name])
+                else:
+                    num += (_rows(weight_out_in(ours.model.get_submodule(name))) - a_ref).square().sum(dim=1)
                 den += a_ref.square().sum(dim=1)
             read[mine.name] = num.sqrt() / den.sqrt().clamp_min(1e-12)
     return {"write": write, "read": read}

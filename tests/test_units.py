@@ -16,7 +16,8 @@ from .conftest import HIDDEN, LAYERS
 
 FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "opt"]
 INSPECT_KEYS = {"model": str, "architecture": str, "model_type": str, "num_layers": int, "hidden_size": int,
-                "num_parameters": int, "chat_template": bool, "units": dict, "layers": list}
+                "num_parameters": int, "chat_template": bool, "units": dict, "layers": list,
+                "adapter": type(None)}  # a LoRA adapter's description (tests/test_adapters.py), else null
 LAYER_KEYS = {"index": int, "attn_module": str, "attn_units": int, "mlp_module": str, "mlp_units": int}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import handles_errors, out
+from .common import err, handles_errors, out
 from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
 
 
@@ -16,7 +16,8 @@ from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_files, wit
 @with_model_options
 def audit(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    reference: str = typer.Option(None, "--reference", help="The aligned reference to compare with."),
+    reference: str = typer.Option(None, "--reference", help="The aligned reference to compare with (default for a "
+                                  "LoRA adapter: its base)."),
     config: Path = typer.Option(None, "--config", help="audit.toml: an [audit] table of settings, a [gate] table "
                                 "of thresholds."),
     out_dir: Path = typer.Option(None, "--out", help="The report folder (must not exist); default "
@@ -34,7 +35,7 @@ def audit(
     """
     from .. import audit as auditing
     from .. import gate
-    from ..models.resolve import load_model
+    from ..models.resolve import load_model, load_reference
     from ..outputs import check_new_folder, check_outputs, write_atomic
     from ..report import render
 
@@ -49,8 +50,12 @@ def audit(
     [junit_target] = check_outputs([junit_file], overwrite, inputs, folders=[folder])
     options = load_options()
     loaded = load_model(model, options)
-    ref = load_model(reference, options) if reference else None
-    results = auditing.run(loaded, ref, settings, limits)
+    base_is_reference = reference is None and loaded.adapter is not None
+    if base_is_reference:  # an adapter is audited against what it was tuned from, unless told otherwise
+        reference = loaded.adapter["base"]
+        err.print(f"no --reference: auditing the adapter against its base, {reference}", highlight=False)
+    ref = load_reference(reference, options)
+    results = auditing.run(loaded, ref, settings, limits, base_is_reference=base_is_reference)
     render.write(results, folder, chosen)
     if junit_target:
         write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))

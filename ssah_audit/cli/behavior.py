@@ -39,7 +39,7 @@ def behavior(
     """
     from ..behavior.evaluate import compare, measure
     from ..data.sets import load_prompt_set
-    from ..models.resolve import load_model
+    from ..models.resolve import load_model, load_reference
     from ..outputs import check_outputs, json_text, write_atomic
 
     [target] = check_outputs([json_out], overwrite,
@@ -51,7 +51,7 @@ def behavior(
     loaded = load_model(model, options)
     doc = measure(loaded, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     if reference:
-        ref = load_model(reference, options)
+        ref = load_reference(reference, options)
         doc["reference"] = measure(ref, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
         doc["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
     doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit}

@@ -44,6 +44,8 @@ def inspect(
     out.print(f"[bold]{doc['model']}[/]  {doc['architecture']} ({doc['model_type']}), "
               f"{doc['num_parameters']:,} parameters, hidden {doc['hidden_size']}, "
               f"chat template: {'yes' if doc['chat_template'] else 'no (plain fallback)'}", highlight=False)
+    if doc["adapter"]:
+        out.print(_adapter_line(doc["adapter"]), highlight=False)
     table = Table(title=f"unit map: {doc['units']['attn']:,} attention + {doc['units']['mlp']:,} MLP = "
                         f"{doc['units']['total']:,} units")
     for column in ("layer", "attention write-back", "units", "MLP write-back", "units"):
@@ -52,3 +54,11 @@ def inspect(
         table.add_row(str(layer["index"]), layer["attn_module"], f"{layer['attn_units']:,}",
                       layer["mlp_module"], f"{layer['mlp_units']:,}")
     out.print(table)
+
+
+def _adapter_line(adapter: dict) -> str:
+    touched = adapter["units_touched"]
+    return (f"LoRA adapter on {adapter['base']}: rank {adapter['rank']}, alpha {adapter['alpha']}, targets "
+            f"{', '.join(adapter['target_modules'])} ({adapter['adapted_modules']} modules, "
+            f"{adapter['trainable_parameters']:,} parameters); can move {touched['any']:,} of {touched['of']:,} units "
+            f"({touched['write_back']:,} through their write-back column, {touched['read_in']:,} through read-in rows)")

@@ -12,10 +12,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ..errors import UserError
+
 if TYPE_CHECKING:
     from ..models.loading import LoadOptions
 
-MODEL_HELP = "A model folder, a .gguf file, a zoo name (see `zoo list`) or a Hugging Face hub id."
+MODEL_HELP = (
+    "A model folder, a LoRA adapter folder, a .gguf file, a zoo name (see `zoo list`) or a Hugging Face hub id."
+)
 SET_HELP = "A built-in set (with an optional :train/:eval/:all split) or a CSV/JSON/JSONL prompt file."
 
 LoadOptionsMaker = Callable[[], "LoadOptions"]
@@ -40,6 +44,8 @@ MODEL_OPTIONS = [
                                                     "Python code to run.")),
     _option("allow_pickle", bool, typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.pt), which "
                                                "can run code.")),
+    _option("base", str, typer.Option(None, "--base", help="For a LoRA adapter folder: the model to apply it to "
+                                      "(default: the base its adapter_config.json names).")),
 ]
 
 
@@ -60,15 +66,16 @@ def json_stdout_option():
 
 
 def with_model_options(command):
-    """Give a command --dtype, --device, --trust-remote-code and --allow-pickle, after its own options. typer reads
-    a command's options from its signature, so they are appended to it; the command takes `load_options` instead,
-    which builds the LoadOptions when called (models.loading imports torch: a command checks its input first)."""
+    """Give a command --dtype, --device, --trust-remote-code, --allow-pickle and --base, after its own options. typer
+    reads a command's options from its signature, so they are appended to it; the command takes `load_options`
+    instead, which builds the LoadOptions when called (models.loading imports torch: a command checks its input
+    first)."""
     signature = inspect.signature(command)
     own = [param for param in signature.parameters.values() if param.name != "load_options"]
 
     @functools.wraps(command)
-    def wrapper(*args, dtype, device, trust_remote_code, allow_pickle, **kwargs):
-        load_options = functools.partial(_load_options, dtype, device, trust_remote_code, allow_pickle)
+    def wrapper(*args, dtype, device, trust_remote_code, allow_pickle, base, **kwargs):
+        load_options = functools.partial(_load_options, dtype, device, trust_remote_code, allow_pickle, base)
         return command(*args, load_options=load_options, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=own + MODEL_OPTIONS)
@@ -77,11 +84,12 @@ def with_model_options(command):
     return wrapper
 
 
-def _load_options(dtype: Dtype, device: str, trust_remote_code: bool, allow_pickle: bool) -> LoadOptions:
+def _load_options(dtype: Dtype, device: str, trust_remote_code: bool, allow_pickle: bool,
+                  base: str | None) -> LoadOptions:
     from ..models.loading import LoadOptions
 
     return LoadOptions(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code,
-                       allow_pickle=allow_pickle)
+                       allow_pickle=allow_pickle, base=base)
 
 
 def input_files(*specs: str) -> list[Path]:
@@ -92,6 +100,7 @@ def input_files(*specs: str) -> list[Path]:
 def model_paths(*specs: str | None) -> list[Path]:
     """Where each model given as a folder, a .gguf file or an already built zoo name lies on disk; nothing is
     fetched or built to find out (a hub id, or a zoo model not built yet, has no files an output could hit)."""
+    from ..models.adapters import base_spec, is_adapter_folder
     from ..zoo import catalogue as zoo
 
     paths = []
@@ -99,6 +108,11 @@ def model_paths(*specs: str | None) -> list[Path]:
         path = zoo.cached_path(spec) if zoo.is_zoo_name(spec) else Path(spec).expanduser()
         if path is not None and path.exists():
             paths.append(path)
+            if is_adapter_folder(path):  # an adapter reads its base too
+                try:
+                    paths += model_paths(base_spec(path, None))
+                except UserError:
+                    pass  # no readable base named: loading says so
     return paths
 
 

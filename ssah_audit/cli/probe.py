@@ -37,7 +37,7 @@ def probe(
     """
     from .. import probing
     from ..data.sets import load_prompt_set
-    from ..models.resolve import load_model
+    from ..models.resolve import load_model, load_reference
     from ..outputs import check_outputs, json_text, write_atomic
 
     targets = check_outputs([json_out, plot], overwrite, input_files(harmful, benign) + model_files(model, reference))
@@ -47,7 +47,7 @@ def probe(
         doc, directions = probing.measure(load_model(model, options), *sets, steps, batch_size)
     if reference:
         with status(f"probing {reference}"):
-            ref_doc, ref_directions = probing.measure(load_model(reference, options), *sets, steps, batch_size)
+            ref_doc, ref_directions = probing.measure(load_reference(reference, options), *sets, steps, batch_size)
         doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
     if targets[0]:
         write_atomic(targets[0], json_text(doc))

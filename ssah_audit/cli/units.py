@@ -53,7 +53,7 @@ def units(
     """
     from .. import __version__
     from ..data.sets import load_prompt_set
-    from ..models.resolve import load_model
+    from ..models.resolve import load_model, load_reference
     from ..outputs import check_outputs, json_text, write_atomic
     from ..units.analyse import analyse
     from ..units.classify import Fractions
@@ -72,7 +72,7 @@ def units(
         if verify_classes or sweep else [None, None]
     options = load_options()
     loaded = load_model(model, options)
-    ref = load_model(reference, options) if reference else None
+    ref = load_reference(reference, options)
     doc, classes = analyse(loaded, *sets, method=method.value, fractions=fractions, reference=ref,
                            evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify_classes,
                            run_sweep=sweep, response_only=response_only, batch_size=batch_size,

@@ -34,17 +34,20 @@ class LoadOptions:
     device: str = "auto"
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    base: str | None = None  # the model a LoRA adapter folder applies to, instead of the one its config names
 
 
 @dataclass
 class LoadedModel:
     spec: str
-    source: str  # "folder", "hub", "gguf" or "zoo"
+    source: str  # "folder", "hub", "gguf", "zoo" or "adapter"
     location: str  # the folder or hub id transformers loaded from
     model: nn.Module
     tokenizer: object
     units: UnitMap
     fingerprint: str = field(default="")
+    adapter: dict | None = None  # a LoRA adapter merged into `model`: what it is (models.adapters)
+    low_rank: dict | None = None  # and its factors by module name, for drift against its base (compare.py)
 
     @property
     def has_chat_template(self) -> bool:
@@ -282,6 +285,7 @@ def describe(loaded: LoadedModel) -> dict:
     units = loaded.units
     return {
         "model": loaded.spec,
+        "adapter": loaded.adapter,
         "architecture": type(loaded.model).__name__,
         "model_type": str(config.model_type),
         "num_layers": len(units.layers),

@@ -1,6 +1,6 @@
-"""What the user typed (a folder, a .gguf file, a zoo name or a hub id) turned into something loadable, and
-`load_model`, the one call the commands make: resolve, then load. The only module that knows both the zoo and
-loading; a typo, a missing path or an unreachable hub becomes a one-line UserError.
+"""What the user typed (a folder, a LoRA adapter folder, a .gguf file, a zoo name or a hub id) turned into
+something loadable, and `load_model`, the one call the commands make: resolve, then load. The only module that
+knows both the zoo and loading; a typo, a missing path or an unreachable hub becomes a one-line UserError.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ import difflib
 import os
 import re
 import socket
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import UserError
 from ..zoo import catalogue as zoo
+from . import adapters
 from .gguf import gguf_to_folder
 from .loading import LoadedModel, LoadOptions, Resolved, load_resolved
 
@@ -22,12 +24,31 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 def load_model(spec: str, options: LoadOptions | None = None, weights: bool = True) -> LoadedModel:
     """Load `spec` as a causal LM with its tokenizer and unit map (weights=False: from its config alone, on the
-    meta device, enough for the unit map of a model of any size)."""
-    return load_resolved(spec, resolve_spec(spec), options, weights)
+    meta device, enough for the unit map of a model of any size). A LoRA adapter folder loads its base (the
+    adapter's own, or options.base) and comes back merged into it."""
+    options = options or LoadOptions()
+    resolved = resolve_spec(spec)
+    if resolved.source != "adapter":
+        return load_resolved(spec, resolved, options, weights)
+    folder = Path(resolved.location)
+    base_name = adapters.base_spec(folder, options.base)
+    adapters.weights_file(folder, options.allow_pickle)  # a folder without usable weights fails before the base loads
+    if adapters.is_adapter_folder(Path(base_name).expanduser()):
+        raise UserError(f"the base of adapter {spec}, {base_name}, is itself an adapter; give a full model with --base")
+    try:
+        base = load_model(base_name, replace(options, base=None), weights)
+    except UserError as exc:
+        raise UserError(f"cannot load {base_name}, the base of adapter {spec}: {exc}") from exc
+    return adapters.apply(base, folder, spec, base_name, options.allow_pickle, weights)
 
 
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".safetensors")) or spec.count("/") > 1
+
+
+def load_reference(spec: str | None, options: LoadOptions | None = None) -> LoadedModel | None:
+    """A --reference model: --base belongs to the model under study, so a reference adapter uses its own base."""
+    return load_model(spec, replace(options or LoadOptions(), base=None)) if spec else None
 
 
 def resolve_spec(spec: str) -> Resolved:
@@ -37,6 +58,8 @@ def resolve_spec(spec: str) -> Resolved:
     if zoo.is_zoo_name(spec):
         return Resolved("zoo", str(zoo.materialize(spec)))
     path = Path(spec).expanduser()
+    if adapters.is_adapter_folder(path):
+        return Resolved("adapter", str(path))
     if path.is_dir():
         return Resolved("folder", str(path))
     if path.is_file():

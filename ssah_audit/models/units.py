@@ -174,3 +174,23 @@ def build_unit_map(model: nn.Module) -> UnitMap:
             pair.append(WriteBack(f"{layers_path}.{index}.{rel}", module, n_in))
         layers.append(LayerUnits(index, pair[0], pair[1]))
     return UnitMap(layers_path, tuple(layers))
+
+
+VALUE_NAMES = ("v_proj", "value", "v")
+
+
+def read_ins(model, write_back_name: str, units: int) -> list[str]:
+    """Projections that produce the units' inputs one to one: siblings of the write-back in the same block
+    with `units` outputs (all of them in an MLP; only value projections in attention, where queries and keys
+    do not map to units)."""
+    parent_name, _, own = write_back_name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    attention = "attn" in parent_name.lower() or "attention" in parent_name.lower()
+    names = []
+    for name, module in parent.named_children():
+        if name == own or not is_projection(module) or in_out_features(module)[1] != units:
+            continue
+        if attention and name not in VALUE_NAMES:
+            continue
+        names.append(f"{parent_name}.{name}")
+    return names

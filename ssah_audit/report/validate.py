@@ -100,9 +100,13 @@ UNITS = {"units": count, "method": text, "fractions": each(rate), "ablation": ma
          "per_layer": [{"layer": count, "attn": each(count), "mlp": each(count)}]}
 DRIFT = each(maybe(number))
 UNIT_CLASSES = ("SCU", "UCU", "CU", "RU", "all")  # the rows of the reports' drift table
+ADAPTER = {"base": text, "rank": count, "alpha": maybe(number), "adapted_modules": count, "target_modules": [text],
+           "trainable_parameters": count, "units_touched": {"any": count, "of": count}}
 SPEC = {
     "model": text,
     "fingerprint": text,
+    "adapter": maybe(ADAPTER),
+    "reference_is_adapter_base": maybe(flag),
     "behavior": BEHAVIOR,
     "probe": PROBE,
     "units": UNITS,

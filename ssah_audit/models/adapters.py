@@ -1,0 +1,197 @@
+"""LoRA/PEFT adapters: what most fine-tunes that reach a safety review are. An adapter folder
+(`adapter_config.json` + `adapter_model.safetensors`) is applied to its base with `peft` and merged in memory, so
+hooks, scores and ablations see ordinary weights; the low-rank factors are kept, so drift against the base can be
+computed from them (compare.py) without a dense delta per module.
+
+The base comes from the adapter's `base_model_name_or_path` or `--base`; models.resolve loads it (a folder, zoo
+name, GGUF or hub id), this module only checks the folder and applies it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..cache import content_key, sha256_file
+from ..errors import UserError
+
+if TYPE_CHECKING:  # torch loads only when an adapter is applied: the CLI reads adapter configs before that
+    import torch
+
+CONFIG = "adapter_config.json"
+SAFE_WEIGHTS = "adapter_model.safetensors"
+PICKLE_WEIGHTS = "adapter_model.bin"
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LowRank:
+    """One adapted linear map: delta W (out x in) = scale * B @ A."""
+
+    a: torch.Tensor  # [rank, in], float64
+    b: torch.Tensor  # [out, rank], float64
+    scale: float
+
+
+def is_adapter_folder(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG).is_file()
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{folder / CONFIG} is not a readable adapter config: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{folder / CONFIG} is not a JSON object")
+    kind = str(config.get("peft_type", "")).upper()
+    if kind != "LORA":
+        raise UserError(f"{folder} is an adapter of type {kind or 'unknown'}; only LoRA adapters are supported")
+    if config.get("use_dora"):
+        raise UserError(f"{folder} is a DoRA adapter (use_dora); only plain LoRA adapters are supported")
+    return config
+
+
+def base_spec(folder: Path, override: str | None) -> str:
+    """The model the adapter applies to: --base, else the adapter's own base_model_name_or_path."""
+    if override:
+        return override
+    base = read_config(folder).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"the adapter {folder} does not name its base model; give it with --base MODEL")
+    return str(base)
+
+
+def weights_file(folder: Path, allow_pickle: bool) -> Path:
+    if (folder / SAFE_WEIGHTS).is_file():
+        return folder / SAFE_WEIGHTS
+    if (folder / PICKLE_WEIGHTS).is_file():
+        if not allow_pickle:
+            raise UserError(f"the adapter {folder} has only pickle weights ({PICKLE_WEIGHTS}), which can run code; "
+                            "pass --allow-pickle if you trust it")
+        return folder / PICKLE_WEIGHTS
+    raise UserError(f"the adapter folder {folder} has {CONFIG} but no weights ({SAFE_WEIGHTS})")
+
+
+def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, weights: bool = True):
+    """The LoadedModel of `base` (consumed: its weights are changed in place) with the adapter merged in. With
+    weights=False (`inspect`: the base built from its config alone) the adapter is described from its weight
+    file's tensor names and shapes and not applied."""
+    from .loading import LoadedModel, first_line
+    from .units import build_unit_map
+
+    config = read_config(folder)
+    weights_path = weights_file(folder, allow_pickle)
+    shapes = adapted_modules(weights_path)
+    fingerprint = content_key("adapter", base.fingerprint, sha256_file(weights_path), config)
+    factors, model = None, base.model
+    if weights:
+        from peft import PeftModel
+
+        try:
+            peft_model = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            raise UserError(f"the adapter {folder} does not fit its base {base_name} "
+                            f"({base.model.config.model_type}, hidden size {base.model.config.hidden_size}): "
+                            f"{first_line(exc)}") from exc
+        factors = low_rank_factors(peft_model)
+        model = peft_model.merge_and_unload().eval()
+    units = build_unit_map(model)
+    missing = [name for name in shapes if not _has_module(model, name)]
+    if missing:
+        raise UserError(f"the adapter {folder} adapts {missing[0]}, which its base {base_name} "
+                        f"({model.config.model_type}) does not have")
+    info = describe_adapter(config, shapes, model, units, base_name, base.fingerprint)
+    tokenizer = base.tokenizer
+    if (folder / "tokenizer_config.json").is_file():  # an adapter that changed the vocabulary ships its tokenizer
+        from .loading import LoadOptions, load_tokenizer
+
+        tokenizer = load_tokenizer(str(folder), LoadOptions())
+    return LoadedModel(spec=spec, source="adapter", location=str(folder), model=model, tokenizer=tokenizer,
+                       units=units, fingerprint=fingerprint, adapter=info, low_rank=factors)
+
+
+def _has_module(model, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def adapted_modules(weights_path: Path) -> dict[str, int]:
+    """{module name in the base model: LoRA parameters} from the weight file's tensor names (`<module>.lora_A.weight`
+    and `lora_B`), read from the header alone for safetensors."""
+    if weights_path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights_path), framework="pt") as handle:
+                sizes = {key: _numel(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+    else:
+        import torch
+
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        sizes = {key: value.numel() for key, value in state.items()}
+    modules: dict[str, int] = {}
+    for key, size in sizes.items():
+        for part in (".lora_A.", ".lora_B."):
+            if part in key:
+                name = key.split(part)[0].removeprefix(PEFT_PREFIX)
+                modules[name] = modules.get(name, 0) + size
+    if not modules:
+        raise UserError(f"{weights_path} holds no LoRA weights (no lora_A/lora_B tensors)")
+    return modules
+
+
+def _numel(shape) -> int:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count
+
+
+def low_rank_factors(peft_model) -> dict[str, LowRank]:
+    """{module name in the merged model: its factors}, read before merging (merging removes them)."""
+    from peft.tuners.lora import LoraLayer
+
+    factors = {}
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            a = module.lora_A["default"].weight.detach().double().clone()
+            b = module.lora_B["default"].weight.detach().double().clone()
+            factors[name.removeprefix(PEFT_PREFIX)] = LowRank(a, b, float(module.scaling["default"]))
+    return factors
+
+
+def touched_units(adapted, model, units) -> dict:
+    """How many units the adapter can move: through their write-back column (the write-back module is adapted)
+    and through their read-in rows (a projection feeding them one to one, value, gate or up, is)."""
+    from .units import read_ins
+
+    write = read = either = 0
+    for wb in units.modules():
+        writes = wb.name in adapted
+        reads = any(name in adapted for name in read_ins(model, wb.name, wb.units))
+        write, read, either = write + writes * wb.units, read + reads * wb.units, either + (writes or reads) * wb.units
+    return {"write_back": write, "read_in": read, "any": either, "of": units.total_units}
+
+
+def describe_adapter(config: dict, adapted: dict[str, int], model, units, base_name: str,
+                     base_fingerprint: str) -> dict:
+    """What `inspect` and the report say about an adapter."""
+    return {
+        "base": base_name,
+        "base_fingerprint": base_fingerprint,
+        "rank": int(config.get("r", 0)),
+        "alpha": config.get("lora_alpha"),
+        "target_modules": sorted({name.rpartition(".")[2] for name in adapted}),
+        "adapted_modules": len(adapted),
+        "trainable_parameters": int(sum(adapted.values())),
+        "units_touched": touched_units(adapted, model, units),
+        "modules_to_save": list(config.get("modules_to_save") or []),
+    }
