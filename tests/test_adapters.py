@@ -197,3 +197,39 @@ def test_a_pickle_adapter_loads_with_allow_pickle(adapters, tiny_models, tmp_pat
     ids = torch.tensor([[3, 4, 5]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(input_ids=ids).logits, reference.model(input_ids=ids).logits)
+
+
+def test_finetune_lora_writes_an_adapter_that_peft_and_ssah_audit_load(cli, tiny_models, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    code, stdout, stderr = cli("--quiet", "finetune", str(tiny_models["llama"]), "--data", "benign:train",
+                               "--limit", "16", "--max-length", "48", "--epochs", "3", "--max-steps", "4", "--lr", "1e-2",
+                               "--lora", "4", "--lora-targets", "v_proj,o_proj,down_proj", "--out", str(out))
+    assert code == 0, stderr
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8
+    assert config["base_model_name_or_path"] == str(tiny_models["llama"].resolve())
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    card = json.loads((out / "training.json").read_text())
+    assert card["lora"]["r"] == 4 and card["log"]["steps"] == 4 and "LoRA" in (out / "README.md").read_text()
+    by_peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_models["llama"]), out).eval()
+    ours = load_model(str(out))
+    assert ours.adapter["target_modules"] == ["down_proj", "o_proj", "v_proj"]
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.model(input_ids=ids).logits, by_peft(input_ids=ids).logits,
+                                   rtol=1e-4, atol=1e-5)
+        base = load_model(str(tiny_models["llama"])).model(input_ids=ids).logits
+    assert not torch.allclose(ours.model(input_ids=ids).logits, base, atol=1e-4), "training moved the adapter"
+
+
+def test_finetune_lora_options_are_checked_in_one_line(cli, tiny_models, tmp_path):
+    code, _, stderr = cli("finetune", str(tiny_models["llama"]), "--data", "benign:train", "--lora-alpha", "4",
+                          "--out", str(tmp_path / "a"))
+    assert code == 2 and "--lora" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = cli("finetune", str(tiny_models["llama"]), "--data", "benign:train", "--max-length", "48",
+                          "--lora", "2", "--lora-targets", "no_such_proj", "--out", str(tmp_path / "b"))
+    assert code == 2 and "no_such_proj" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

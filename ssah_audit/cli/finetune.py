@@ -34,13 +34,19 @@ def finetune(
     prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of the data file."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N examples."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data order and of torch."),
+    lora: int = typer.Option(None, "--lora", min=1, help="Train a LoRA adapter of this rank instead of every weight; "
+                             "--out is then a PEFT adapter folder."),
+    lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA scaling numerator (default: 2 x rank)."),
+    lora_targets: str = typer.Option("all-linear", "--lora-targets", help="Comma-separated module names to adapt "
+                                     "(q_proj,v_proj,...), or all-linear."),
     *,
     load_options: LoadOptionsMaker,
 ) -> None:
-    """Full-parameter supervised fine-tuning on instruction data (loss on response tokens, chat template).
+    """Supervised fine-tuning on instruction data (loss on response tokens, chat template): every weight, or a
+    LoRA adapter with --lora.
 
-    Saves a normal Hugging Face folder (safetensors, tokenizer, chat template) with a model card and the
-    training log, loadable by every other command.
+    Saves a normal Hugging Face folder (safetensors, tokenizer, chat template), or a PEFT adapter folder, with a
+    model card and the training log, loadable by every other command.
     """
     from .. import __version__
     from .. import finetune as trainer
@@ -59,7 +65,15 @@ def finetune(
     pairs = [(p.text, p.answer) for p in prompt_set.prompts if p.answer]
     if not pairs:
         raise UserError(f"{data} has no responses to train on (it needs an output/response/answer column)")
+    if lora is None and (lora_alpha is not None or lora_targets != "all-linear"):
+        raise UserError("--lora-alpha and --lora-targets shape a LoRA adapter; give its rank with --lora")
     loaded = load_model(model, load_options())
+    lora_config = None
+    if lora is not None:
+        from ..models.adapters import wrap_for_training
+
+        lora_config = {"r": lora, "lora_alpha": lora_alpha or 2 * lora, "target_modules": lora_targets}
+        loaded.model = wrap_for_training(loaded, lora_config, adapter_base(model))
     settings = trainer.TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                                      max_steps=max_steps, max_length=max_length, precision=precision.value, seed=seed)
     torch_seed(seed)
@@ -69,13 +83,22 @@ def finetune(
         raise UserError(f"training diverged after {log['steps']} optimiser step(s) ({broken}); lower --lr "
                         "(nothing was saved)")
     card = {"name": target.name, "version": __version__, "base": model, "base_fingerprint": loaded.fingerprint,
-            "purpose": "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`).",
+            "purpose": (f"A LoRA fine-tune (`ssah-audit finetune --lora {lora}`): a PEFT adapter folder." if lora_config
+                        else "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`)."),
+            "lora": lora_config,
             "data": [{"name": prompt_set.name, "examples": len(pairs), "note": prompt_set.source}],
             "settings": {k: v for k, v in vars(settings).items()}, "log": log}
     with new_folder(target, empty_ok=True) as tmp:
         trainer.save(loaded.model, loaded.tokenizer, tmp, card)
     out.print(f"saved {target} ({log['steps']} steps, final loss {log['final_loss']:.4f}, {log['seconds']} s)",
               highlight=False)
+
+
+def adapter_base(spec: str) -> str:
+    """What the adapter's config names as its base: a zoo name or hub id as given, a local path made absolute (the
+    adapter may be moved; its base stays where it is)."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
 
 
 def torch_seed(seed: int) -> None:

@@ -195,3 +195,23 @@ def describe_adapter(config: dict, adapted: dict[str, int], model, units, base_n
         "units_touched": touched_units(adapted, model, units),
         "modules_to_save": list(config.get("modules_to_save") or []),
     }
+
+
+def wrap_for_training(loaded, settings: dict, base_name: str):
+    """`loaded.model` with fresh LoRA layers (only they train), for `finetune --lora`; its saved config names
+    `base_name` as the base, so the adapter folder loads by itself wherever that base does."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = settings["target_modules"]
+    if targets != "all-linear":
+        targets = [name.strip() for name in targets.split(",") if name.strip()]
+    try:
+        model = get_peft_model(loaded.model, LoraConfig(r=settings["r"], lora_alpha=settings["lora_alpha"],
+                                                        target_modules=targets, lora_dropout=0.0,
+                                                        task_type="CAUSAL_LM"))
+    except ValueError as exc:
+        from .loading import first_line
+
+        raise UserError(f"cannot put LoRA layers on {loaded.spec}: {first_line(exc)}") from exc
+    model.peft_config["default"].base_model_name_or_path = base_name
+    return model
