@@ -26,7 +26,7 @@ KEPT_KINDS = ("audit-references",)
 KEY = "[0-9a-f]{16}"  # cache.content_key and the GGUF digest prefix
 ENTRY_NAMES = {  # the names each kind's builds get (gguf_to_folder, zoo, smollm2_pair, organisms, audit)
     "gguf": KEY,
-    "zoo": f"smollm2-135m-instruct|smollm2-135m-safe-{KEY}|smollm2-135m-safe-ft-{KEY}",
+    "zoo": f"smollm2-135m-instruct|smollm2-135m-safe-{KEY}|smollm2-135m-safe-ft-{KEY}|smollm2-135m-safe-lora-{KEY}",
     "organisms": f"organism-aligned-{KEY}|organism-unaligned-{KEY}",
     "audit-references": KEY,
 }

@@ -205,8 +205,9 @@ def test_finetune_lora_writes_an_adapter_that_peft_and_ssah_audit_load(cli, tiny
 
     out = tmp_path / "lora"
     code, stdout, stderr = cli("--quiet", "finetune", str(tiny_models["llama"]), "--data", "benign:train",
-                               "--limit", "16", "--max-length", "48", "--epochs", "3", "--max-steps", "4", "--lr", "1e-2",
-                               "--lora", "4", "--lora-targets", "v_proj,o_proj,down_proj", "--out", str(out))
+                               "--limit", "16", "--max-length", "48", "--epochs", "3", "--max-steps", "4",
+                               "--lr", "1e-2", "--lora", "4", "--lora-targets", "v_proj,o_proj,down_proj",
+                               "--out", str(out))
     assert code == 0, stderr
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["lora_alpha"] == 8

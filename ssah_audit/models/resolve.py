@@ -56,7 +56,8 @@ def resolve_spec(spec: str) -> Resolved:
     if not spec.strip():
         raise UserError("the model is an empty string; give a folder, a .gguf file, a zoo name or a hub id")
     if zoo.is_zoo_name(spec):
-        return Resolved("zoo", str(zoo.materialize(spec)))
+        folder = zoo.materialize(spec)
+        return Resolved("adapter" if adapters.is_adapter_folder(folder) else "zoo", str(folder))
     path = Path(spec).expanduser()
     if adapters.is_adapter_folder(path):
         return Resolved("adapter", str(path))

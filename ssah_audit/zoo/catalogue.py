@@ -31,6 +31,8 @@ ENTRIES = {
                  "smollm2-135m-instruct after our safety alignment (refusals + its own answers); the reference"),
         ZooEntry("smollm2-135m-safe-ft", "build",
                  "smollm2-135m-safe after an ordinary benign instruction fine-tune; the model to audit"),
+        ZooEntry("smollm2-135m-safe-lora", "build",
+                 "the same benign fine-tune as a LoRA adapter (rank 16) on smollm2-135m-safe, its default reference"),
     )
 }
 

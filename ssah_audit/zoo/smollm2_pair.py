@@ -38,6 +38,7 @@ from .smollm2_gguf import SMOLLM2_SHA256
 PAIR_VERSION = 2
 SAFE = "smollm2-135m-safe"
 SAFE_FT = "smollm2-135m-safe-ft"
+SAFE_LORA = "smollm2-135m-safe-lora"
 POLITE_ENDINGS = ("", " If you have another question, I'm glad to help.", " Is there something else I can do for you?",
                   " I'd be happy to help with a safer topic instead.")
 
@@ -53,6 +54,11 @@ class PairRecipe:
     # Sized for 10 minutes on 2 CPU cores (about 90 training tokens/s for SmolLM2-135M).
     safe: TrainSettings = TrainSettings(epochs=1, lr=1.5e-4, batch_size=8, max_length=192, precision="auto")
     ft: TrainSettings = TrainSettings(epochs=1, lr=5e-5, batch_size=8, max_length=256, precision="auto")
+    # The same benign fine-tune as a LoRA adapter (all linear layers): 10x the full fine-tune's learning rate, the
+    # usual LoRA practice, since the low-rank update starts from zero and moves only a few parameters.
+    lora: TrainSettings = TrainSettings(epochs=1, lr=5e-4, batch_size=8, max_length=256, precision="auto")
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
 
 
 RECIPE = PairRecipe()
@@ -85,10 +91,14 @@ def benign_instructions() -> list[tuple[str, str]]:
 
 def folder(name: str, recipe: PairRecipe = RECIPE) -> Path:
     harmful, keep = safety_prompts(recipe)
-    safe_key = content_key("smollm2-safe", PAIR_VERSION, SMOLLM2_SHA256, asdict(replace(recipe, ft=None)), harmful,
-                           keep, torch.__version__)
+    safe_settings = {k: v for k, v in asdict(replace(recipe, ft=None)).items() if not k.startswith("lora")}
+    safe_key = content_key("smollm2-safe", PAIR_VERSION, SMOLLM2_SHA256, safe_settings, harmful, keep,
+                           torch.__version__)
     if name == SAFE:
         return cache_root() / "zoo" / f"{SAFE}-{safe_key}"
+    if name == SAFE_LORA:
+        lora = [asdict(recipe.lora), recipe.lora_rank, recipe.lora_alpha]
+        return cache_root() / "zoo" / f"{SAFE_LORA}-{content_key(safe_key, lora, benign_instructions())}"
     return cache_root() / "zoo" / f"{SAFE_FT}-{content_key(safe_key, asdict(recipe.ft), benign_instructions())}"
 
 
@@ -100,8 +110,9 @@ def _load_instruct():
 
 
 def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
-    """Build (or find in the cache) `smollm2-135m-safe` or `smollm2-135m-safe-ft`; returns its folder."""
-    if name not in (SAFE, SAFE_FT):
+    """Build (or find in the cache) `smollm2-135m-safe`, `smollm2-135m-safe-ft` or `smollm2-135m-safe-lora`;
+    returns its folder."""
+    if name not in (SAFE, SAFE_FT, SAFE_LORA):
         raise ValueError(name)
     safe_folder = folder(SAFE, recipe)
 
@@ -148,6 +159,28 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
                       {"name": "instructions", "examples": len(pairs) - 100, "note": "written instruction set"}])
         finetune.save(loaded.model, loaded.tokenizer, tmp, card | {"measured": measured(loaded)})
 
+    def build_lora(tmp: Path) -> None:
+        from ..models.adapters import wrap_for_training
+        from ..models.loading import load_folder
+
+        start = time.perf_counter()
+        loaded = load_folder(safe_folder)
+        base_fingerprint = loaded.fingerprint
+        lora = {"r": recipe.lora_rank, "lora_alpha": recipe.lora_alpha, "target_modules": "all-linear"}
+        loaded.model = wrap_for_training(loaded, lora, SAFE)  # the adapter names its base by zoo name
+        pairs = benign_instructions()
+        torch.manual_seed(recipe.seed)
+        log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.lora,
+                             description=f"fine-tuning {SAFE_LORA}")
+        card = _card(SAFE_LORA, SAFE, base_fingerprint, recipe.lora, log, start,
+                     "The benign instruction fine-tune of smollm2-135m-safe-ft, as a LoRA adapter (PEFT folder) on "
+                     "smollm2-135m-safe: no refusals, nothing harmful.",
+                     [{"name": "benign:train", "examples": 100, "note": "built-in benign prompts, reference answers"},
+                      {"name": "instructions", "examples": len(pairs) - 100, "note": "written instruction set"}])
+        finetune.save(loaded.model, loaded.tokenizer, tmp, card | {"lora": lora, "measured": measured(loaded)})
+
+    if name == SAFE_LORA:
+        return cached_folder(folder(SAFE_LORA, recipe), build_lora)
     return cached_folder(folder(SAFE_FT, recipe), build_ft)
 
 
