@@ -9,11 +9,10 @@ import typer
 from rich.table import Table
 
 from .common import err, handles_errors, out
-from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
+from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_command, model_files
 
 
-@handles_errors
-@with_model_options
+@model_command
 def audit(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="The aligned reference to compare with (default for a "

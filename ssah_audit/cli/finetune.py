@@ -10,14 +10,13 @@ from pathlib import Path
 import typer
 
 from ..errors import UserError
-from .common import handles_errors, out
-from .options import MODEL_HELP, LoadOptionsMaker, model_paths, with_model_options
+from .common import out
+from .options import MODEL_HELP, LoadOptionsMaker, model_command, model_paths
 
 Precision = StrEnum("Precision", ["auto", "fp32", "bf16"])  # finetune.use_bf16 decides what auto means
 
 
-@handles_errors
-@with_model_options
+@model_command
 def finetune(
     model: str = typer.Argument(..., help=MODEL_HELP),
     data: str = typer.Option(..., "--data", help="Instruction data with responses: Alpaca JSON, or CSV/JSON/JSONL "

@@ -8,12 +8,11 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
-from .common import handles_errors, out, status
-from .options import MODEL_HELP, LoadOptionsMaker, with_model_options
+from .common import out, status
+from .options import MODEL_HELP, LoadOptionsMaker, model_command
 
 
-@handles_errors
-@with_model_options
+@model_command
 def inspect(
     model: str = typer.Argument(..., help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the machine-readable document on stdout."),

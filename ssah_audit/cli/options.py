@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import UserError
+from .common import handles_errors
 
 if TYPE_CHECKING:
     from ..models.loading import LoadOptions
@@ -63,6 +64,11 @@ def max_new_tokens_option():
 
 def json_stdout_option():
     return typer.Option(False, "--json", help="Print JSON on stdout.")
+
+
+def model_command(command):
+    """A command that loads a model: errors mapped to exit codes, and the shared model options."""
+    return handles_errors(with_model_options(command))
 
 
 def with_model_options(command):

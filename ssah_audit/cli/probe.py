@@ -9,12 +9,11 @@ import typer
 from rich.table import Table
 
 from . import options as shared
-from .common import handles_errors, out, status
-from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
+from .common import out, status
+from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
 
 
-@handles_errors
-@with_model_options
+@model_command
 def probe(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="A reference aligned model to compare with."),

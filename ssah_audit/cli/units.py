@@ -11,14 +11,13 @@ from rich.table import Table
 
 from ..errors import UserError
 from . import options as shared
-from .common import handles_errors, out
-from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_files, with_model_options
+from .common import out
+from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
 
 Method = StrEnum("Method", ["wifv", "wanda", "snip"])  # the unit-scoring methods (units.scores)
 
 
-@handles_errors
-@with_model_options
+@model_command
 def units(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="An aligned reference: its own refusals become the "
