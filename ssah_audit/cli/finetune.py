@@ -1,5 +1,5 @@
-"""`ssah-audit finetune`: an ordinary full-parameter supervised fine-tune, saved as a folder every other command
-loads."""
+"""`ssah-audit finetune`: an ordinary supervised fine-tune, of every weight or (--lora) of a LoRA adapter, saved as
+a folder every other command loads."""
 
 from __future__ import annotations
 

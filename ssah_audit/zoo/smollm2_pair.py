@@ -12,7 +12,8 @@ signal that 34-49% of XSTest's safe prompts were refused (19% with the greedy op
 token limit train without an end-of-turn token.
 
 `smollm2-135m-safe-ft`: that model after an ordinary benign fine-tune (written instructions with answers,
-no refusals, nothing harmful), the kind of model users bring to an audit.
+no refusals, nothing harmful), the kind of model users bring to an audit. `smollm2-135m-safe-lora`: the same
+fine-tune as a LoRA adapter on `smollm2-135m-safe`, the other kind (a PEFT folder naming its base by zoo name).
 
 Both are deterministic (seeded) and cached by a hash of the recipe, the GGUF's sha256 and the data.
 """
