@@ -170,6 +170,11 @@ def broken_adapters(adapters, tiny_models, families, tmp_path):
 
     torch.save(load_file(good / "adapter_model.safetensors"), pickled / "adapter_model.bin")
     cases["pickle without --allow-pickle"] = (pickled, [], "--allow-pickle")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    shutil.copy(good / "adapter_config.json", garbage)
+    (garbage / "adapter_model.bin").write_bytes(b"\x80\x04not a pickle of tensors")
+    cases["unreadable .bin"] = (garbage, ["--allow-pickle"], "not a loadable tensor file")
     not_lora = tmp_path / "ia3"
     shutil.copytree(good, not_lora)
     (not_lora / "adapter_config.json").write_text(json.dumps(config | {"peft_type": "IA3"}))

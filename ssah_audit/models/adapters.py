@@ -10,6 +10,8 @@ name, GGUF or hub id), this module only checks the folder and applies it.
 from __future__ import annotations
 
 import json
+import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +88,10 @@ def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, wei
     weights_path = weights_file(folder, allow_pickle)
     shapes = adapted_modules(weights_path)
     fingerprint = content_key("adapter", base.fingerprint, sha256_file(weights_path), config)
+    missing = [name for name in shapes if not _has_module(base.model, name)]
+    if missing:
+        raise UserError(f"the adapter {folder} adapts {missing[0]}, which its base {base_name} "
+                        f"({base.model.config.model_type}) does not have")
     factors, model = None, base.model
     if weights:
         from peft import PeftModel
@@ -99,10 +105,6 @@ def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, wei
         factors = low_rank_factors(peft_model)
         model = peft_model.merge_and_unload().eval()
     units = build_unit_map(model)
-    missing = [name for name in shapes if not _has_module(model, name)]
-    if missing:
-        raise UserError(f"the adapter {folder} adapts {missing[0]}, which its base {base_name} "
-                        f"({model.config.model_type}) does not have")
     info = describe_adapter(config, shapes, model, units, base_name, base.fingerprint)
     tokenizer = base.tokenizer
     if (folder / "tokenizer_config.json").is_file():  # an adapter that changed the vocabulary ships its tokenizer
@@ -129,13 +131,17 @@ def adapted_modules(weights_path: Path) -> dict[str, int]:
 
         try:
             with safe_open(str(weights_path), framework="pt") as handle:
-                sizes = {key: _numel(handle.get_slice(key).get_shape()) for key in handle.keys()}
+                sizes = {key: math.prod(handle.get_slice(key).get_shape()) for key in handle.keys()}
         except (SafetensorError, OSError) as exc:
             raise UserError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
     else:
         import torch
 
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+            raise UserError(f"{weights_path} is not a loadable tensor file (torch's weights-only loader refused it, "
+                            f"so nothing in it ran): {str(exc).splitlines()[0][:200]}") from exc
         sizes = {key: value.numel() for key, value in state.items()}
     modules: dict[str, int] = {}
     for key, size in sizes.items():
@@ -146,13 +152,6 @@ def adapted_modules(weights_path: Path) -> dict[str, int]:
     if not modules:
         raise UserError(f"{weights_path} holds no LoRA weights (no lora_A/lora_B tensors)")
     return modules
-
-
-def _numel(shape) -> int:
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    return count
 
 
 def low_rank_factors(peft_model) -> dict[str, LowRank]:
