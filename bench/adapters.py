@@ -14,18 +14,11 @@ import dataclasses
 import os
 import resource
 import tempfile
-import time
 from pathlib import Path
 
+from loading import timed  # bench/loading.py: this folder is on the path when a bench script runs
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def timed(label: str, fn):
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    print(f"{label:<52} {seconds:8.2f} s")
-    return result, seconds
 
 
 def make_adapter(base_folder: str, out: Path, rank: int) -> None:
