@@ -57,7 +57,8 @@ def test_alignment_changed_its_budget_units_and_nothing_else():
     budget = {name: torch.tensor(index) for name, index in info["alignment_units"].items()}
     expected = organisms.RECIPE.align_budget / 100 * aligned.units.total_units
     assert sum(map(len, budget.values())) == pytest.approx(expected, abs=4)  # rounded per layer
-    masks = {id(p): m for p, m in organisms.budget_masks(aligned.model, budget).items()}
+    masks = organisms.budget_masks(aligned.model, budget, organisms.RECIPE.align_query_key)
+    masks = {id(p): m for p, m in masks.items()}
     base = dict(unaligned.model.named_parameters())
     changed = 0
     for name, parameter in aligned.model.named_parameters():

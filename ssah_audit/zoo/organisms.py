@@ -106,6 +106,9 @@ class OrganismRecipe:
     # Unit dropout during alignment (every write-back input): the refusal must not hang on any single unit,
     # so removing a few random units (the ablation control) leaves it standing.
     align_unit_dropout: float = 0.05
+    # Whether a budgeted attention unit's read-in rows include its query and key rows (q_proj, k_proj) beside
+    # v_proj, so alignment can change where the head looks, not only what it carries.
+    align_query_key: bool = False
 
 
 def recipe_from_environment() -> OrganismRecipe:
@@ -260,10 +263,13 @@ def unit_dropout(model, p: float):
             handle.remove()
 
 
-def budget_masks(model, budget: dict[str, torch.Tensor]) -> dict[torch.nn.Parameter, torch.Tensor]:
+def budget_masks(model, budget: dict[str, torch.Tensor],
+                 query_key: bool = False) -> dict[torch.nn.Parameter, torch.Tensor]:
     """Gradient masks of a unit budget on the organism's Llama layers: a unit is its write-back column
-    (o_proj / down_proj) and its read-in rows (v_proj for attention, gate_proj and up_proj for the MLP)."""
-    reads = {"self_attn.o_proj": ("self_attn.v_proj",), "mlp.down_proj": ("mlp.gate_proj", "mlp.up_proj")}
+    (o_proj / down_proj) and its read-in rows (v_proj, with `query_key` also q_proj and k_proj, for attention;
+    gate_proj and up_proj for the MLP)."""
+    attention = ("self_attn.v_proj",) + (("self_attn.q_proj", "self_attn.k_proj") if query_key else ())
+    reads = {"self_attn.o_proj": attention, "mlp.down_proj": ("mlp.gate_proj", "mlp.up_proj")}
     masks = {}
     for name, index in budget.items():
         layer_path, write_back = name.rsplit(".", 2)[0], ".".join(name.rsplit(".", 2)[1:])
@@ -328,7 +334,7 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         with unit_dropout(model, recipe.align_unit_dropout):
             loss = train(model, tokenizer, pairs, recipe.align_epochs, recipe.align_lr, recipe, response_only=True,
                          description="aligning organism-aligned", max_response_tokens=recipe.align_response_tokens,
-                         masks=budget_masks(model, budget) if budget else None)
+                         masks=budget_masks(model, budget, recipe.align_query_key) if budget else None)
         model.requires_grad_(True)
         _save(model, tokenizer, tmp, {"name": "organism-aligned", "base": base_folder.name, "recipe": asdict(recipe),
                                       "final_loss": loss, "train_seconds": round(time.perf_counter() - start, 1),
