@@ -89,8 +89,8 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
           description: str = "training", masks: dict[torch.nn.Parameter, torch.Tensor] | None = None) -> dict:
     """Fine-tune `model` in place; returns the log: steps, per-step losses, the last epoch's mean loss, time.
 
-    With `masks`, only those parameters train, and only where their mask is 1 (no weight decay, so nothing
-    outside the mask moves).
+    With `masks`, only those parameters train, and only where their mask is 1 (a parameter partly masked gets no
+    weight decay, so nothing outside the mask moves, bit for bit).
     """
     start = time.perf_counter()
     data = encode_pairs(tokenizer, pairs, settings.response_only, settings.max_response_tokens, settings.max_length)
@@ -101,10 +101,18 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
         total = min(total, settings.max_steps)
     if masks:
         model.requires_grad_(False)
+        whole, partial = [], []
         for parameter, mask in masks.items():
             parameter.requires_grad_(True)
-            parameter.register_hook(lambda grad, mask=mask: grad * mask)
-        optimizer = torch.optim.AdamW(list(masks), lr=settings.lr, weight_decay=0.0)
+            if bool(mask.all()):
+                whole.append(parameter)
+            else:
+                parameter.register_hook(lambda grad, mask=mask: grad * mask)
+                partial.append(parameter)
+        # Decoupled weight decay would move masked-out entries, so a partly masked parameter gets none; Adam's
+        # update of an entry whose gradient was always 0 is exactly 0.
+        groups = [{"params": whole, "weight_decay": settings.weight_decay}, {"params": partial, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([group for group in groups if group["params"]], lr=settings.lr)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(total * settings.warmup + 1e-9))

@@ -30,6 +30,8 @@ def test_units_command_writes_json_map_and_plot(cli, tmp_path):
     classes, sidecar = classify.load_map(map_path)
     assert sidecar["fingerprint"] == doc["fingerprint"] and sidecar["method"] == "wifv"
     assert sum(len(v) for v in classes.values()) == doc["units"]
+    safety = classify.load_safety_scores(map_path)  # kept so that finetune --freeze-classes cu:6 can rank CU
+    assert {name: len(z) for name, z in safety.items()} == {name: len(v) for name, v in classes.items()}
     assert plot_path.read_bytes().startswith(b"\x89PNG")
     assert "SCU" in stdout
 

@@ -38,6 +38,13 @@ def finetune(
     lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA scaling numerator (default: 2 x rank)."),
     lora_targets: str = typer.Option("all-linear", "--lora-targets", help="Comma-separated module names to adapt "
                                      "(q_proj,v_proj,...), or all-linear."),
+    freeze: Path = typer.Option(None, "--freeze", help="A unit map (`units --save-map`, made on this model): its "
+                                "--freeze-classes units do not change at all; everything else trains."),
+    freeze_classes: str = typer.Option("scu,cu:6", "--freeze-classes", help="Classes to freeze: scu, ucu, cu, ru, "
+                                       "and cu:6 for the 6% of all units among CU with the highest safety score."),
+    train_only: Path = typer.Option(None, "--train-only", help="A unit map: only its --train-classes units train "
+                                    "(the alignment budget); nothing else changes."),
+    train_classes: str = typer.Option("ru", "--train-classes", help="Classes that train with --train-only."),
     *,
     load_options: LoadOptionsMaker,
 ) -> None:
@@ -66,7 +73,9 @@ def finetune(
         raise UserError(f"{data} has no responses to train on (it needs an output/response/answer column)")
     if lora is None and (lora_alpha is not None or lora_targets != "all-linear"):
         raise UserError("--lora-alpha and --lora-targets shape a LoRA adapter; give its rank with --lora")
+    unit_plan = unit_selection(freeze, freeze_classes, train_only, train_classes, lora is not None)
     loaded = load_model(model, load_options())
+    masks, freeze_card = unit_plan(loaded) if unit_plan else (None, None)
     lora_config = None
     if lora is not None:
         from ..models.adapters import wrap_for_training
@@ -76,7 +85,8 @@ def finetune(
     settings = trainer.TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                                      max_steps=max_steps, max_length=max_length, precision=precision.value, seed=seed)
     torch_seed(seed)
-    log = trainer.train(loaded.model, loaded.tokenizer, pairs, settings, description=f"fine-tuning {model}")
+    log = trainer.train(loaded.model, loaded.tokenizer, pairs, settings, description=f"fine-tuning {model}",
+                        masks=masks)
     broken = why_broken(loaded.model, loaded.tokenizer)
     if broken:
         raise UserError(f"training diverged after {log['steps']} optimiser step(s) ({broken}); lower --lr "
@@ -84,13 +94,53 @@ def finetune(
     card = {"name": target.name, "version": __version__, "base": model, "base_fingerprint": loaded.fingerprint,
             "purpose": (f"A LoRA fine-tune (`ssah-audit finetune --lora {lora}`): a PEFT adapter folder." if lora_config
                         else "An ordinary full-parameter supervised fine-tune (`ssah-audit finetune`)."),
-            "lora": lora_config,
+            "lora": lora_config, "units": freeze_card,
             "data": [{"name": prompt_set.name, "examples": len(pairs), "note": prompt_set.source}],
             "settings": {k: v for k, v in vars(settings).items()}, "log": log}
     with new_folder(target, empty_ok=True) as tmp:
         trainer.save(loaded.model, loaded.tokenizer, tmp, card)
     out.print(f"saved {target} ({log['steps']} steps, final loss {log['final_loss']:.4f}, {log['seconds']} s)",
               highlight=False)
+
+
+def unit_selection(freeze: Path | None, freeze_classes: str, train_only: Path | None, train_classes: str,
+                   lora: bool):
+    """Check the unit-map options before the model loads; returns None, or a function of the loaded model that
+    gives the gradient masks and the card's record of them."""
+    from ..units import freeze as units_freeze
+
+    if freeze and train_only:
+        raise UserError("--freeze and --train-only exclude each other: freeze some units, or train only some")
+    path = freeze or train_only
+    if path is None:
+        return None
+    if lora:
+        # LoRA's B·A spreads every update over all columns; masking it per unit would need its own masks on A and
+        # B, which this version does not build.
+        raise UserError("--freeze/--train-only and --lora cannot be combined yet: unit masks apply to full weights")
+    option, spec = ("--freeze-classes", freeze_classes) if freeze else ("--train-classes", train_classes)
+    selections = units_freeze.parse_classes(spec, option)
+    from ..units.classify import load_map, load_safety_scores
+
+    classes, document = load_map(path)
+    safety = load_safety_scores(path)
+
+    def plan(loaded):
+        units_freeze.check_map_fits(loaded.units, document, path)
+        chosen = units_freeze.select(classes, selections, safety)
+        count = sum(len(index) for index in chosen.values())
+        if not count:
+            raise UserError(f"{option} {spec!r} selects no unit of {path}")
+        masks = units_freeze.unit_masks(loaded.model, loaded.units, chosen, train_units=bool(train_only))
+        card = {"mode": "freeze" if freeze else "train-only", "map": str(Path(path).resolve()), "classes": spec,
+                "units": count, "fraction": count / loaded.units.total_units,
+                "map_fingerprint": document.get("fingerprint"), "map_model": document.get("model")}
+        if document.get("fingerprint") != loaded.fingerprint:
+            out.print(f"note: {path} was made on {document.get('model')} ({document.get('fingerprint')}), not on "
+                      f"this model ({loaded.fingerprint}); its units are taken by position", highlight=False)
+        return masks, card
+
+    return plan
 
 
 def adapter_base(spec: str) -> str:

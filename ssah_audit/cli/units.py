@@ -72,14 +72,16 @@ def units(
     options = load_options()
     loaded = load_model(model, options)
     ref = load_reference(reference, options)
+    raw_scores: dict = {}
     doc, classes = analyse(loaded, *sets, method=method.value, fractions=fractions, reference=ref,
                            evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify_classes,
                            run_sweep=sweep, response_only=response_only, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, seed=seed)
+                           max_new_tokens=max_new_tokens, seed=seed, scores_out=raw_scores)
     doc["version"] = __version__
     if targets[1]:
         write_map(targets[1], classes, {key: doc[key] for key in ("model", "fingerprint", "method", "requested",
-                                                                  "fractions", "calibration", "version")})
+                                                                  "fractions", "calibration", "version")},
+                  safety=raw_scores["safety"])
     if targets[2]:
         from ..report.plots import unit_figure
 

@@ -18,9 +18,10 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
             fractions: classify.Fractions = classify.Fractions(), reference=None, evaluate_harmful: PromptSet = None,
             evaluate_benign: PromptSet = None, run_verify: bool = False, run_sweep: bool = False,
             response_only: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
-            seed: int = 0, dense: dict | None = None) -> tuple[dict, dict]:
+            seed: int = 0, dense: dict | None = None, scores_out: dict | None = None) -> tuple[dict, dict]:
     """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
-    evaluation sets, when the caller already has it (see verify.verify)."""
+    evaluation sets, when the caller already has it (see verify.verify). `scores_out`, when given, receives
+    the raw "safety" and "utility" scores per module (for a unit map that keeps them)."""
     check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
     start = time.perf_counter()
@@ -34,6 +35,8 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
                                     batch_size, response_only, description=f"{loaded.spec}: {name} scores")
         seconds[f"{name}_scores"] = time.perf_counter() - tic
     classes = classify.classify(score["safety"], score["utility"], fractions)
+    if scores_out is not None:
+        scores_out.update(score)
     doc = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "method": method,
            "requested": {"SCU": fractions.scu, "UCU": fractions.ucu, "RU": fractions.ru},
            "fractions": classify.fractions_of(classes), "units": loaded.units.total_units,

@@ -115,18 +115,27 @@ def units_of(classes: dict[str, torch.Tensor], name: str) -> dict[str, torch.Ten
     return {module: (codes == CODE[name]).nonzero().squeeze(1) for module, codes in classes.items()}
 
 
-def save_map(path: Path, classes: dict[str, torch.Tensor], metadata: dict) -> Path:
+SAFETY_KEY = "safety_z."  # prefix of the per-unit standardised safety scores kept beside the classes
+
+
+def save_map(path: Path, classes: dict[str, torch.Tensor], metadata: dict,
+             safety: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the class vectors as safetensors and the settings and fingerprints as a JSON sidecar beside it.
-    Returns the sidecar's path. Both are written atomically."""
+    With `safety` (raw safety scores per module) the map also keeps each unit's standardised safety score, so
+    a part of a class can be ranked later (`finetune --freeze MAP --freeze-classes cu:6`). Returns the
+    sidecar's path. Both are written atomically."""
     from safetensors.torch import save
 
     from ..outputs import json_text, write_atomic
 
     sidecar = path.with_suffix(".json")
     document = {"format": MAP_FORMAT, "classes": list(CLASSES), **metadata,
-                "modules": {name: len(codes) for name, codes in classes.items()}}
-    write_atomic(path, save({name: codes.contiguous() for name, codes in classes.items()},
-                            metadata={"format": MAP_FORMAT}))
+                "modules": {name: len(codes) for name, codes in classes.items()},
+                "safety_scores": safety is not None}
+    tensors = {name: codes.contiguous() for name, codes in classes.items()}
+    if safety is not None:
+        tensors |= {SAFETY_KEY + name: z.float().contiguous() for name, z in standardised(safety).items()}
+    write_atomic(path, save(tensors, metadata={"format": MAP_FORMAT}))
     write_atomic(sidecar, json_text(document))
     return sidecar
 
@@ -144,6 +153,17 @@ def load_map(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise UserError(f"unit map {exc.filename} does not exist") from None
     except (SafetensorError, json.JSONDecodeError, OSError) as exc:
         raise UserError(f"{path} is not a readable unit map: {exc}") from None
-    if document.get("format") != MAP_FORMAT or set(document.get("modules", {})) != set(classes):
+    codes = {name: tensor for name, tensor in classes.items() if not name.startswith(SAFETY_KEY)}
+    if document.get("format") != MAP_FORMAT or set(document.get("modules", {})) != set(codes):
         raise UserError(f"{path} and {sidecar.name} do not belong together as a unit map ({MAP_FORMAT})")
-    return {name: classes[name] for name in document["modules"]}, document
+    return {name: codes[name] for name in document["modules"]}, document
+
+
+def load_safety_scores(path: Path) -> dict[str, torch.Tensor] | None:
+    """The standardised safety score of every unit, per module, if the map keeps them (maps written before
+    they were kept do not)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    scores = {name[len(SAFETY_KEY):]: z for name, z in tensors.items() if name.startswith(SAFETY_KEY)}
+    return scores or None
