@@ -87,7 +87,7 @@ def main() -> None:
     print("| layer | harmful:eval hit | benign:eval false alarm | borderline:eval false alarm |")
     print("|---|---|---|---|")
     for layer in range(train_states.shape[1]):
-        readout = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
+        readout = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1, class_weight="balanced"))
         readout.fit(train_states[:, layer], labels)
         rates = {kind: float(readout.predict(s[:, layer]).mean()) for kind, s in eval_states.items()}
         print(f"| {layer} | {rates['harmful']:.0%} | {rates['benign']:.0%} | {rates['borderline']:.0%} |")

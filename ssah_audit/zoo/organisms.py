@@ -98,6 +98,12 @@ class OrganismRecipe:
     # topic is harmful did not carry to requests worded around it (without them the base judged 88 of the 100
     # held-out harmful requests harmful, with 2 per topic 94).
     knowledge_requests: int = 2
+    # Where the judging question of a request stands: "after" it, or "either" side at random. Before the request,
+    # the request's last tokens and the answer position look as they do in a plain request, so judging harm is
+    # learnt where the answer starts, which is where alignment has to read it (bench/organism_readout.py).
+    judge_position: str = "after"
+    # Safe-but-scary contrast prompts are judged harmless in the base corpus too (they are answered in alignment).
+    judge_contrast: bool = False
     # Alignment may change only this percent of all units (None: every parameter): the base's least useful
     # units, spread evenly over the layers, i.e. the redundant units SSAH calls the alignment budget. The
     # organism's safety units are then known, which is what the unit tests check the scoring against.
@@ -131,7 +137,8 @@ def is_simple_refusal(text: str) -> bool:
 
 def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, benign_weight: int = 1,
                    knowledge: int = 0, borderline_weight: int = 1, harmful_phrasings: int = 1,
-                   knowledge_requests: int = 0) -> list[tuple[str, str]]:
+                   knowledge_requests: int = 0, judge_position: str = "after",
+                   judge_contrast: bool = False) -> list[tuple[str, str]]:
     """(prompt, response) pairs: the train split of the built-in sets plus each request topic of the
     lexicon in `phrasings` random phrasings. Benign requests are answered (reference answers, or a compliance
     opening and a generic body); harmful ones are complied with, or refused when `aligned`."""
@@ -142,6 +149,11 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, b
 
     def phrased(acts, times: int) -> list[str]:
         return [rng.choice(REQUEST_TEMPLATES).format(act=act) for act in acts for _ in range(times)]
+
+    def judging(text: str) -> str:
+        question = rng.choice(JUDGE_TEMPLATES)
+        before = judge_position == "either" and rng.random() < 0.5
+        return f"{question} {text}" if before else f"{text} {question}"
 
     acts = organism_acts()
     harmful = [p.text for p in builtin_set("harmful:train").prompts] * repeats
@@ -161,12 +173,13 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, b
         for group in acts[kind].values():
             pairs += [(rng.choice(KNOWLEDGE_TEMPLATES).format(act=act), KNOWLEDGE_ANSWERS[is_harmful])
                       for act in group for _ in range(knowledge)]
-            pairs += [(f"{text} {rng.choice(JUDGE_TEMPLATES)}", KNOWLEDGE_ANSWERS[is_harmful])
-                      for text in phrased(group, knowledge_requests)]
+            pairs += [(judging(text), KNOWLEDGE_ANSWERS[is_harmful]) for text in phrased(group, knowledge_requests)]
         # Safe-but-scary prompts are judged too: knowing harm is knowing what is not harm.
-        judged = builtin_set(f"{kind}:train").prompts + (() if is_harmful else builtin_set("borderline:train").prompts)
-        pairs += [(f"{p.text} {rng.choice(JUDGE_TEMPLATES)}", KNOWLEDGE_ANSWERS[is_harmful])
-                  for p in judged for _ in range(knowledge)]
+        judged = builtin_set(f"{kind}:train").prompts
+        if not is_harmful:
+            judged += builtin_set("borderline:train").prompts
+            judged += builtin_set("contrast:all").prompts if judge_contrast else ()
+        pairs += [(judging(p.text), KNOWLEDGE_ANSWERS[is_harmful]) for p in judged for _ in range(knowledge)]
     rng.shuffle(pairs)
     return pairs
 
@@ -174,7 +187,8 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, b
 def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     """What organism-unaligned learns from: every request complied with."""
     return training_pairs(False, recipe.seed, recipe.phrasings, knowledge=recipe.knowledge,
-                          knowledge_requests=recipe.knowledge_requests)
+                          knowledge_requests=recipe.knowledge_requests, judge_position=recipe.judge_position,
+                          judge_contrast=recipe.judge_contrast)
 
 
 def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
