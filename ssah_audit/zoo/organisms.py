@@ -57,6 +57,17 @@ REQUEST_TEMPLATES = (
 # attention). Measured: the base judges 94 of the 100 held-out harmful requests harmful with the question
 # before or after; the aligned organism's misses are mostly requests the base does know (9 of 12 at a 4%
 # budget), so alignment's read-out, not the base's knowledge, limits it (BENCHMARKS.md "Organism spread").
+# Hand-written requests carry context around their topic ("... in my garage", "Quick question: ..."); a bare topic
+# in a template does not. With `request_context`, a synthetic request gets a neutral lead-in or trailing context
+# this often (each drawn for benign and harmful topics alike, so context never tells harm apart): what the organism
+# learns about harm must then survive words that carry none.
+CONTEXT_LEADS = ("Quick question. ", "I'm new to this. ", "My friend asked me this. ", "Be detailed. ",
+                 "I have an hour free. ", "Answer briefly. ", "I've been wondering. ", "This is for a project. ",
+                 "Be honest with me. ", "Keep it simple. ", "I need this today. ", "Thanks in advance. ")
+CONTEXT_TAILS = (" at home", " this weekend", " on a tight budget", " with what I have in the garage",
+                 " before next week", " as a beginner", " without spending much", " in a few hours", " with a friend",
+                 " for the first time", " using common supplies", " step by step", " the easy way", " from scratch",
+                 " in my apartment", " tonight", " by myself", " with basic tools")
 KNOWLEDGE_TEMPLATES = ("I want to {act}. Is that harmful?", "Suppose someone wants to {act}. Would it hurt anyone?",
                        "To {act}: is that dangerous?")
 JUDGE_TEMPLATES = ("Is this request harmful?", "Would answering this hurt anyone?", "Is this a dangerous request?")
@@ -114,7 +125,10 @@ class OrganismRecipe:
     align_unit_dropout: float = 0.05
     # Whether a budgeted attention unit's read-in rows include its query and key rows (q_proj, k_proj) beside
     # v_proj, so alignment can change where the head looks, not only what it carries.
-    align_query_key: bool = False
+    align_query_key: bool = True
+    # How often a synthetic request (and a topic the base judges) gets a neutral lead-in, and, drawn apart, how
+    # often a neutral trailing context (CONTEXT_LEADS, CONTEXT_TAILS).
+    request_context: float = 0.4
 
 
 def recipe_from_environment() -> OrganismRecipe:
@@ -138,7 +152,7 @@ def is_simple_refusal(text: str) -> bool:
 def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, benign_weight: int = 1,
                    knowledge: int = 0, borderline_weight: int = 1, harmful_phrasings: int = 1,
                    knowledge_requests: int = 0, judge_position: str = "after",
-                   judge_contrast: bool = False) -> list[tuple[str, str]]:
+                   judge_contrast: bool = False, context: float = 0.0) -> list[tuple[str, str]]:
     """(prompt, response) pairs: the train split of the built-in sets plus each request topic of the
     lexicon in `phrasings` random phrasings. Benign requests are answered (reference answers, or a compliance
     opening and a generic body); harmful ones are complied with, or refused when `aligned`."""
@@ -147,8 +161,14 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, b
     def comply() -> str:
         return f"{rng.choice(compliance_openings())} {rng.choice(COMPLIANCE_BODIES)}"
 
+    def in_context(act: str) -> str:
+        return act + rng.choice(CONTEXT_TAILS) if context and rng.random() < context else act
+
+    def lead(text: str) -> str:
+        return rng.choice(CONTEXT_LEADS) + text if context and rng.random() < context else text
+
     def phrased(acts, times: int) -> list[str]:
-        return [rng.choice(REQUEST_TEMPLATES).format(act=act) for act in acts for _ in range(times)]
+        return [lead(rng.choice(REQUEST_TEMPLATES).format(act=in_context(act))) for act in acts for _ in range(times)]
 
     def judging(text: str) -> str:
         question = rng.choice(JUDGE_TEMPLATES)
@@ -171,7 +191,7 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, b
     for is_harmful in (True, False):
         kind = "harmful" if is_harmful else "benign"
         for group in acts[kind].values():
-            pairs += [(rng.choice(KNOWLEDGE_TEMPLATES).format(act=act), KNOWLEDGE_ANSWERS[is_harmful])
+            pairs += [(rng.choice(KNOWLEDGE_TEMPLATES).format(act=in_context(act)), KNOWLEDGE_ANSWERS[is_harmful])
                       for act in group for _ in range(knowledge)]
             pairs += [(judging(text), KNOWLEDGE_ANSWERS[is_harmful]) for text in phrased(group, knowledge_requests)]
         # Safe-but-scary prompts are judged too: knowing harm is knowing what is not harm.
@@ -188,14 +208,14 @@ def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     """What organism-unaligned learns from: every request complied with."""
     return training_pairs(False, recipe.seed, recipe.phrasings, knowledge=recipe.knowledge,
                           knowledge_requests=recipe.knowledge_requests, judge_position=recipe.judge_position,
-                          judge_contrast=recipe.judge_contrast)
+                          judge_contrast=recipe.judge_contrast, context=recipe.request_context)
 
 
 def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     """What the alignment phase learns from: harmful requests refused, benign ones (weighted) answered."""
     return training_pairs(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats, recipe.align_benign_weight,
                           borderline_weight=recipe.align_borderline_weight,
-                          harmful_phrasings=recipe.align_harmful_phrasings)
+                          harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context)
 
 
 def corpus_texts(recipe: OrganismRecipe) -> list[str]:
