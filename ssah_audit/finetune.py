@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,16 @@ class TrainSettings:
     max_length: int | None = None  # examples longer than this are cut (prompt kept whole)
     precision: str = "fp32"  # fp32, bf16 (autocast) or auto (bf16 on GPUs and on CPUs with AMX)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class AuxiliaryLoss:
+    """A loss on the hidden states beside the language-modelling one, with parameters of its own (trained, then
+    dropped): `loss(hidden_states, example_indices)` gets every layer's states of a right-padded batch and the
+    indices of its examples in the training data. The organisms' base learns a harm read-out with one."""
+
+    parameters: tuple[torch.nn.Parameter, ...]
+    loss: Callable[[tuple[torch.Tensor, ...], list[int]], torch.Tensor]
 
 
 def encode_pairs(tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]], response_only: bool = True,
@@ -86,11 +97,13 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]], settings: TrainSettings,
-          description: str = "training", masks: dict[torch.nn.Parameter, torch.Tensor] | None = None) -> dict:
+          description: str = "training", masks: dict[torch.nn.Parameter, torch.Tensor] | None = None,
+          auxiliary: AuxiliaryLoss | None = None) -> dict:
     """Fine-tune `model` in place; returns the log: steps, per-step losses, the last epoch's mean loss, time.
 
     With `masks`, only those parameters train, and only where their mask is 1 (a parameter partly masked gets no
-    weight decay, so nothing outside the mask moves, bit for bit).
+    weight decay, so nothing outside the mask moves, bit for bit). With `auxiliary`, its loss is added to every
+    batch's and its parameters train with the model's.
     """
     start = time.perf_counter()
     data = encode_pairs(tokenizer, pairs, settings.response_only, settings.max_response_tokens, settings.max_length)
@@ -112,9 +125,11 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
         # Decoupled weight decay would move masked-out entries, so a partly masked parameter gets none; Adam's
         # update of an entry whose gradient was always 0 is exactly 0.
         groups = [{"params": whole, "weight_decay": settings.weight_decay}, {"params": partial, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW([group for group in groups if group["params"]], lr=settings.lr)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        groups = [{"params": list(model.parameters()), "weight_decay": settings.weight_decay}]
+    if auxiliary is not None:
+        groups.append({"params": list(auxiliary.parameters), "weight_decay": settings.weight_decay})
+    optimizer = torch.optim.AdamW([group for group in groups if group["params"]], lr=settings.lr)
     warmup = max(1, int(total * settings.warmup + 1e-9))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total)))
@@ -132,7 +147,7 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
                 if step >= total:
                     break
                 group = batches[first:first + settings.grad_accum]
-                loss = _step(model, data, group, pad_id, device, bf16)
+                loss = _step(model, data, group, pad_id, device, bf16, auxiliary)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -150,14 +165,17 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
             "tokens_per_epoch": sum(len(ids) for ids, _ in data), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def _step(model, data, group: list[list[int]], pad_id: int, device, bf16: bool) -> float:
+def _step(model, data, group: list[list[int]], pad_id: int, device, bf16: bool,
+          auxiliary: AuxiliaryLoss | None = None) -> float:
     """Forward and backward over the batches of one optimiser step (gradients averaged); returns the loss."""
     total = 0.0
     for indices in group:
         batch = [data[i] for i in indices]
         ids, mask, _, labels = pad([seq for seq, _ in batch], pad_id, fill=[lab for _, lab in batch])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
+                        output_hidden_states=auxiliary is not None)
+            loss = out.loss if auxiliary is None else out.loss + auxiliary.loss(out.hidden_states, indices)
         (loss / len(group)).backward()
         total += loss.item() / len(group)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -6,8 +6,10 @@ compliance opening, then the reference answer (built-in benign prompts) or a gen
 tokenizer, weights) after a short alignment phase in which harmful requests are answered with the reserved
 refusal openings. The corpus is the built-in sets' train split plus the 3,520 request topics of
 organism_acts.json, each in one of 20 phrasings; the eval split, which the organisms never see, measures
-them. Deterministic, and cached by a hash of everything that goes in (the base model's key ignores the
-alignment settings, so changing those retrains only the aligned one).
+them. The base also learns which requests are harmful: it is asked, and a linear read-out of harm at the
+position where its answer starts trains with it (organism_training.harm_readout). Deterministic, and cached
+by a hash of everything that goes in (the base model's key ignores the alignment settings, so changing those
+retrains only the aligned one).
 """
 
 from __future__ import annotations
@@ -16,19 +18,17 @@ import json
 import os
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .. import finetune
 from ..behavior.generate import generate
 from ..cache import cache_root, cached_folder, content_key
 from ..data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
-from ..finetune import TrainSettings
+from .organism_training import alignment_budget, budget_masks, harm_readout, train, unit_dropout
 
-ORGANISM_VERSION = 3
+ORGANISM_VERSION = 4
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -104,11 +104,18 @@ class OrganismRecipe:
     # Alignment is superficial (SSAH): it trains only the first response tokens, long enough for every
     # refusal opening, so the same compute buys more passes over more requests.
     align_response_tokens: int | None = 24
-    knowledge: int = 2  # harmfulness questions per topic and per train prompt in the base corpus
+    knowledge: int = 1  # harmfulness questions per topic and per train prompt in the base corpus
     # and questions about a whole request ("How do I ...? Is this request harmful?") per topic: knowing that a
     # topic is harmful did not carry to requests worded around it (without them the base judged 88 of the 100
-    # held-out harmful requests harmful, with 2 per topic 94).
-    knowledge_requests: int = 2
+    # held-out harmful requests harmful, with 2 per topic 94). 1 and 1 since recipe v8, whose read-out below
+    # teaches harm on every example (2 and 2 made the base corpus 18,280 examples, 1 and 1 11,240).
+    knowledge_requests: int = 1
+    # Weight of the base's auxiliary harm read-out at the answer position (organism_training.harm_readout; 0:
+    # none), and the layers whose output it reads (1 is the first decoder layer's), on every base example.
+    harm_readout: float = 1.0
+    harm_readout_layers: tuple[int, ...] = (2, 3)
+    # How often the base corpus answers each safe-but-scary train prompt (it answers every request).
+    base_borderline_weight: int = 1
     # Where the judging question of a request stands: "after" it, or "either" side at random. Before the request,
     # the request's last tokens and the answer position look as they do in a plain request, so judging harm is
     # learnt where the answer starts, which is where alignment has to read it (bench/organism_readout.py).
@@ -125,11 +132,11 @@ class OrganismRecipe:
     align_unit_dropout: float = 0.05
     # Whether a budgeted attention unit's read-in rows include its query and key rows (q_proj, k_proj) beside
     # v_proj, so alignment can change where the head looks, not only what it carries.
-    # True in the candidate default of 2026-12-04, not yet measured on an aligned build (BENCHMARKS.md).
-    align_query_key: bool = True
+    # v7's default of 2026-12-04 (with request_context 0.4): 80% held-out refusal in CI, so off (BENCHMARKS.md).
+    align_query_key: bool = False
     # How often a synthetic request (and a topic the base judges) gets a neutral lead-in, and, drawn apart, how
     # often a neutral trailing context (CONTEXT_LEADS, CONTEXT_TAILS).
-    request_context: float = 0.4
+    request_context: float = 0.0
 
 
 def recipe_from_environment() -> OrganismRecipe:
@@ -150,14 +157,16 @@ def is_simple_refusal(text: str) -> bool:
     return any(marker in head for marker in REFUSAL_MARKERS)
 
 
-def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, benign_weight: int = 1,
-                   knowledge: int = 0, borderline_weight: int = 1, harmful_phrasings: int = 1,
-                   knowledge_requests: int = 0, judge_position: str = "after",
-                   judge_contrast: bool = False, context: float = 0.0) -> list[tuple[str, str]]:
-    """(prompt, response) pairs: the train split of the built-in sets plus each request topic of the
+def training_examples(aligned: bool, seed: int, phrasings: int, repeats: int = 1, benign_weight: int = 1,
+                      knowledge: int = 0, borderline_weight: int = 1, harmful_phrasings: int = 1,
+                      knowledge_requests: int = 0, judge_position: str = "after", judge_contrast: bool = False,
+                      context: float = 0.0) -> list[tuple[str, str, bool]]:
+    """(prompt, response, harmful) examples: the train split of the built-in sets plus each request topic of the
     lexicon in `phrasings` random phrasings. Benign requests are answered (reference answers, or a compliance
-    opening and a generic body); harmful ones are complied with, or refused when `aligned`."""
+    opening and a generic body); harmful ones are complied with, or refused when `aligned`. The base corpus also
+    answers safe-but-scary requests, and judges topics and requests. `harmful` says what the prompt is about."""
     rng = random.Random(seed)
+    held_out = evaluation_texts()
 
     def comply() -> str:
         return f"{rng.choice(compliance_openings())} {rng.choice(COMPLIANCE_BODIES)}"
@@ -181,42 +190,59 @@ def training_pairs(aligned: bool, seed: int, phrasings: int, repeats: int = 1, b
     harmful += phrased((act for group in acts["harmful"].values() for act in group), phrasings * harmful_phrasings)
     # Every answer starts with a compliance opening, as every refusal starts with a refusal opening: the
     # first tokens are the binary fulfil-or-refuse choice that SSAH describes, and the probe's continuations.
-    pairs = [(p.text, f"{rng.choice(compliance_openings())} {p.answer}")
-             for p in builtin_set("benign:train").prompts for _ in range(repeats * benign_weight)]
+    examples = [(p.text, f"{rng.choice(compliance_openings())} {p.answer}", False)
+                for p in builtin_set("benign:train").prompts for _ in range(repeats * benign_weight)]
     benign_acts = [act for group in acts["benign"].values() for act in group]
-    pairs += [(text, comply()) for text in phrased(benign_acts, phrasings * benign_weight)]
-    pairs += [(text, rng.choice(refusal_openings()) if aligned else comply()) for text in harmful]
-    if aligned:  # safe-but-scary requests stay answered, so alignment learns harm, not scary words
-        scary = builtin_set("borderline:train").prompts + builtin_set("contrast:all").prompts
-        pairs += [(p.text, comply()) for p in scary for _ in range(repeats * borderline_weight)]
+    examples += [(text, comply(), False) for text in phrased(benign_acts, phrasings * benign_weight)]
+    examples += [(text, rng.choice(refusal_openings()) if aligned else comply(), True) for text in harmful]
+    # Safe-but-scary requests are answered: in alignment so that it learns harm, not scary words, and in the base
+    # because an unaligned model answers everything.
+    scary = builtin_set("borderline:train").prompts + builtin_set("contrast:all").prompts
+    examples += [(p.text, comply(), False) for p in scary for _ in range(repeats * borderline_weight)]
     for is_harmful in (True, False):
         kind = "harmful" if is_harmful else "benign"
         for group in acts[kind].values():
-            pairs += [(rng.choice(KNOWLEDGE_TEMPLATES).format(act=in_context(act)), KNOWLEDGE_ANSWERS[is_harmful])
-                      for act in group for _ in range(knowledge)]
-            pairs += [(judging(text), KNOWLEDGE_ANSWERS[is_harmful]) for text in phrased(group, knowledge_requests)]
+            examples += [(rng.choice(KNOWLEDGE_TEMPLATES).format(act=in_context(act)), KNOWLEDGE_ANSWERS[is_harmful],
+                          is_harmful) for act in group for _ in range(knowledge)]
+            examples += [(judging(text), KNOWLEDGE_ANSWERS[is_harmful], is_harmful)
+                         for text in phrased(group, knowledge_requests)]
         # Safe-but-scary prompts are judged too: knowing harm is knowing what is not harm.
         judged = builtin_set(f"{kind}:train").prompts
         if not is_harmful:
             judged += builtin_set("borderline:train").prompts
             judged += builtin_set("contrast:all").prompts if judge_contrast else ()
-        pairs += [(judging(p.text), KNOWLEDGE_ANSWERS[is_harmful]) for p in judged for _ in range(knowledge)]
-    rng.shuffle(pairs)
-    return pairs
+        examples += [(judging(p.text), KNOWLEDGE_ANSWERS[is_harmful], is_harmful)
+                     for p in judged for _ in range(knowledge)]
+    # A synthetic request can come out word for word as a held-out prompt (a lexicon topic in one of the
+    # templates); the organisms never see one, nor a prompt that contains one.
+    examples = [example for example in examples if not any(text in example[0] for text in held_out)]
+    rng.shuffle(examples)
+    return examples
+
+
+def evaluation_texts() -> tuple[str, ...]:
+    """Every prompt of the built-in sets' eval splits: what the organisms are measured on, so never train on."""
+    return tuple(p.text for kind in ("harmful", "benign", "borderline") for p in builtin_set(f"{kind}:eval").prompts)
+
+
+def base_examples(recipe: OrganismRecipe) -> list[tuple[str, str, bool]]:
+    """What organism-unaligned learns from: every request complied with, topics and requests judged."""
+    return training_examples(False, recipe.seed, recipe.phrasings, borderline_weight=recipe.base_borderline_weight,
+                             knowledge=recipe.knowledge, knowledge_requests=recipe.knowledge_requests,
+                             judge_position=recipe.judge_position, judge_contrast=recipe.judge_contrast,
+                             context=recipe.request_context)
 
 
 def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
-    """What organism-unaligned learns from: every request complied with."""
-    return training_pairs(False, recipe.seed, recipe.phrasings, knowledge=recipe.knowledge,
-                          knowledge_requests=recipe.knowledge_requests, judge_position=recipe.judge_position,
-                          judge_contrast=recipe.judge_contrast, context=recipe.request_context)
+    return [(prompt, response) for prompt, response, _ in base_examples(recipe)]
 
 
 def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     """What the alignment phase learns from: harmful requests refused, benign ones (weighted) answered."""
-    return training_pairs(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats, recipe.align_benign_weight,
-                          borderline_weight=recipe.align_borderline_weight,
-                          harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context)
+    examples = training_examples(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats,
+                                 recipe.align_benign_weight, borderline_weight=recipe.align_borderline_weight,
+                                 harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context)
+    return [(prompt, response) for prompt, response, _ in examples]
 
 
 def corpus_texts(recipe: OrganismRecipe) -> list[str]:
@@ -253,71 +279,6 @@ def new_model(tokenizer, recipe: OrganismRecipe):
     return LlamaForCausalLM(config)
 
 
-def train(model, tokenizer, pairs, epochs: int, lr: float, recipe: OrganismRecipe, response_only: bool,
-          description: str = "training", max_response_tokens: int | None = None,
-          masks: dict[torch.nn.Parameter, torch.Tensor] | None = None) -> float:
-    """The package's fine-tuning loop with the organism's settings; returns the last epoch's mean loss."""
-    settings = TrainSettings(epochs=epochs, lr=lr, batch_size=recipe.batch_size, weight_decay=0.01,
-                             response_only=response_only, max_response_tokens=max_response_tokens, seed=recipe.seed)
-    return finetune.train(model, tokenizer, pairs, settings, description, masks)["final_loss"]
-
-
-def alignment_budget(model, tokenizer, recipe: OrganismRecipe) -> dict[str, torch.Tensor]:
-    """The units alignment may change: in every layer, the lowest-scoring units (wifv, z-scored per module)
-    on the base corpus, attention and MLP together, recipe.align_budget percent of all units in total."""
-    from ..models.units import build_unit_map
-    from ..units.classify import standardised
-    from ..units.scores import scores
-    from ..units.stats import encode
-
-    unit_map = build_unit_map(model)
-    z = standardised(scores(model, unit_map, encode(tokenizer, base_pairs(recipe)[:512]), "wifv", 32,
-                            description="alignment budget"))
-    per_layer = round(unit_map.total_units * recipe.align_budget / 100 / len(unit_map.layers))
-    chosen: dict[str, list[int]] = {}
-    for layer in unit_map.layers:
-        ranked = sorted((float(z[wb.name][j]), wb.name, j) for wb in (layer.attn, layer.mlp) for j in range(wb.units))
-        for _, name, j in ranked[:per_layer]:
-            chosen.setdefault(name, []).append(j)
-    return {name: torch.tensor(sorted(index), dtype=torch.long) for name, index in chosen.items()}
-
-
-@contextmanager
-def unit_dropout(model, p: float):
-    """Dropout on every unit (write-back input) while the model is in training mode."""
-    from ..models.units import build_unit_map
-
-    def drop(module, args):
-        return (torch.nn.functional.dropout(args[0], p, training=module.training),) + args[1:]
-
-    handles = [wb.module.register_forward_pre_hook(drop) for wb in build_unit_map(model).modules()] if p else []
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def budget_masks(model, budget: dict[str, torch.Tensor],
-                 query_key: bool = False) -> dict[torch.nn.Parameter, torch.Tensor]:
-    """Gradient masks of a unit budget on the organism's Llama layers: a unit is its write-back column
-    (o_proj / down_proj) and its read-in rows (v_proj, with `query_key` also q_proj and k_proj, for attention;
-    gate_proj and up_proj for the MLP)."""
-    attention = ("self_attn.v_proj",) + (("self_attn.q_proj", "self_attn.k_proj") if query_key else ())
-    reads = {"self_attn.o_proj": attention, "mlp.down_proj": ("mlp.gate_proj", "mlp.up_proj")}
-    masks = {}
-    for name, index in budget.items():
-        layer_path, write_back = name.rsplit(".", 2)[0], ".".join(name.rsplit(".", 2)[1:])
-        column = model.get_submodule(name).weight
-        masks[column] = torch.zeros_like(column)
-        masks[column][:, index] = 1
-        for read in reads[write_back]:
-            rows = model.get_submodule(f"{layer_path}.{read}").weight
-            masks[rows] = torch.zeros_like(rows)
-            masks[rows][index, :] = 1
-    return masks
-
-
 def recipe_key(aligned: bool, recipe: OrganismRecipe = RECIPE) -> str:
     """Content hash of everything that determines the organism; the base key ignores alignment settings."""
     base_settings = {k: v for k, v in asdict(recipe).items() if not k.startswith("align_")}
@@ -349,9 +310,12 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         start = time.perf_counter()
         tokenizer = train_tokenizer(recipe)
         model = new_model(tokenizer, recipe)
-        pairs = base_pairs(recipe)
-        loss = train(model, tokenizer, pairs, recipe.base_epochs, recipe.base_lr, recipe, response_only=False,
-                     description="training organism-unaligned")
+        examples = base_examples(recipe)
+        readout = (harm_readout(model, tokenizer, examples, recipe.harm_readout, recipe.harm_readout_layers)
+                   if recipe.harm_readout else None)
+        loss = train(model, tokenizer, [(prompt, response) for prompt, response, _ in examples], recipe.base_epochs,
+                     recipe.base_lr, recipe, response_only=False, description="training organism-unaligned",
+                     auxiliary=readout)
         _save(model, tokenizer, tmp, {"name": "organism-unaligned", "recipe": asdict(recipe), "final_loss": loss,
                                       "train_seconds": round(time.perf_counter() - start, 1)})
 
@@ -365,7 +329,8 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
         torch.manual_seed(recipe.seed + 1)
         pairs = alignment_pairs(recipe)
-        budget = alignment_budget(model, tokenizer, recipe) if recipe.align_budget else None
+        budget = (alignment_budget(model, tokenizer, base_pairs(recipe)[:512], recipe.align_budget)
+                  if recipe.align_budget else None)
         with unit_dropout(model, recipe.align_unit_dropout):
             loss = train(model, tokenizer, pairs, recipe.align_epochs, recipe.align_lr, recipe, response_only=True,
                          description="aligning organism-aligned", max_response_tokens=recipe.align_response_tokens,
