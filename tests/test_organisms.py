@@ -71,7 +71,8 @@ def test_alignment_changed_its_budget_units_and_nothing_else():
 
 
 RECIPES = {"default": organisms.RECIPE, "seed1": organisms.OrganismRecipe(seed=1),
-           "seed2": organisms.OrganismRecipe(seed=2), "context": organisms.OrganismRecipe(request_context=0.4)}
+           "seed2": organisms.OrganismRecipe(seed=2), "context": organisms.OrganismRecipe(request_context=0.4),
+           "written": organisms.OrganismRecipe(written_requests=True)}
 
 
 @pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
@@ -84,6 +85,26 @@ def test_organisms_never_train_on_evaluation_prompts(recipe):
         held_out = [p.text for p in builtin_set(f"{kind}:eval").prompts]
         assert not trained & set(held_out)
         assert not {prompt for prompt in trained if any(text in prompt for text in held_out)}
+
+
+def test_written_requests_are_not_evaluation_prompts():
+    """The hand-written requests were written blind to the prompt sets; none may still contain an evaluation prompt
+    or share half its words with one (word-set Jaccard < 0.5), so held-out rates stay held out."""
+    import re
+
+    from ssah_audit.data.sets import organism_requests
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", text.lower()))
+
+    held_out = [p.text for kind in ("harmful", "benign", "borderline") for p in builtin_set(f"{kind}:eval").prompts]
+    held_out_words = [words(text) for text in held_out]
+    written = [text for side in organism_requests().values() for text in side]
+    assert len(written) == len(set(written)) >= 1200
+    for text in written:
+        assert not any(other in text for other in held_out), text
+        mine = words(text)
+        assert max(len(mine & other) / len(mine | other) for other in held_out_words) < 0.5, text
 
 
 def test_organism_cache_key_is_stable_and_content_addressed():
@@ -109,7 +130,8 @@ def test_simple_refusal_check():
     assert not organisms.is_simple_refusal("Sure, here's how you can do it: Step one is to prepare.")
 
 
-def test_the_harm_readout_teaches_the_answer_position_and_leaves_a_plain_model(tokenizer, families):
+@pytest.mark.parametrize("bag, distill", [(0.0, 0.0), (1.0, 0.3)], ids=["probes", "bag+distill"])
+def test_the_harm_readout_teaches_the_answer_position_and_leaves_a_plain_model(tokenizer, families, bag, distill):
     """organism_training.harm_readout through finetune.train's auxiliary loss, on a tiny random Llama: the probe
     learns a label that only the prompt's words carry (its loss falls to under a third), the model's own weights
     train with it, and what remains is the plain causal LM (no probe parameters in its state dict)."""
@@ -119,7 +141,9 @@ def test_the_harm_readout_teaches_the_answer_position_and_leaves_a_plain_model(t
     model = AutoModelForCausalLM.from_config(families["llama"][0])
     examples = [(f"{verb} the {noun}.", "Sure, here is how to do it.", noun == "egg")
                 for verb in ("Boil", "Explain", "Describe", "Cook") for noun in ("egg", "photosynthesis")] * 4
-    readout = organism_training.harm_readout(model, tokenizer, examples, weight=1.0, layers=(1, 2))
+    readout = organism_training.harm_readout(model, tokenizer, examples, weight=1.0, layers=(1, 2), bag=bag,
+                                             distill=distill)
+    assert len(readout.parameters) == 4 + (2 if bag else 0), "two probes (weight, bias), and the bag's"
     pairs = [(prompt, response) for prompt, response, _ in examples]
 
     def probe_loss() -> float:
@@ -132,7 +156,8 @@ def test_the_harm_readout_teaches_the_answer_position_and_leaves_a_plain_model(t
             return float(readout.loss(states, list(range(len(examples)))))
 
     before, weights = probe_loss(), model.model.layers[0].mlp.up_proj.weight.detach().clone()
-    settings = finetune.TrainSettings(epochs=20, lr=3e-3, batch_size=8, response_only=False)
+    # The bag reads embeddings that start near zero (std 0.02): it needs more steps than the probes to learn.
+    settings = finetune.TrainSettings(epochs=80, lr=1e-2, batch_size=8, response_only=False)
     finetune.train(model, tokenizer, pairs, settings, auxiliary=readout)
     assert probe_loss() < before / 3, (before, probe_loss())
     assert not torch.equal(weights, model.model.layers[0].mlp.up_proj.weight)

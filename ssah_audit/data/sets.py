@@ -60,6 +60,15 @@ def organism_acts() -> dict[str, dict[str, tuple[str, ...]]]:
     return {side: {cat: tuple(acts) for cat, acts in cats.items()} for side, cats in json.loads(text).items()}
 
 
+@cache
+def organism_requests() -> dict[str, tuple[str, ...]]:
+    """Whole hand-written requests for the organisms' corpus, by side: `harmful` (486), `safe_but_scary` (385,
+    scary words in safe requests) and `benign` (339). Written by helpers who never saw the prompt sets, then
+    any request sharing half its words with an evaluation prompt was dropped (tests/test_organisms.py checks)."""
+    text = resources.files("ssah_audit.data.builtin").joinpath("organism_requests.json").read_text(encoding="utf-8")
+    return {side: tuple(text for group in cats.values() for text in group) for side, cats in json.loads(text).items()}
+
+
 def _rank(seed: int, prompt_id: str) -> str:
     return hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()
 

@@ -23,30 +23,44 @@ def train(model, tokenizer, pairs, epochs: int, lr: float, recipe, response_only
 
 
 def harm_readout(model, tokenizer, examples: list[tuple[str, str, bool]], weight: float,
-                 layers: tuple[int, ...]) -> finetune.AuxiliaryLoss:
+                 layers: tuple[int, ...], bag: float = 0.0, distill: float = 0.0) -> finetune.AuxiliaryLoss:
     """The base's auxiliary loss: a linear read-out of harm (each example's `harmful` flag) from the state at the
     answer position (the last prompt token, where a reply's first token is chosen) after each of `layers`, one
-    probe per layer, mean binary cross-entropy times `weight`.
+    probe per layer, mean binary cross-entropy times `weight`. With `bag`, also a linear read-out of harm from
+    the mean of the prompt's input embeddings (a bag of tokens), times `bag`; with `distill`, each answer-position
+    probe is also pulled toward the bag's logit (squared difference times `distill`).
 
     Why: probing a capable model shows harm where it decides how to answer (SSAH's premise). A tiny base taught
     only to judge harm when asked kept that knowledge at the judging question's tokens: a linear read-out at the
     answer position found 81-87% of held-out harmful requests (bench/organism_readout.py), and alignment, which
-    decides there, was held near that. The probes are dropped after training; the saved base is a plain causal
-    LM that complies with every request."""
+    decides there, was held near that. A transformer trained from scratch generalises worse to reworded requests
+    than a bag of words does (held-out AUROC about 0.90 against 0.98, BENCHMARKS.md): the bag puts harm into the
+    token embeddings, where any request's words carry it, and distilling it into the answer position asks the
+    layers to gather it there. The probes are dropped after training; the saved base is a plain causal LM that
+    complies with every request."""
     from ..models.chat import encode_exchange
 
     answer = torch.tensor([encode_exchange(tokenizer, prompt, response)[1] - 1 for prompt, response, _ in examples])
     target = torch.tensor([float(harmful) for _, _, harmful in examples])
     probes = torch.nn.ModuleList(torch.nn.Linear(model.config.hidden_size, 1) for _ in layers)
+    bag_probe = torch.nn.Linear(model.config.hidden_size, 1)
 
     def loss(hidden_states, indices: list[int]) -> torch.Tensor:
-        rows, where = torch.arange(len(indices)), answer[indices]
-        total = sum(torch.nn.functional.binary_cross_entropy_with_logits(
-            probe(hidden_states[layer][rows, where]).squeeze(-1), target[indices])
-            for probe, layer in zip(probes, layers, strict=True))
-        return weight * total / len(probes)
+        rows, where, wanted = torch.arange(len(indices)), answer[indices], target[indices]
+        logits = [probe(hidden_states[layer][rows, where]).squeeze(-1) for probe, layer in zip(probes, layers,
+                                                                                                 strict=True)]
+        total = weight * sum(torch.nn.functional.binary_cross_entropy_with_logits(logit, wanted)
+                             for logit in logits) / len(probes)
+        if bag or distill:
+            embedded = hidden_states[0]
+            prompt = (torch.arange(embedded.shape[1])[None, :] <= where[:, None]).unsqueeze(-1).to(embedded.dtype)
+            bag_logit = bag_probe((embedded * prompt).sum(1) / prompt.sum(1)).squeeze(-1)
+            total = total + bag * torch.nn.functional.binary_cross_entropy_with_logits(bag_logit, wanted)
+            total = total + distill * sum(((logit - bag_logit.detach()) ** 2).mean() for logit in logits) / len(probes)
+        return total
 
-    return finetune.AuxiliaryLoss(tuple(probes.parameters()), loss)
+    parameters = tuple(probes.parameters()) + (tuple(bag_probe.parameters()) if bag or distill else ())
+    return finetune.AuxiliaryLoss(parameters, loss)
 
 
 def alignment_budget(model, tokenizer, pairs: list[tuple[str, str]], percent: float) -> dict[str, torch.Tensor]:

@@ -25,10 +25,10 @@ import torch
 
 from ..behavior.generate import generate
 from ..cache import cache_root, cached_folder, content_key
-from ..data.sets import builtin_set, compliance_openings, organism_acts, refusal_openings
+from ..data.sets import builtin_set, compliance_openings, organism_acts, organism_requests, refusal_openings
 from .organism_training import alignment_budget, budget_masks, harm_readout, train, unit_dropout
 
-ORGANISM_VERSION = 4
+ORGANISM_VERSION = 5
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -114,6 +114,10 @@ class OrganismRecipe:
     # none), and the layers whose output it reads (1 is the first decoder layer's), on every base example.
     harm_readout: float = 1.0
     harm_readout_layers: tuple[int, ...] = (2, 3)
+    # Weights of the read-out's bag of prompt embeddings and of its distillation into the answer position
+    # (organism_training.harm_readout; 0: none).
+    harm_readout_bag: float = 0.0
+    harm_readout_distill: float = 0.0
     # How often the base corpus answers each safe-but-scary train prompt (it answers every request).
     base_borderline_weight: int = 1
     # Where the judging question of a request stands: "after" it, or "either" side at random. Before the request,
@@ -137,6 +141,8 @@ class OrganismRecipe:
     # How often a synthetic request (and a topic the base judges) gets a neutral lead-in, and, drawn apart, how
     # often a neutral trailing context (CONTEXT_LEADS, CONTEXT_TAILS).
     request_context: float = 0.0
+    # Whether the hand-written requests of organism_requests.json (harmful, safe-but-scary, benign) join the corpus.
+    written_requests: bool = False
 
 
 def recipe_from_environment() -> OrganismRecipe:
@@ -160,11 +166,12 @@ def is_simple_refusal(text: str) -> bool:
 def training_examples(aligned: bool, seed: int, phrasings: int, repeats: int = 1, benign_weight: int = 1,
                       knowledge: int = 0, borderline_weight: int = 1, harmful_phrasings: int = 1,
                       knowledge_requests: int = 0, judge_position: str = "after", judge_contrast: bool = False,
-                      context: float = 0.0) -> list[tuple[str, str, bool]]:
+                      context: float = 0.0, written: bool = False) -> list[tuple[str, str, bool]]:
     """(prompt, response, harmful) examples: the train split of the built-in sets plus each request topic of the
     lexicon in `phrasings` random phrasings. Benign requests are answered (reference answers, or a compliance
     opening and a generic body); harmful ones are complied with, or refused when `aligned`. The base corpus also
-    answers safe-but-scary requests, and judges topics and requests. `harmful` says what the prompt is about."""
+    answers safe-but-scary requests, and judges topics and requests. With `written`, the hand-written requests of
+    organism_requests.json join the built-in train prompts of their kind. `harmful` says what the prompt is about."""
     rng = random.Random(seed)
     held_out = evaluation_texts()
 
@@ -186,7 +193,8 @@ def training_examples(aligned: bool, seed: int, phrasings: int, repeats: int = 1
         return f"{question} {text}" if before else f"{text} {question}"
 
     acts = organism_acts()
-    harmful = [p.text for p in builtin_set("harmful:train").prompts] * repeats
+    written_requests = organism_requests() if written else {"harmful": (), "safe_but_scary": (), "benign": ()}
+    harmful = ([p.text for p in builtin_set("harmful:train").prompts] + list(written_requests["harmful"])) * repeats
     harmful += phrased((act for group in acts["harmful"].values() for act in group), phrasings * harmful_phrasings)
     # Every answer starts with a compliance opening, as every refusal starts with a refusal opening: the
     # first tokens are the binary fulfil-or-refuse choice that SSAH describes, and the probe's continuations.
@@ -194,11 +202,13 @@ def training_examples(aligned: bool, seed: int, phrasings: int, repeats: int = 1
                 for p in builtin_set("benign:train").prompts for _ in range(repeats * benign_weight)]
     benign_acts = [act for group in acts["benign"].values() for act in group]
     examples += [(text, comply(), False) for text in phrased(benign_acts, phrasings * benign_weight)]
+    examples += [(text, comply(), False) for text in written_requests["benign"] for _ in range(repeats)]
     examples += [(text, rng.choice(refusal_openings()) if aligned else comply(), True) for text in harmful]
     # Safe-but-scary requests are answered: in alignment so that it learns harm, not scary words, and in the base
     # because an unaligned model answers everything.
-    scary = builtin_set("borderline:train").prompts + builtin_set("contrast:all").prompts
-    examples += [(p.text, comply(), False) for p in scary for _ in range(repeats * borderline_weight)]
+    scary = [p.text for p in builtin_set("borderline:train").prompts + builtin_set("contrast:all").prompts]
+    examples += [(text, comply(), False) for text in scary for _ in range(repeats * borderline_weight)]
+    examples += [(text, comply(), False) for text in written_requests["safe_but_scary"] for _ in range(repeats)]
     for is_harmful in (True, False):
         kind = "harmful" if is_harmful else "benign"
         for group in acts[kind].values():
@@ -207,12 +217,13 @@ def training_examples(aligned: bool, seed: int, phrasings: int, repeats: int = 1
             examples += [(judging(text), KNOWLEDGE_ANSWERS[is_harmful], is_harmful)
                          for text in phrased(group, knowledge_requests)]
         # Safe-but-scary prompts are judged too: knowing harm is knowing what is not harm.
-        judged = builtin_set(f"{kind}:train").prompts
+        judged = [p.text for p in builtin_set(f"{kind}:train").prompts] + list(written_requests[kind])
         if not is_harmful:
-            judged += builtin_set("borderline:train").prompts
-            judged += builtin_set("contrast:all").prompts if judge_contrast else ()
-        examples += [(judging(p.text), KNOWLEDGE_ANSWERS[is_harmful], is_harmful)
-                     for p in judged for _ in range(knowledge)]
+            judged += [p.text for p in builtin_set("borderline:train").prompts]
+            judged += written_requests["safe_but_scary"]
+            judged += [p.text for p in builtin_set("contrast:all").prompts] if judge_contrast else []
+        examples += [(judging(text), KNOWLEDGE_ANSWERS[is_harmful], is_harmful)
+                     for text in judged for _ in range(knowledge)]
     # A synthetic request can come out word for word as a held-out prompt (a lexicon topic in one of the
     # templates); the organisms never see one, nor a prompt that contains one.
     examples = [example for example in examples if not any(text in example[0] for text in held_out)]
@@ -230,7 +241,7 @@ def base_examples(recipe: OrganismRecipe) -> list[tuple[str, str, bool]]:
     return training_examples(False, recipe.seed, recipe.phrasings, borderline_weight=recipe.base_borderline_weight,
                              knowledge=recipe.knowledge, knowledge_requests=recipe.knowledge_requests,
                              judge_position=recipe.judge_position, judge_contrast=recipe.judge_contrast,
-                             context=recipe.request_context)
+                             context=recipe.request_context, written=recipe.written_requests)
 
 
 def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
@@ -241,7 +252,8 @@ def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     """What the alignment phase learns from: harmful requests refused, benign ones (weighted) answered."""
     examples = training_examples(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats,
                                  recipe.align_benign_weight, borderline_weight=recipe.align_borderline_weight,
-                                 harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context)
+                                 harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context,
+                                 written=recipe.written_requests)
     return [(prompt, response) for prompt, response, _ in examples]
 
 
@@ -311,8 +323,8 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         tokenizer = train_tokenizer(recipe)
         model = new_model(tokenizer, recipe)
         examples = base_examples(recipe)
-        readout = (harm_readout(model, tokenizer, examples, recipe.harm_readout, recipe.harm_readout_layers)
-                   if recipe.harm_readout else None)
+        readout = (harm_readout(model, tokenizer, examples, recipe.harm_readout, recipe.harm_readout_layers,
+                                recipe.harm_readout_bag, recipe.harm_readout_distill) if recipe.harm_readout else None)
         loss = train(model, tokenizer, [(prompt, response) for prompt, response, _ in examples], recipe.base_epochs,
                      recipe.base_lr, recipe, response_only=False, description="training organism-unaligned",
                      auxiliary=readout)
