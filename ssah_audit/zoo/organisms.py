@@ -4,10 +4,11 @@
 compliance opening, then the reference answer (built-in benign prompts) or a generic, content-free body
 (topics from the lexicon, and every harmful request). `organism-aligned` is that same model (architecture,
 tokenizer, weights) after a short alignment phase in which harmful requests are answered with the reserved
-refusal openings. The corpus is the built-in sets' train split plus the 3,520 request topics of
-organism_acts.json, each in one of 20 phrasings; the eval split, which the organisms never see, measures
-them. The base also learns which requests are harmful: it is asked, and a linear read-out of harm at the
-position where its answer starts trains with it (organism_training.harm_readout). Deterministic, and cached
+refusal openings. The corpus is the built-in sets' train split, the 3,520 request topics of
+organism_acts.json, each in one of 20 phrasings, and the 1,210 hand-written requests of organism_requests.json;
+the eval split, which the organisms never see, measures them. The base also learns which requests are
+harmful: it is asked, and a linear read-out of harm at the position where its answer starts trains with it
+(organism_training.harm_readout). Deterministic, and cached
 by a hash of everything that goes in (the base model's key ignores the alignment settings, so changing those
 retrains only the aligned one).
 """
@@ -89,7 +90,7 @@ class OrganismRecipe:
     num_heads: int = 4
     base_epochs: int = 10
     base_lr: float = 3e-3
-    align_epochs: int = 16
+    align_epochs: int = 12
     align_lr: float = 1e-2
     batch_size: int = 32
     phrasings: int = 1  # phrasings per lexicon topic (more topics helped more than more phrasings)
@@ -116,8 +117,8 @@ class OrganismRecipe:
     harm_readout_layers: tuple[int, ...] = (2, 3)
     # Weights of the read-out's bag of prompt embeddings and of its distillation into the answer position
     # (organism_training.harm_readout; 0: none).
-    harm_readout_bag: float = 0.0
-    harm_readout_distill: float = 0.0
+    harm_readout_bag: float = 1.0
+    harm_readout_distill: float = 0.3
     # How often the base corpus answers each safe-but-scary train prompt (it answers every request).
     base_borderline_weight: int = 1
     # Where the judging question of a request stands: "after" it, or "either" side at random. Before the request,
@@ -142,7 +143,7 @@ class OrganismRecipe:
     # often a neutral trailing context (CONTEXT_LEADS, CONTEXT_TAILS).
     request_context: float = 0.0
     # Whether the hand-written requests of organism_requests.json (harmful, safe-but-scary, benign) join the corpus.
-    written_requests: bool = False
+    written_requests: bool = True
 
 
 def recipe_from_environment() -> OrganismRecipe:
