@@ -90,7 +90,7 @@ class OrganismRecipe:
     num_heads: int = 4
     base_epochs: int = 10
     base_lr: float = 3e-3
-    align_epochs: int = 12
+    align_epochs: int = 12  # 16 until v8; v9's alignment data is a third larger
     align_lr: float = 1e-2
     batch_size: int = 32
     phrasings: int = 1  # phrasings per lexicon topic (more topics helped more than more phrasings)
@@ -116,7 +116,8 @@ class OrganismRecipe:
     harm_readout: float = 1.0
     harm_readout_layers: tuple[int, ...] = (2, 3)
     # Weights of the read-out's bag of prompt embeddings and of its distillation into the answer position
-    # (organism_training.harm_readout; 0: none).
+    # (organism_training.harm_readout; 0: none). With the written requests they lifted a from-scratch classifier of
+    # the organism's size from AUROC 0.90 to 0.96 on held-out harmful vs borderline (bench/organism_ceiling.py).
     harm_readout_bag: float = 1.0
     harm_readout_distill: float = 0.3
     # How often the base corpus answers each safe-but-scary train prompt (it answers every request).
@@ -142,7 +143,8 @@ class OrganismRecipe:
     # How often a synthetic request (and a topic the base judges) gets a neutral lead-in, and, drawn apart, how
     # often a neutral trailing context (CONTEXT_LEADS, CONTEXT_TAILS).
     request_context: float = 0.0
-    # Whether the hand-written requests of organism_requests.json (harmful, safe-but-scary, benign) join the corpus.
+    # Whether the hand-written requests of organism_requests.json (harmful, safe-but-scary, benign) join the corpus:
+    # whole requests, as people write them, where the lexicon has topics in templates (v9; BENCHMARKS.md).
     written_requests: bool = True
 
 
