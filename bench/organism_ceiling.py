@@ -33,13 +33,13 @@ KINDS = ("harmful", "benign", "borderline")
 
 
 def alignment_data(recipe) -> tuple[list[str], list[bool]]:
+    """The alignment phase's prompts, and whether each is refused there."""
+    from ssah_audit.data.sets import refusal_openings
     from ssah_audit.zoo import organisms
 
-    examples = organisms.training_examples(
-        True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats, recipe.align_benign_weight,
-        borderline_weight=recipe.align_borderline_weight, harmful_phrasings=recipe.align_harmful_phrasings,
-        context=recipe.request_context, written=recipe.written_requests)
-    return [prompt for prompt, _, _ in examples], [harmful for _, _, harmful in examples]
+    refusals = set(refusal_openings())
+    pairs = organisms.alignment_pairs(recipe)
+    return [prompt for prompt, _ in pairs], [response in refusals for _, response in pairs]
 
 
 def held_out() -> dict[str, list[str]]:
