@@ -71,8 +71,7 @@ def test_alignment_changed_its_budget_units_and_nothing_else():
 
 
 RECIPES = {"default": organisms.RECIPE, "seed1": organisms.OrganismRecipe(seed=1),
-           "seed2": organisms.OrganismRecipe(seed=2), "context": organisms.OrganismRecipe(request_context=0.4),
-           "written": organisms.OrganismRecipe(written_requests=True)}
+           "seed2": organisms.OrganismRecipe(seed=2), "context": organisms.OrganismRecipe(request_context=0.4)}
 
 
 @pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())

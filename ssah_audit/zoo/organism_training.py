@@ -34,7 +34,7 @@ def harm_readout(model, tokenizer, examples: list[tuple[str, str, bool]], weight
     only to judge harm when asked kept that knowledge at the judging question's tokens: a linear read-out at the
     answer position found 81-87% of held-out harmful requests (bench/organism_readout.py), and alignment, which
     decides there, was held near that. A transformer trained from scratch generalises worse to reworded requests
-    than a bag of words does (held-out AUROC about 0.90 against 0.98, BENCHMARKS.md): the bag puts harm into the
+    than a bag of words does (held-out AUROC about 0.90 against 0.97, BENCHMARKS.md): the bag puts harm into the
     token embeddings, where any request's words carry it, and distilling it into the answer position asks the
     layers to gather it there. The probes are dropped after training; the saved base is a plain causal LM that
     complies with every request."""
