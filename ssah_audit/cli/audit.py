@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from .common import err, handles_errors, out
-from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_command, model_files
+from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_command, model_files, overwrite_option
 
 
 @model_command
@@ -25,7 +25,7 @@ def audit(
     junit_file: Path = typer.Option(None, "--junit", help="Write the gate as JUnit XML (one case per check)."),
     fail_on: list[str] = typer.Option(None, "--fail-on", help="Override a gate threshold, KEY=VALUE; repeatable."),
     quick: bool = typer.Option(False, "--quick", help="A fast look: 20 prompts a set, short generations."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --junit file."),
+    overwrite: bool = overwrite_option("Replace an existing --junit file."),
     *,
     load_options: LoadOptionsMaker,
 ) -> None:

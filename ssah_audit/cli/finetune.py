@@ -11,7 +11,7 @@ import typer
 
 from ..errors import UserError
 from .common import out
-from .options import MODEL_HELP, LoadOptionsMaker, model_command, model_paths
+from .options import MODEL_HELP, LoadOptionsMaker, batch_size_option, model_command, model_paths, seed_option
 
 Precision = StrEnum("Precision", ["auto", "fp32", "bf16"])  # finetune.use_bf16 decides what auto means
 
@@ -25,14 +25,14 @@ def finetune(
     epochs: int = typer.Option(1, "--epochs", min=1),
     lr: float = typer.Option(2e-5, "--lr", min=0.0, help="Peak learning rate (linear warm-up, cosine decay)."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: int = batch_size_option(8, None),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Batches per optimiser step."),
     max_length: int = typer.Option(512, "--max-length", min=8, help="Cut longer examples to this many tokens."),
     precision: Precision = typer.Option(Precision.auto, "--precision", help="auto: bf16 autocast where the CPU "
                                         "has bf16 instructions, else fp32."),
     prompt_field: str = typer.Option(None, "--prompt-field", help="The prompt column of the data file."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N examples."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data order and of torch."),
+    seed: int = seed_option("Seed of the data order and of torch."),
     lora: int = typer.Option(None, "--lora", min=1, help="Train a LoRA adapter of this rank instead of every weight; "
                              "--out is then a PEFT adapter folder."),
     lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA scaling numerator (default: 2 x rank)."),

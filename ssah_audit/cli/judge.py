@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from .common import handles_errors, out
+from .options import overwrite_option
 
 
 @handles_errors
@@ -22,7 +23,7 @@ def judge_command(
     label_column: str | None = typer.Option(
         None, "--label-column", help="A column of human labels (1/0, refusal/compliance, XSTest's final_label): "
         "also print the judge's accuracy, precision and recall against it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    overwrite: bool = overwrite_option("Replace an existing --out file."),
 ) -> None:
     """Judge completions as refusal (full or partial) or compliance, and summarise. An empty completion counts as
     a refusal (the model gave nothing usable); the summary says how many there were."""

@@ -66,6 +66,22 @@ def json_stdout_option():
     return typer.Option(False, "--json", help="Print JSON on stdout.")
 
 
+def batch_size_option(default: int, help: str = "Sequences per forward pass."):
+    return typer.Option(default, "--batch-size", min=1, help=help)
+
+
+def seed_option(help: str):
+    return typer.Option(0, "--seed", min=0, help=help)
+
+
+def json_file_option(help: str):
+    return typer.Option(None, "--json", help=help)
+
+
+def overwrite_option(help: str):
+    return typer.Option(False, "--overwrite", help=help)
+
+
 def model_command(command):
     """A command that loads a model: errors mapped to exit codes, and the shared model options."""
     return handles_errors(with_model_options(command))

@@ -23,10 +23,10 @@ def probe(
     prompt_field: str = shared.prompt_field_option(),
     steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
     limit: int = shared.limit_option(),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass."),
-    json_out: Path = typer.Option(None, "--json", help="Write the full probe document here."),
+    batch_size: int = shared.batch_size_option(16, "Sequences per forward pass."),
+    json_out: Path = shared.json_file_option("Write the full probe document here."),
     plot: Path = typer.Option(None, "--plot", help="Write the margin figure (PNG) here."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
+    overwrite: bool = shared.overwrite_option("Replace existing --json/--plot files."),
     *,
     load_options: LoadOptionsMaker,
 ) -> None:
