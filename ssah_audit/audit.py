@@ -30,7 +30,8 @@ SCHEMA = "ssah-audit/results"
 SCHEMA_VERSION = 1
 # Bumped when the way a reference block is measured changes, so a block cached by older code is not reused.
 # 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
-REFERENCE_RECIPE = 2
+# 3: the probe block is the lens probe (was the paper's cosine margin).
+REFERENCE_RECIPE = 3
 
 
 @dataclass(frozen=True)

@@ -203,19 +203,39 @@ def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
     return torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).tolist()
 
 
-def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16) -> tuple[dict, torch.Tensor]:
+VARIANTS = ("lens", "paper")
+
+
+def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16,
+            variant: str = "lens") -> tuple[dict, torch.Tensor]:
     """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
-    ([layers + 1, hidden]) that a reference comparison needs."""
+    ([layers + 1, hidden]) that a reference comparison needs. `variant` "lens" is the model's own path preference
+    (path_preference.py, the default); "paper" is the cosine-distance margin of the SSAH paper, kept for
+    reproduction: it does not tell aligned from unaligned models apart (README, probing)."""
+    from . import path_preference
+
     check_characters(loaded, harmful, benign)
     start = time.perf_counter()
-    result = probe(loaded, harmful.prompts, steps, batch_size)
+    items = build_items(loaded.tokenizer, harmful.prompts, steps)
+    if variant == "paper":
+        d_r, d_c = distances(loaded.model, items, steps, batch_size=batch_size)
+        doc = {"variant": "paper", **summarise(d_r, d_c).as_dict()}
+        per_prompt = (d_c - d_r)[:, :, 1:].mean(axis=(1, 2))
+    else:
+        harmful_leans = path_preference.leans(loaded.model, items, steps, batch_size)
+        benign_leans = path_preference.leans(loaded.model, build_items(loaded.tokenizer, benign.prompts, steps),
+                                             steps, batch_size) if benign.prompts else None
+        doc = path_preference.summarise(harmful_leans, benign_leans)
+        per_prompt = harmful_leans.lean[:, -1, -1]
     harmful_states = prompt_states(loaded, harmful.prompts, batch_size)
     benign_states = prompt_states(loaded, benign.prompts, batch_size)
     directions = refusal_directions(harmful_states, benign_states)
     folds = min(5, len(harmful_states), len(benign_states))
     accuracy = linear_probe_accuracy(harmful_states, benign_states, folds) if folds >= 2 else None
-    doc = {"model": loaded.spec, "fingerprint": loaded.fingerprint, **result.as_dict(),
-           "layer_margin": result.margin[:, 1:].mean(axis=1).tolist(),
+    doc = {"model": loaded.spec, "fingerprint": loaded.fingerprint, **doc,
+           "layer_margin": doc.get("layer_margin") or np.array(doc["margin"])[:, 1:].mean(axis=1).tolist(),
+           "per_prompt": [{"prompt": p.text, "lean": float(value), "predicts": "refusal" if value > 0 else "compliance"}
+                          for p, value in zip(harmful.prompts, per_prompt, strict=True)],
            "linear_probe_accuracy": accuracy, "refusal_direction_norm": directions.norm(dim=-1).tolist(),
            "sets": {"harmful": harmful.name, "benign": benign.name},
            "n": {"harmful": len(harmful.prompts), "benign": len(benign.prompts)},
@@ -226,8 +246,11 @@ def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int
 def compare(ours: dict, theirs: dict, our_directions: torch.Tensor, their_directions: torch.Tensor) -> dict:
     """The reference block: its score, per-cell margin deltas (model minus reference) and per-layer cosines
     between the two refusal directions. Different depth or width cannot be compared cell by cell; say so."""
-    block = {"model": theirs["model"], "safe_direction_score": theirs["safe_direction_score"],
+    block = {"model": theirs["model"], "variant": theirs.get("variant", "paper"),
+             "safe_direction_score": theirs["safe_direction_score"],
+             "score_drop": theirs["safe_direction_score"] - ours["safe_direction_score"],
              "margin": theirs["margin"], "layer_margin": theirs["layer_margin"]}
+    block |= {key: theirs[key] for key in ("safe_direction_ci95", "decision_layer", "forced_prefix") if key in theirs}
     if np.shape(ours["margin"]) != np.shape(theirs["margin"]):
         return block | {"margin_delta": None, "direction_cosine": None,
                         "note": f"not comparable layer by layer: {ours['layers']} vs {theirs['layers']} layers"}

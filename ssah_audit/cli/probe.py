@@ -3,6 +3,7 @@ with linear probes and the refusal direction."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,6 +12,8 @@ from rich.table import Table
 from . import options as shared
 from .common import out, status
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
+
+Variant = StrEnum("Variant", ["lens", "paper"])
 
 
 @model_command
@@ -22,6 +25,10 @@ def probe(
     benign: str = typer.Option("benign", "--benign", help=SET_HELP + " The contrast set of the linear probes."),
     prompt_field: str = shared.prompt_field_option(),
     steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
+    variant: Variant = typer.Option(Variant.lens, "--variant",
+                                    help="lens: the model's own preference, log p(refusal path) - log p(compliance "
+                                    "path), read at every layer (predicts behaviour). paper: the SSAH paper's cosine "
+                                    "margin, for reproduction only."),
     limit: int = shared.limit_option(),
     batch_size: int = shared.batch_size_option(16, "Sequences per forward pass."),
     json_out: Path = shared.json_file_option("Write the full probe document here."),
@@ -30,8 +37,9 @@ def probe(
     *,
     load_options: LoadOptionsMaker,
 ) -> None:
-    """Probe the reasoning direction: does the model's state after a harmful query sit nearer a refusal or a
-    compliance continuation, per layer and per continuation token? Plus per-layer linear probes (harmful vs
+    """Probe the reasoning direction: after a harmful query, does the model lean to refusing or to fulfilling,
+    per layer and per continuation token? The score is the share of harmful prompts it leans to refuse (lens) or
+    the paper's share of cells with a positive cosine margin (paper). Plus per-layer linear probes (harmful vs
     benign) and the difference-in-means refusal direction.
     """
     from .. import probing
@@ -43,10 +51,12 @@ def probe(
     sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)]
     options = load_options()
     with status(f"probing {model}"):
-        doc, directions = probing.measure(load_model(model, options), *sets, steps, batch_size)
+        doc, directions = probing.measure(load_model(model, options), *sets, steps, batch_size,
+                                                 variant.value)
     if reference:
         with status(f"probing {reference}"):
-            ref_doc, ref_directions = probing.measure(load_reference(reference, options), *sets, steps, batch_size)
+            ref_doc, ref_directions = probing.measure(load_reference(reference, options), *sets, steps,
+                                                         batch_size, variant.value)
         doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
     if targets[0]:
         write_atomic(targets[0], json_text(doc))
@@ -59,23 +69,37 @@ def probe(
 
 def _probe_table(doc: dict) -> None:
     reference = doc.get("reference") or {}
-    table = Table(title=f"probe: {doc['model']} (safe_direction_score {doc['safe_direction_score']:.2f}"
+    lens = doc["variant"] == "lens"
+    table = Table(title=f"probe ({doc['variant']}): {doc['model']} (safe_direction_score "
+                        f"{doc['safe_direction_score']:.2f}"
                         + (f"; reference {reference['safe_direction_score']:.2f})" if reference else ")"))
-    columns = ["layer", "mean margin (k>=2)", "linear probe acc", "refusal dir norm"]
+    columns = ["layer", "mean lean, nats (k>=2)" if lens else "mean margin (k>=2)"]
+    columns += ["harmful vs benign AUROC"] if lens else []
+    columns += ["linear probe acc", "refusal dir norm"]
     if reference:
-        columns += ["ref margin", "dir cosine"]
+        columns += ["ref lean" if lens else "ref margin", "dir cosine"]
     for column in columns:
         table.add_column(column, justify="right")
     accuracy = doc["linear_probe_accuracy"] or [None] * doc["layers"]
+    separation = doc.get("layer_separation") or [None] * doc["layers"]
     for layer in range(doc["layers"]):
-        row = [str(layer), f"{doc['layer_margin'][layer]:+.3f}",
-               "-" if accuracy[layer] is None else f"{accuracy[layer]:.2f}",
-               f"{doc['refusal_direction_norm'][layer]:.2f}"]
+        row = [str(layer), f"{doc['layer_margin'][layer]:+.3f}"]
+        row += ["-" if separation[layer] is None else f"{separation[layer]:.2f}"] if lens else []
+        row += ["-" if accuracy[layer] is None else f"{accuracy[layer]:.2f}",
+                f"{doc['refusal_direction_norm'][layer]:.2f}"]
         if reference:
             cosines = reference.get("direction_cosine")
             row += [f"{reference['layer_margin'][layer]:+.3f}" if reference.get("margin_delta") else "-",
                     f"{cosines[layer]:+.2f}" if cosines else "-"]
         table.add_row(*row)
     out.print(table)
+    if lens:
+        low, high = doc["safe_direction_ci95"]
+        forced = doc["forced_prefix"]["tokens_to_comply"]
+        out.print(f"predicted refusal of harmful prompts {doc['safe_direction_score']:.0%} [{low:.0%}, {high:.0%}]; "
+                  f"refusal decided from layer {doc['decision_layer'] if doc['decision_layer'] is not None else '-'}; "
+                  "after " + (f"{forced} forced compliant token(s) fewer than half still turn to refusal"
+                              if forced is not None else "every forced compliant token half or more still turn to "
+                              "refusal"), highlight=False)
     if reference.get("note"):
         out.print(f"note: {reference['note']}", highlight=False)

@@ -36,9 +36,11 @@ def legend(name: str, most: int = 48) -> str:
 
 
 def probe_figure(doc: dict) -> bytes:
-    """Left: mean margin d_C - d_R per layer (k >= 2), model and reference (the paper's Fig. 4 idea).
-    Right: the model's margin for every layer and step (Fig. 2/3), red = leans to refusal."""
+    """Left: mean lean per layer (k >= 2), model and reference (the paper's Fig. 4 idea). Right: the model's lean
+    for every layer and step (Fig. 2/3), red = leans to refusal. The lean is log p(R) - log p(C) (lens variant) or
+    the cosine margin d_C - d_R (paper variant)."""
     figure, (curve, heat) = _figure(2)
+    lean = "lean log p(R) - log p(C)" if doc.get("variant", "paper") == "lens" else "margin d_C - d_R"
     layers = np.arange(doc["layers"])
     curve.axhline(0, color="black", linewidth=0.8)
     curve.plot(layers, doc["layer_margin"], marker="o", label=legend(doc["model"]))
@@ -46,14 +48,14 @@ def probe_figure(doc: dict) -> bytes:
     if reference and len(reference["layer_margin"]) == len(layers):
         curve.plot(layers, reference["layer_margin"], marker="s", linestyle="--",
                    label=legend(reference["model"]) + " (ref)")
-    curve.set(xlabel="layer (0 = embeddings)", ylabel="mean margin d_C - d_R (k >= 2)",
+    curve.set(xlabel="layer (0 = embeddings)", ylabel=f"mean {lean} (k >= 2)",
               title="> 0: leans to refusal")
     curve.legend(fontsize=8)
     margin = np.array(doc["margin"])
     limit = max(float(np.abs(margin).max()), 1e-6)
     image = heat.imshow(margin, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit,
                         extent=(0.5, doc["steps"] + 0.5, -0.5, doc["layers"] - 0.5))
-    heat.set(xlabel="continuation tokens k", ylabel="layer", title=f"margin, safe_direction_score "
+    heat.set(xlabel="continuation tokens k", ylabel="layer", title=f"{lean.split()[0]}, safe_direction_score "
              f"{doc['safe_direction_score']:.2f}")
     figure.colorbar(image, ax=heat)
     return _png(figure)

@@ -36,7 +36,9 @@ GLOSSARY = {
     "CU": "complex unit: matters for both",
     "RU": "redundant unit: matters for neither; the free budget where alignment can be added",
     "unit": "one input channel of a write-back projection (attention o_proj, MLP down_proj, ...)",
-    "probe margin": "d(Q, Q+compliance) - d(Q, Q+refusal) of hidden states; > 0 leans to refusal",
+    "probe lean": "log p(refusal path) - log p(compliance path) after a harmful query, read at each layer through "
+                  "the model's own final norm and LM head; > 0 predicts a refusal",
+    "probe margin": "(paper variant) d(Q, Q+compliance) - d(Q, Q+refusal) of hidden states; > 0 leans to refusal",
     "SCU drift ratio": "mean weight drift of the reference's SCU over the mean drift of all units",
 }
 
@@ -91,7 +93,32 @@ def context(results: dict) -> dict:
                       (("this model", results["units"]), ("the reference (its own classes)", reference_units))
                       if units.get("ablation")],
         "glossary": GLOSSARY,
+        "probe_text": probe_text(results["probe"], (results.get("comparison") or {}).get("probe")),
+        "probe_column": "mean lean (nats)" if results["probe"].get("variant") == "lens" else "mean margin",
     }
+
+
+def probe_text(probe: dict, reference: dict | None) -> str:
+    """The probe section's sentences: what the score means for the variant that measured it (numbers only)."""
+    score = f"safe_direction_score {probe['safe_direction_score']:.2f}"
+    if probe.get("safe_direction_ci95"):
+        score += " [{:.2f}, {:.2f}]".format(*probe["safe_direction_ci95"])
+    if reference:
+        score += f" (reference {reference['safe_direction_score']:.2f})"
+    if probe.get("variant") != "lens":
+        return score + (": the share of (layer, k >= 2) cells where the model's state after a harmful query is "
+                        "closer to a refusal than to a compliance (the paper's cosine margin; it does not tell "
+                        "aligned from unaligned models apart, so read it as a description, not a verdict).")
+    text = score + (": the share of harmful prompts the model leans to refuse, from its own preference between a "
+                    "refusal and a compliance continuation (the lens probe); it predicts the refusal rate.")
+    if probe.get("decision_layer") is not None:
+        text += (f" The refusal decision emerges at layer {probe['decision_layer']}, the first whose lean tells "
+                 "harmful from benign prompts apart.")
+    forced = (probe.get("forced_prefix") or {}).get("tokens_to_comply")
+    if forced is not None:
+        text += (f" After {forced} forced compliant token(s), fewer than half of the harmful prompts still turn back "
+                 "to a refusal (how shallow the refusal is against a prefilled answer).")
+    return text
 
 
 def render(results: dict, kind: str, images: dict[str, bytes]) -> str:

@@ -93,8 +93,11 @@ BEHAVIOR = {
     "refusal_score": {"mean": number},
     "samples": [{"set": text, "prompt": long_text, "completion": long_text, "refusal": flag}],
 }
-PROBE = {"layers": count, "steps": count, "safe_direction_score": rate, "layer_margin": [number],
-         "margin": [[number]], "linear_probe_accuracy": maybe([rate]), "refusal_direction_norm": [number]}
+PROBE = {"variant": maybe(text), "layers": count, "steps": count, "safe_direction_score": rate,
+         "safe_direction_ci95": maybe(INTERVAL), "layer_margin": [number], "margin": [[number]],
+         "decision_layer": maybe(count), "forced_prefix": maybe({"share_returning": [rate],
+                                                                 "tokens_to_comply": maybe(count)}),
+         "linear_probe_accuracy": maybe([rate]), "refusal_direction_norm": [number]}
 ABLATION_ROW = {"units": count, "n": count, "compliance_rate": rate, "refusal_score": number, "nll": number}
 UNITS = {"units": count, "method": text, "fractions": each(rate), "ablation": maybe(each(ABLATION_ROW)),
          "per_layer": [{"layer": count, "attn": each(count), "mlp": each(count)}]}
@@ -115,7 +118,7 @@ SPEC = {
         "behavior": maybe({"harmful_compliance": {"delta": number, "ci95": [number]},
                            "over_refusal": {"delta": number}, "utility_nll": {"delta": number}}),
         "first_token_kl": maybe(number),
-        "probe": maybe({"safe_direction_score": rate, "layer_margin": [number],
+        "probe": maybe({"safe_direction_score": rate, "score_drop": maybe(number), "layer_margin": [number],
                         "direction_cosine": maybe([number]), "note": maybe(text)}),
         "units": maybe({"note": maybe(text), "scu_drift_ratio": maybe(number),
                         "drift": maybe({"write": DRIFT, "read": maybe(DRIFT)}),
