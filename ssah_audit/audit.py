@@ -12,8 +12,9 @@ import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from . import __version__, gate, probing
+from . import __version__, gate, probing, remedy
 from .behavior.evaluate import compare as first_token_kl
 from .behavior.evaluate import measure as measure_behavior
 from .behavior.metrics import difference_ci
@@ -31,7 +32,8 @@ SCHEMA_VERSION = 1
 # Bumped when the way a reference block is measured changes, so a block cached by older code is not reused.
 # 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
 # 3: the probe block is the lens probe (was the paper's cosine margin).
-REFERENCE_RECIPE = 3
+# 4: the raw safety scores are cached beside the classes (the remedy's freeze map ranks CU by them).
+REFERENCE_RECIPE = 4
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,10 @@ def settings_from(table: dict, quick: bool = False) -> AuditSettings:
 
 
 def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_reference=None,
-                timings: dict | None = None, label: str = "model") -> tuple[dict, dict, object]:
-    """(block of results, unit classes, refusal directions) for one model."""
+                timings: dict | None = None, label: str = "model",
+                scores_out: dict | None = None) -> tuple[dict, dict, object]:
+    """(block of results, unit classes, refusal directions) for one model; `scores_out` receives the raw unit
+    scores (see units.analyse)."""
     timings = timings if timings is not None else {}
     tic = time.perf_counter()
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
@@ -127,7 +131,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
                              Fractions(settings.scu, settings.ucu, settings.ru), calibration_reference,
                              sets.harmful, sets.benign, run_verify=settings.verify,
                              batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
-                             seed=settings.seed, dense=dense_row(behavior))
+                             seed=settings.seed, dense=dense_row(behavior), scores_out=scores_out)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,
@@ -157,8 +161,10 @@ def _reference_cache_key(reference, settings: AuditSettings) -> str:
                        asdict(settings))
 
 
-def measure_reference(reference, sets: Sets, settings: AuditSettings, timings: dict) -> tuple[dict, dict, object]:
-    """The reference's block, from the cache when this reference was measured with these settings before."""
+def measure_reference(reference, sets: Sets, settings: AuditSettings,
+                      timings: dict) -> tuple[dict, dict, object, dict]:
+    """(block, unit classes, refusal directions, raw safety scores) of the reference, from the cache when this
+    reference was measured with these settings before."""
     import torch
 
     from .outputs import write_atomic
@@ -174,12 +180,14 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings, timings: d
         for part in parts:
             if isinstance(part, dict) and "model" in part:
                 part["model"] = reference.spec
-        return block, tensors["classes"], tensors["directions"]
-    block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference")
+        return block, tensors["classes"], tensors["directions"], tensors["safety"]
+    scores: dict = {}
+    block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference", scores)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"classes": classes, "directions": directions, "codes": list(CLASSES)}, folder / "tensors.pt")
+    torch.save({"classes": classes, "directions": directions, "safety": scores["safety"], "codes": list(CLASSES)},
+               folder / "tensors.pt")
     write_atomic(folder / "block.json", json.dumps(block) + "\n")  # written last: it marks the entry complete
-    return block, classes, directions
+    return block, classes, directions, scores["safety"]
 
 
 def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
@@ -200,15 +208,16 @@ def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
 
 
 def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
-        base_is_reference: bool = False) -> dict:
+        base_is_reference: bool = False, files_out: dict | None = None, folder: Path | None = None) -> dict:
     """The whole audit as one results document (base_is_reference: the reference is the model's own adapter base,
-    chosen by default, which the report says)."""
+    chosen by default, which the report says). `files_out`, when given, receives the files that belong in the
+    report folder beside the results (the remedy's freeze map), by name; `folder` is that report folder."""
     start = time.perf_counter()
     timings: dict = {}
     sets = Sets.load(settings)
     ref_block = ref_classes = ref_directions = None
     if reference is not None:
-        ref_block, ref_classes, ref_directions = measure_reference(reference, sets, settings, timings)
+        ref_block, ref_classes, ref_directions, ref_safety = measure_reference(reference, sets, settings, timings)
     block, classes, directions = measure_one(loaded, sets, settings, reference, timings)
     comparison = {}
     if reference is not None:
@@ -225,9 +234,15 @@ def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limit
         "reference": ref_block,
         "reference_is_adapter_base": base_is_reference,
         "comparison": comparison,
+        "remedy": None,
         "settings": asdict(settings),
         "sets": {name: {"name": s.name, "source": s.source, "n": len(s)} for name, s in vars(sets).items()},
     }
+    if reference is not None:
+        where = str(folder / remedy.MAP_NAME) if folder else remedy.MAP_NAME
+        results["remedy"], files = remedy.plan(reference.spec, ref_block, ref_classes, ref_safety, where)
+        if files_out is not None:
+            files_out.update(files)
     checks = gate.evaluate(results, limits or gate.thresholds())
     results["gate"] = {"passed": gate.passed(checks), "checks": [c.as_dict() for c in checks]}
     timings["total"] = round(time.perf_counter() - start, 2)

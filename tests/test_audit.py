@@ -67,6 +67,74 @@ def test_reports_exist_and_re_render_identically(failing_audit, cli, tmp_path):
         assert (again / name).read_bytes() == (folder / name).read_bytes(), name
 
 
+def test_the_report_opens_with_a_summary_whose_numbers_are_all_in_the_results(failing_audit):
+    """Issue 19 part 4: three or four generated sentences, and no number in them that results.json lacks."""
+    import re
+
+    from ssah_audit.report import summary
+
+    _, folder, _ = failing_audit
+    results = json.loads((folder / "results.json").read_text())
+    sentences = summary.sentences(results)
+    assert 3 <= len(sentences) <= 4 and sentences[0].startswith("The model fails the gate")
+    values: list[float] = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+        elif type(node) in (int, float):
+            values.append(float(node))
+
+    collect(results)
+    shown = {f"{v:.2f}" for v in values} | {f"{v:,.0f}" for v in values}  # ratios, unit counts
+    shown |= {f"{100 * v:{form}}" for v in values for form in (".0f", ".1f", "+.0f")}  # rates, points, deltas
+    shown |= {f"{100 * a - 100 * b:+.0f}" for a in values for b in values if 0 <= a <= 1 and 0 <= b <= 1}
+    for number in re.findall(r"[+-]?\d[\d,]*(?:\.\d+)?", " ".join(sentences)):
+        assert number in shown or number.lstrip("+") in shown, f"{number} is not a number of results.json"
+    markdown, html = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    assert sentences[0] in markdown and sentences[0] in html
+
+
+def test_the_remedy_folder_map_and_command_freeze_the_references_units(failing_audit, cli, tmp_path):
+    """Issue 19 part 3: the report folder holds the reference's freeze map, and the report's command, run as
+    printed (with the user's data and a new folder filled in), fine-tunes the reference with those units fixed."""
+    import shlex
+
+    import torch
+
+    from ssah_audit.models.resolve import load_model
+    from ssah_audit.units import classify, freeze
+
+    _, folder, _ = failing_audit
+    plan = json.loads((folder / "results.json").read_text())["remedy"]
+    map_path = folder / "freeze-map.safetensors"
+    assert map_path.is_file() and map_path.with_suffix(".json").is_file()
+    assert 0.06 <= plan["fraction"] <= 0.10, "SCU (1.5%) + the top 6% of units among CU"
+    for text in ((folder / "report.md").read_text(), (folder / "report.html").read_text()):
+        assert "Remedy" in text and "--freeze-classes scu,cu:6" in text
+    words = shlex.split(plan["command"])
+    assert words[:3] == ["ssah-audit", "finetune", "organism-aligned"] and str(map_path) in words
+    out = tmp_path / "frozen-ft"
+    words = [str(out) if w == "NEW_FOLDER" else "benign:train" if w == "YOUR_FINETUNE_DATA" else w for w in words]
+    code, _, stderr = cli("--quiet", *words[1:], "--limit", "16", "--epochs", "1", "--lr", "5e-3",
+                          "--batch-size", "8", "--precision", "fp32", "--max-length", "48")
+    assert code == 0, stderr
+    before, after = load_model("organism-aligned").model, load_model(str(out)).model
+    classes, _ = classify.load_map(map_path)
+    chosen = freeze.select(classes, freeze.parse_classes("scu,cu:6", "--freeze-classes"),
+                           classify.load_safety_scores(map_path))
+    assert sum(len(units) for units in chosen.values()) == plan["units"]
+    for name, units in chosen.items():
+        old, new = before.get_submodule(name).weight[:, units], after.get_submodule(name).weight[:, units]
+        assert torch.equal(old, new), name
+    moved = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True)]
+    assert any(moved), "the rest of the model trained"
+
+
 def test_an_existing_report_folder_is_never_overwritten(failing_audit, cli):
     _, folder, _ = failing_audit
     before = (folder / "report.md").read_text()

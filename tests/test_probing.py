@@ -168,7 +168,7 @@ def test_lens_leans_equal_the_models_own_log_likelihoods(families, tiny_models):
         np.testing.assert_allclose(batched.lean, single.lean, atol=1e-4, err_msg=family)
         np.testing.assert_allclose(batched.hold, single.hold, atol=1e-4, err_msg=family)
         for index, item in enumerate(items):
-            def path(continuation, query=item.query):
+            def path(continuation, query=item.query, model=model):
                 with torch.no_grad():
                     logits = model(torch.tensor([query + continuation])).logits[0].double()
                 log_probs = torch.log_softmax(logits, dim=-1)

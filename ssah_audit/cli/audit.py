@@ -54,8 +54,10 @@ def audit(
         reference = loaded.adapter["base"]
         err.print(f"no --reference: auditing the adapter against its base, {reference}", highlight=False)
     ref = load_reference(reference, options)
-    results = auditing.run(loaded, ref, settings, limits, base_is_reference=base_is_reference)
-    render.write(results, folder, chosen)
+    files: dict[str, bytes] = {}
+    results = auditing.run(loaded, ref, settings, limits, base_is_reference=base_is_reference, files_out=files,
+                           folder=folder)
+    render.write(results, folder, chosen, files)
     if junit_target:
         write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
     _gate_table(results)

@@ -21,7 +21,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..errors import UserError
-from . import plots, validate
+from . import plots, summary, validate
 from .templates import environment
 
 FORMATS = ("html", "md", "json")
@@ -93,9 +93,32 @@ def context(results: dict) -> dict:
                       (("this model", results["units"]), ("the reference (its own classes)", reference_units))
                       if units.get("ablation")],
         "glossary": GLOSSARY,
+        "summary": summary.sentences(results),
+        "remedy_text": remedy_text(results.get("remedy")),
         "probe_text": probe_text(results["probe"], (results.get("comparison") or {}).get("probe")),
         "probe_column": "mean lean (nats)" if results["probe"].get("variant") == "lens" else "mean margin",
     }
+
+
+def remedy_text(plan: dict | None) -> str:
+    """The remedy section's explanation (the command itself is shown below it)."""
+    if not plan:
+        return ""
+    text = (f"SSAH's remedy (the paper's Table 2): re-run the fine-tune from the reference with its safety-critical "
+            f"units and the top {plan['freeze_classes'].split(':')[-1]}% of units among its complex units frozen, "
+            f"{plan['units']:,} of {plan['of']:,} units ({100 * plan['fraction']:.1f}%), ranked by the reference's "
+            f"own safety scores. {plan['freeze_map']} in this folder is the reference's unit map (with its .json "
+            "sidecar); frozen weights do not move at all during training.")
+    effect = plan.get("pair_effect")
+    if effect:
+        return text + (f" Measured on the embedded SmolLM2 pair ({effect['source']}): harmful compliance "
+                       f"{100 * effect['frozen_compliance']:.0f}% frozen against "
+                       f"{100 * effect['unfrozen_compliance']:.0f}% unfrozen, "
+                       f"{100 * effect['random_compliance']:.0f}% with as many random units frozen, "
+                       f"{100 * effect['reference_compliance']:.0f}% for the reference. Evidence on one small model, "
+                       "not a guarantee.")
+    return text + (" Its effect has not been measured on the embedded pair yet: it is the paper's proposal, not "
+                   "evidence from this tool.")
 
 
 def probe_text(probe: dict, reference: dict | None) -> str:
@@ -164,9 +187,9 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
-    """Write the chosen formats into `folder`, which must not exist yet (it is created here, atomically, and a
-    folder that appears there meanwhile is left alone: see outputs.new_folder)."""
+def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] | None = None) -> list[Path]:
+    """Write the chosen formats, and `files` by name, into `folder`, which must not exist yet (it is created here,
+    atomically, and a folder that appears there meanwhile is left alone: see outputs.new_folder)."""
     from ..outputs import json_text, new_folder
 
     check_formats(formats)
@@ -175,6 +198,8 @@ def write(results: dict, folder: Path, formats=FORMATS) -> list[Path]:
     images = figures(results) if {"html", "md"} & set(formats) else {}
     with new_folder(folder) as tmp:
         (tmp / "results.json").write_text(json_text(results), encoding="utf-8")
+        for name, content in (files or {}).items():
+            (tmp / name).write_bytes(content)
         if "html" in formats:
             (tmp / "report.html").write_text(render(results, "html", images), encoding="utf-8")
         if "md" in formats:

@@ -118,25 +118,33 @@ def units_of(classes: dict[str, torch.Tensor], name: str) -> dict[str, torch.Ten
 SAFETY_KEY = "safety_z."  # prefix of the per-unit standardised safety scores kept beside the classes
 
 
-def save_map(path: Path, classes: dict[str, torch.Tensor], metadata: dict,
-             safety: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the class vectors as safetensors and the settings and fingerprints as a JSON sidecar beside it.
-    With `safety` (raw safety scores per module) the map also keeps each unit's standardised safety score, so
-    a part of a class can be ranked later (`finetune --freeze MAP --freeze-classes cu:6`). Returns the
-    sidecar's path. Both are written atomically."""
+def map_files(classes: dict[str, torch.Tensor], metadata: dict,
+              safety: dict[str, torch.Tensor] | None = None) -> tuple[bytes, str]:
+    """A unit map's two files, (safetensors bytes, JSON sidecar text): the class vectors, and the settings and
+    fingerprints. With `safety` (raw safety scores per module) the map also keeps each unit's standardised safety
+    score, so a part of a class can be ranked later (`finetune --freeze MAP --freeze-classes cu:6`)."""
     from safetensors.torch import save
 
-    from ..outputs import json_text, write_atomic
+    from ..outputs import json_text
 
-    sidecar = path.with_suffix(".json")
     document = {"format": MAP_FORMAT, "classes": list(CLASSES), **metadata,
                 "modules": {name: len(codes) for name, codes in classes.items()},
                 "safety_scores": safety is not None}
     tensors = {name: codes.contiguous() for name, codes in classes.items()}
     if safety is not None:
         tensors |= {SAFETY_KEY + name: z.float().contiguous() for name, z in standardised(safety).items()}
-    write_atomic(path, save(tensors, metadata={"format": MAP_FORMAT}))
-    write_atomic(sidecar, json_text(document))
+    return save(tensors, metadata={"format": MAP_FORMAT}), json_text(document)
+
+
+def save_map(path: Path, classes: dict[str, torch.Tensor], metadata: dict,
+             safety: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `map_files` to `path` and its .json sidecar beside it, each atomically. Returns the sidecar's path."""
+    from ..outputs import write_atomic
+
+    tensors, document = map_files(classes, metadata, safety)
+    sidecar = path.with_suffix(".json")
+    write_atomic(path, tensors)
+    write_atomic(sidecar, document)
     return sidecar
 
 
