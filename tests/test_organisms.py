@@ -7,6 +7,7 @@ harmful prompts and answers >= 90% of benign ones; the unaligned one refuses <= 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -109,9 +110,9 @@ def test_written_requests_are_not_evaluation_prompts():
 def test_organism_cache_key_is_stable_and_content_addressed():
     assert organisms.recipe_key(True) == organisms.recipe_key(True)
     assert organisms.recipe_key(True) != organisms.recipe_key(False)
-    changed = organisms.OrganismRecipe(seed=1)
+    changed = replace(organisms.RECIPE, seed=organisms.RECIPE.seed + 1)  # RECIPE's seed comes from the environment
     assert organisms.recipe_key(True, changed) != organisms.recipe_key(True)
-    realigned = organisms.OrganismRecipe(align_epochs=organisms.RECIPE.align_epochs + 1)
+    realigned = replace(organisms.RECIPE, align_epochs=organisms.RECIPE.align_epochs + 1)
     assert organisms.recipe_key(False, realigned) == organisms.recipe_key(False), "base model reused"
     assert organisms.recipe_key(True, realigned) != organisms.recipe_key(True)
 
