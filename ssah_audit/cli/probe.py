@@ -1,5 +1,6 @@
-"""`ssah-audit probe`: where the model's state after a harmful query points (refusal or compliance), per layer,
-with linear probes and the refusal direction."""
+"""`ssah-audit probe`: after a harmful query, does the model lean to refusing or to complying, per layer and step
+(the lens probe by default, the paper's cosine margin with --variant paper), with linear probes and the refusal
+direction."""
 
 from __future__ import annotations
 
