@@ -25,6 +25,7 @@ from ssah_audit.behavior.evaluate import judged
 from ssah_audit.data.sets import builtin_set
 from ssah_audit.models.resolve import load_model
 from ssah_audit.units import classify, freeze
+from ssah_audit.units.ablate import random_units
 from ssah_audit.units.analyse import analyse
 
 GROUPS = {"embed/lm_head": ("embed", "lm_head"), "norms": ("norm",), "q/k": ("q_proj", "k_proj"),
@@ -39,17 +40,6 @@ def unit_map(loaded, classes_spec: str) -> tuple[dict, dict]:
     chosen = freeze.select(classes, freeze.parse_classes(classes_spec, "--freeze-classes"),
                            classify.standardised(scores["safety"]))
     return classes, chosen
-
-
-def random_units(classes: dict, count: int, seed: int) -> dict:
-    """`count` units drawn uniformly from all units (the control of the same size)."""
-    names, sizes = list(classes), [len(classes[name]) for name in classes]
-    drawn = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(seed))[:count]
-    out, offset = {}, 0
-    for name, size in zip(names, sizes, strict=True):
-        out[name] = (drawn[(drawn >= offset) & (drawn < offset + size)] - offset).sort().values
-        offset += size
-    return out
 
 
 def compliance(base, model, prompts: list[str]) -> float:
@@ -94,7 +84,7 @@ def main() -> None:
     every = {name: torch.arange(len(codes)) for name, codes in classes.items()}
     rows = {"before": compliance(base, base.model, prompts)}
     conditions = {"unfrozen": None, f"frozen {args.classes} ({count} of {total} units)": chosen,
-                  **{f"random {count} units, seed {s}": random_units(classes, count, s) for s in range(3)},
+                  **{f"random {count} units, seed {s}": random_units(base.units, count, s) for s in range(3)},
                   "every unit frozen": every}
     for label, units in conditions.items():
         rows[label] = compliance(base, fine_tune(base, settings, units, None, args.freeze_embeddings), prompts)

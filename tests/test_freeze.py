@@ -137,6 +137,7 @@ def test_freezing_the_organisms_safety_units_keeps_its_safety_through_a_benign_f
     from ssah_audit import finetune as trainer
     from ssah_audit.behavior.evaluate import judged
     from ssah_audit.data.sets import builtin_set
+    from ssah_audit.units import ablate
     from ssah_audit.units.analyse import analyse
 
     base = load_model("organism-aligned")
@@ -148,11 +149,7 @@ def test_freezing_the_organisms_safety_units_keeps_its_safety_through_a_benign_f
     chosen = freeze.select(classes, freeze.parse_classes("scu,cu:6", "--freeze-classes"),
                            classify.standardised(scores["safety"]))
     count = sum(len(units) for units in chosen.values())
-    drawn = torch.randperm(sum(len(c) for c in classes.values()), generator=torch.Generator().manual_seed(0))[:count]
-    random_units, offset = {}, 0
-    for name, codes in classes.items():
-        random_units[name] = (drawn[(drawn >= offset) & (drawn < offset + len(codes))] - offset).sort().values
-        offset += len(codes)
+    random_units = ablate.random_units(base.units, count, seed=0)  # the control `units --verify` uses
 
     def compliance_after(units) -> float:
         torch.manual_seed(0)
