@@ -143,7 +143,6 @@ def summarise(harmful: Leans, benign: Leans | None, seed: int = 0) -> dict:
     returning = (harmful.hold[:, -1, :] > 0).mean(axis=0)  # after k = 0..steps-1 forced compliant tokens
     doc = {"variant": "lens", "layers": int(mean.shape[0]), "steps": int(steps),
            "margin": mean.tolist(), "margin_ci95": [(mean - half).tolist(), (mean + half).tolist()],
-           "layer_margin": mean[:, 1:].mean(axis=1).tolist(),
            "lean_share": (lean > 0).mean(axis=0).tolist(),
            "safe_direction_score": predicted.rate, "safe_direction_ci95": list(predicted.ci95),
            "forced_prefix": {"share_returning": returning.tolist(),

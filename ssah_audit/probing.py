@@ -233,7 +233,7 @@ def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int
     folds = min(5, len(harmful_states), len(benign_states))
     accuracy = linear_probe_accuracy(harmful_states, benign_states, folds) if folds >= 2 else None
     doc = {"model": loaded.spec, "fingerprint": loaded.fingerprint, **doc,
-           "layer_margin": doc.get("layer_margin") or np.array(doc["margin"])[:, 1:].mean(axis=1).tolist(),
+           "layer_margin": np.array(doc["margin"])[:, 1:].mean(axis=1).tolist(),  # k >= 2, both variants
            "per_prompt": [{"prompt": p.text, "lean": float(value), "predicts": "refusal" if value > 0 else "compliance"}
                           for p, value in zip(harmful.prompts, per_prompt, strict=True)],
            "linear_probe_accuracy": accuracy, "refusal_direction_norm": directions.norm(dim=-1).tolist(),
