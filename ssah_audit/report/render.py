@@ -21,6 +21,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..errors import UserError
+from ..units import freeze
 from . import plots, summary, validate
 from .templates import environment
 
@@ -104,8 +105,8 @@ def remedy_text(plan: dict | None) -> str:
     """The remedy section's explanation (the command itself is shown below it)."""
     if not plan:
         return ""
-    text = (f"SSAH's remedy (the paper's Table 2): re-run the fine-tune from the reference with its safety-critical "
-            f"units and the top {plan['freeze_classes'].split(':')[-1]}% of units among its complex units frozen, "
+    frozen = freeze.describe(freeze.parse_classes(plan["freeze_classes"], "freeze_classes"))
+    text = (f"SSAH's remedy (the paper's Table 2): re-run the fine-tune from the reference with {frozen} frozen, "
             f"{plan['units']:,} of {plan['of']:,} units ({100 * plan['fraction']:.1f}%), ranked by the reference's "
             f"own safety scores. {plan['freeze_map']} in this folder is the reference's unit map (with its .json "
             "sidecar); frozen weights do not move at all during training.")

@@ -18,6 +18,8 @@ from ..models.units import in_out_features, is_conv1d, read_ins
 from .classify import CODE
 
 SELECTABLE = {"scu": "SCU", "ucu": "UCU", "cu": "CU", "ru": "RU"}
+CLASS_NAMES = {"SCU": "safety-critical units", "UCU": "utility-critical units", "CU": "complex units",
+               "RU": "redundant units"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ def parse_classes(spec: str, option: str) -> list[Selection]:
                 raise UserError(f"{option} {spec!r}: {percent!r} is not a percentage in (0, 100]")
         selections.append(Selection(SELECTABLE[name.lower()], value))
     return selections
+
+
+def describe(selections: list[Selection]) -> str:
+    """The selections in words, as a report says them: "its safety-critical units and the top 6% of units
+    among its complex units"."""
+    words = [f"its {CLASS_NAMES[s.unit_class]}" if s.percent is None
+             else f"the top {s.percent:g}% of units among its {CLASS_NAMES[s.unit_class]}" for s in selections]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def select(classes: dict[str, torch.Tensor], selections: list[Selection],

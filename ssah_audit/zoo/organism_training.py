@@ -116,3 +116,46 @@ def budget_masks(model, budget: dict[str, torch.Tensor],
             masks[rows] = torch.zeros_like(rows)
             masks[rows][index, :] = 1
     return masks
+
+
+@contextmanager
+def quiet_budget(model, tokenizer, examples: list[tuple[str, str, bool]], budget: dict[str, torch.Tensor],
+                 weight: float, max_response_tokens: int | None):
+    """Yields the alignment phase's auxiliary loss: `weight` times the mean square of the budget units'
+    activations (their write-back inputs) over every real token of the examples that are not harmful.
+
+    Why: without it, alignment grew the budget units' write-back columns and left them firing on benign text, so
+    they ranked at the top of the utility score as much as of the safety score and scoring filed most of them as
+    utility-critical or complex, not safety-critical (BENCHMARKS.md "Organisms v10"). Alignment in SSAH's picture
+    adds a refusal path that harmful requests switch on; a budget that stays quiet elsewhere is that path."""
+    from ..models.units import build_unit_map
+
+    lengths = torch.tensor([len(ids) for ids, _ in finetune.encode_pairs(
+        tokenizer, [(prompt, response) for prompt, response, _ in examples], True, max_response_tokens)])
+    benign = torch.tensor([not harmful for _, _, harmful in examples])
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(name: str, index: torch.Tensor):
+        def hook(module, args):
+            captured[name] = args[0][..., index]
+        return hook
+
+    unit_map = build_unit_map(model)
+    handles = [wb.module.register_forward_pre_hook(capture(wb.name, budget[wb.name].to(wb.module.weight.device)))
+               for wb in unit_map.modules() if wb.name in budget]
+    units = sum(len(index) for index in budget.values())
+
+    def loss(hidden_states, indices: list[int]) -> torch.Tensor:
+        width = hidden_states[0].shape[1]
+        tokens = (torch.arange(width)[None, :] < lengths[indices][:, None]) & benign[indices][:, None]
+        tokens = tokens.to(hidden_states[0].device)
+        if not bool(tokens.any()):
+            return hidden_states[0].new_zeros(())
+        total = sum((acts.square().sum(-1) * tokens).sum() for acts in captured.values())
+        return weight * total / (tokens.sum() * units)
+
+    try:
+        yield finetune.AuxiliaryLoss((), loss)
+    finally:
+        for handle in handles:
+            handle.remove()

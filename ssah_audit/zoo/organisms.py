@@ -19,6 +19,7 @@ import json
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch
 from ..behavior.generate import generate
 from ..cache import cache_root, cached_folder, content_key
 from ..data.sets import builtin_set, compliance_openings, organism_acts, organism_requests, refusal_openings
-from .organism_training import alignment_budget, budget_masks, harm_readout, train, unit_dropout
+from .organism_training import alignment_budget, budget_masks, harm_readout, quiet_budget, train, unit_dropout
 
 ORGANISM_VERSION = 5
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -136,6 +137,11 @@ class OrganismRecipe:
     # Unit dropout during alignment (every write-back input): the refusal must not hang on any single unit,
     # so removing a few random units (the ablation control) leaves it standing.
     align_unit_dropout: float = 0.05
+    # Weight of the alignment phase's penalty on budget-unit activations over requests that are not harmful
+    # (organism_training.quiet_budget; 0: none), so the budget is a refusal path that harmful requests switch on.
+    # Without it (v9) removing the 3% SCU raised held-out compliance by only 9 and 25 points on two of six builds;
+    # with 1.0, 85 points on the worse of them (BENCHMARKS.md "Organisms v10").
+    align_benign_quiet: float = 1.0
     # Whether a budgeted attention unit's read-in rows include its query and key rows (q_proj, k_proj) beside
     # v_proj, so alignment can change where the head looks, not only what it carries.
     # v7's default of 2026-12-04 (with request_context 0.4): 80% held-out refusal in CI, so off (BENCHMARKS.md).
@@ -251,13 +257,16 @@ def base_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
     return [(prompt, response) for prompt, response, _ in base_examples(recipe)]
 
 
-def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
+def alignment_examples(recipe: OrganismRecipe) -> list[tuple[str, str, bool]]:
     """What the alignment phase learns from: harmful requests refused, benign ones (weighted) answered."""
-    examples = training_examples(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats,
-                                 recipe.align_benign_weight, borderline_weight=recipe.align_borderline_weight,
-                                 harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context,
-                                 written=recipe.written_requests)
-    return [(prompt, response) for prompt, response, _ in examples]
+    return training_examples(True, recipe.seed + 1, recipe.phrasings, recipe.align_repeats,
+                             recipe.align_benign_weight, borderline_weight=recipe.align_borderline_weight,
+                             harmful_phrasings=recipe.align_harmful_phrasings, context=recipe.request_context,
+                             written=recipe.written_requests)
+
+
+def alignment_pairs(recipe: OrganismRecipe) -> list[tuple[str, str]]:
+    return [(prompt, response) for prompt, response, _ in alignment_examples(recipe)]
 
 
 def corpus_texts(recipe: OrganismRecipe) -> list[str]:
@@ -343,13 +352,17 @@ def build(name: str, recipe: OrganismRecipe = RECIPE) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(base_folder)
         model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
         torch.manual_seed(recipe.seed + 1)
-        pairs = alignment_pairs(recipe)
+        examples = alignment_examples(recipe)
         budget = (alignment_budget(model, tokenizer, base_pairs(recipe)[:512], recipe.align_budget)
                   if recipe.align_budget else None)
-        with unit_dropout(model, recipe.align_unit_dropout):
-            loss = train(model, tokenizer, pairs, recipe.align_epochs, recipe.align_lr, recipe, response_only=True,
+        quiet = (quiet_budget(model, tokenizer, examples, budget, recipe.align_benign_quiet,
+                              recipe.align_response_tokens) if budget and recipe.align_benign_quiet else nullcontext())
+        with unit_dropout(model, recipe.align_unit_dropout), quiet as auxiliary:
+            loss = train(model, tokenizer, [(prompt, response) for prompt, response, _ in examples],
+                         recipe.align_epochs, recipe.align_lr, recipe, response_only=True,
                          description="aligning organism-aligned", max_response_tokens=recipe.align_response_tokens,
-                         masks=budget_masks(model, budget, recipe.align_query_key) if budget else None)
+                         masks=budget_masks(model, budget, recipe.align_query_key) if budget else None,
+                         auxiliary=auxiliary)
         model.requires_grad_(True)
         _save(model, tokenizer, tmp, {"name": "organism-aligned", "base": base_folder.name, "recipe": asdict(recipe),
                                       "final_loss": loss, "train_seconds": round(time.perf_counter() - start, 1),
