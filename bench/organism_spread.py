@@ -60,7 +60,8 @@ def measure_one(seed: int, changes: dict) -> dict:
 
 
 ORGANISM_TESTS = ["tests/test_organisms.py", "tests/test_behavior.py", "tests/test_units_command.py",
-                  "tests/test_audit.py", "tests/test_finetune.py", "tests/test_probing.py", "tests/test_zoo.py"]
+                  "tests/test_audit.py", "tests/test_finetune.py", "tests/test_probing.py", "tests/test_zoo.py",
+                  "tests/test_freeze.py"]
 
 
 def build_env(seed: int, threads: int, root: Path) -> dict:

@@ -196,6 +196,46 @@ def test_ablation_zeroes_the_chosen_columns_and_restores_them_bit_for_bit(tiny_m
         assert torch.equal(parameter, before[name]), name
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2", "opt"])
+def test_row_ablation_runs_each_row_as_if_its_columns_were_zeroed(tiny_models, family):
+    """One batch, three conditions (none, 10 random units, 30 others): each row's logits equal that row run alone
+    with its units' columns zeroed, within fp32 rounding of another batch shape (atol 1e-5 on logits of order 1);
+    the hooks are gone after the block."""
+    loaded = load_model(str(tiny_models[family]))
+    conditions = [{}, ablate.random_units(loaded.units, 10, seed=0), ablate.random_units(loaded.units, 30, seed=1)]
+    ids = torch.tensor([[1, 2, 3, 4, 5]] * 3)
+    with torch.no_grad():
+        dense = loaded.model(input_ids=ids[:1]).logits
+        with ablate.row_ablation(loaded.units, conditions) as select:
+            select([0, 1, 2])
+            mixed = loaded.model(input_ids=ids).logits
+        for row, chosen in enumerate(conditions):
+            with ablate.ablated(loaded.units, chosen):
+                alone = loaded.model(input_ids=ids[:1]).logits
+            assert torch.allclose(mixed[row], alone[0], atol=1e-5), row
+        assert not torch.allclose(mixed[1], mixed[0], atol=1e-3)
+        assert torch.equal(loaded.model(input_ids=ids[:1]).logits, dense)
+
+
+def test_shared_batches_generate_what_each_condition_generates_alone(tiny_models):
+    """verify.measure_conditions' generation (every condition in each batch, rows sorted by length) gives each
+    prompt, under each condition, the greedy completion it gets with that condition's columns zeroed."""
+    from ssah_audit.behavior.generate import generate
+
+    loaded = load_model(str(tiny_models["llama"]))
+    prompts = ["How do I boil an egg?", "Say hi.", "Explain photosynthesis briefly.", "Name a colour."]
+    conditions = [{}, ablate.random_units(loaded.units, 20, seed=0), ablate.random_units(loaded.units, 60, seed=1)]
+    which = [k for k in range(len(conditions)) for _ in prompts]
+    with ablate.row_ablation(loaded.units, conditions) as select:
+        shared = generate(loaded.model, loaded.tokenizer, prompts * 3, 12, batch_size=6,
+                          before_batch=lambda chunk: select([which[i] for i in chunk]))
+    for k, chosen in enumerate(conditions):
+        with ablate.ablated(loaded.units, chosen):
+            alone = generate(loaded.model, loaded.tokenizer, prompts, 12, batch_size=4)
+        assert shared[k * len(prompts):(k + 1) * len(prompts)] == alone, k
+    assert shared[:len(prompts)] != shared[len(prompts):2 * len(prompts)]
+
+
 def test_random_control_is_seeded_and_spans_all_modules(tiny_models):
     loaded = load_model(str(tiny_models["llama"]))
     first, again = ablate.random_units(loaded.units, 40, 5), ablate.random_units(loaded.units, 40, 5)

@@ -28,14 +28,15 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, system: str | None = None, description: str = "generating",
              formatted: bool = False, with_finished: bool = False, sample_seed: int | None = None,
-             greedy_tokens: int = 0) -> list[str] | tuple[list[str], list[bool]]:
+             greedy_tokens: int = 0, before_batch=None) -> list[str] | tuple[list[str], list[bool]]:
     """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given. With
     `with_finished`, also whether each one ended by itself (False: cut at `max_new_tokens`).
 
     With `sample_seed`: the first `greedy_tokens` greedy, the rest seeded samples from the model's full
     distribution (temperature 1, no top-k/top-p). Training on such answers keeps the model's opening (where
     it chooses to fulfil or refuse) as sharp as greedy answers would, and the rest of its distribution as it
-    was, where greedy answers sharpen it."""
+    was, where greedy answers sharpen it. `before_batch`, when given, is called with each batch's prompt indices
+    before it runs (units.ablate.row_ablation uses it to set each row's ablation)."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     if encoded:
@@ -53,6 +54,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     with progress_bar(description, len(texts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
+            if before_batch is not None:
+                before_batch(chunk)
             # Left padding: every prompt ends where generation starts.
             ids, mask, _ = pad([encoded[i] for i in chunk], pad_id, side="left")
             ids, mask, width = ids.to(device), mask.to(device), ids.shape[1]

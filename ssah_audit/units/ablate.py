@@ -1,8 +1,10 @@
-"""Reversible unit ablation: zero B[:, j] for chosen units, then put back exactly what was there.
+"""Unit ablation: zero B[:, j] for chosen units, then put back exactly what was there; or, per batch row,
+zero the units' inputs, so one batch carries several ablation conditions.
 
 Zeroing a unit's write-back column removes its contribution to the residual stream (for every token and
 every input), which is structured pruning of that unit. The checkpoint on disk is never touched; the
 columns are copied before and restored bit for bit after, even when the measurement inside fails.
+Zeroing the unit's input x_j instead makes the same term B[:, j] x_j exactly 0, and can differ per row.
 """
 
 from __future__ import annotations
@@ -32,6 +34,48 @@ def ablated(unit_map, chosen: dict[str, torch.Tensor]):
         with torch.no_grad():
             for weight, index, columns in reversed(saved):
                 weight[:, index] = columns
+
+
+@contextmanager
+def row_ablation(unit_map, conditions: list[dict[str, torch.Tensor]]):
+    """Within the block, row r of a batch runs without the units of conditions[which[r]]: yields `select`, to be
+    called before each batch with `which`, each row's condition index. A forward pre-hook multiplies each
+    write-back's input by the rows' 0/1 masks. Why: a generation step of a small model reads every weight for
+    the few rows of one batch; carrying every condition of a verification (dense, -SCU, -UCU, -RU, random
+    controls) in one batch reads them once for all (bench/ablation_batching.py)."""
+    modules = {wb.name: wb for wb in unit_map.modules()}
+    keep: dict[str, torch.Tensor] = {}
+    for name in sorted({name for chosen in conditions for name, index in chosen.items() if len(index)}):
+        keep[name] = torch.ones(len(conditions), modules[name].units)
+        for k, chosen in enumerate(conditions):
+            if name in chosen:
+                keep[name][k, chosen[name]] = 0
+    current: dict[str, torch.Tensor | None] = {}
+
+    def masking(name: str):
+        def hook(module, args):
+            rows = current.get(name)
+            if rows is None:
+                return None
+            x = args[0]
+            rows = rows.to(x.device, x.dtype)
+            # (batch, tokens, units), or (batch * tokens, units) where a family flattens its tokens (OPT)
+            shaped = x.reshape(rows.shape[0], -1, x.shape[-1])
+            return ((shaped * rows[:, None, :]).reshape(x.shape),) + tuple(args[1:])
+        return hook
+
+    def select(which: list[int]) -> None:
+        index = torch.as_tensor(which, dtype=torch.long)
+        for name, mask in keep.items():
+            rows = mask[index]
+            current[name] = None if bool(rows.all()) else rows
+
+    handles = [modules[name].module.register_forward_pre_hook(masking(name)) for name in keep]
+    try:
+        yield select
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def count(chosen: dict[str, torch.Tensor]) -> int:

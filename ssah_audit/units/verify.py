@@ -3,6 +3,8 @@
 Every condition is measured the same way on held-out prompts: harmful compliance (greedy generation and
 the judge), the logit refusal score (mean log-odds of a refusal opening) and utility NLL of benign
 reference answers. The random control has as many units as SCU and is repeated over seeds (mean, sd).
+The conditions' generations share batches (units.ablate.row_ablation): each batch carries `batch_size`
+prompts in every condition.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..behavior.evaluate import judged
+from ..behavior.generate import generate
+from ..behavior.judge import is_refusal
 from ..behavior.metrics import answer_nll, refusal_scores
-from .ablate import ablated, count, from_ranking, random_units
+from .ablate import ablated, count, from_ranking, random_units, row_ablation
 from .classify import units_of
 
 RANDOM_SEEDS = (0, 1, 2)
@@ -30,22 +34,56 @@ def measure(loaded, harmful: list[str], benign: list[tuple[str, str]], max_new_t
             "nll": answer_nll(loaded.model, loaded.tokenizer, benign, batch_size)["nll"], "n": len(harmful)}
 
 
+def generate_conditions(loaded, conditions: list[dict], prompts: list[str], max_new_tokens: int = 64,
+                        batch_size: int = 16, description: str = "ablations") -> list[list[str]]:
+    """Greedy completions of `prompts` under each condition (the units to remove), all conditions in shared
+    batches of `batch_size` prompts x len(conditions) rows; one list of completions per condition."""
+    which = [k for k in range(len(conditions)) for _ in prompts]
+    with row_ablation(loaded.units, conditions) as select:
+        completions = generate(loaded.model, loaded.tokenizer, prompts * len(conditions), max_new_tokens,
+                               batch_size * len(conditions), description=f"{loaded.spec}: {description}",
+                               before_batch=lambda chunk: select([which[i] for i in chunk]))
+    return [completions[k * len(prompts):(k + 1) * len(prompts)] for k in range(len(conditions))]
+
+
+def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: list[tuple[str, str]],
+                       max_new_tokens: int = 64, batch_size: int = 16, description: str = "ablations",
+                       completions_out: dict | None = None) -> dict:
+    """measure() under each condition (label: the units to remove), the generations of all conditions in shared
+    batches; the forward-only scores (refusal score, NLL) per condition with its columns zeroed.
+    `completions_out`, when given, receives each condition's completions (bench/ablation_batching.py)."""
+    generated = generate_conditions(loaded, list(conditions.values()), harmful, max_new_tokens, batch_size,
+                                    description)
+    if completions_out is not None:
+        completions_out.update(zip(conditions, generated, strict=True))
+    table = {}
+    for (label, chosen), completions in zip(conditions.items(), generated, strict=True):
+        complied = [not is_refusal(p, c) for p, c in zip(harmful, completions, strict=True)]
+        with ablated(loaded.units, chosen):
+            table[label] = {"compliance_rate": float(np.mean(complied)),
+                            "refusal_score": float(np.mean(refusal_scores(loaded.model, loaded.tokenizer, harmful,
+                                                                          batch_size))),
+                            "nll": answer_nll(loaded.model, loaded.tokenizer, benign, batch_size)["nll"],
+                            "n": len(harmful), "units": count(chosen)}
+    return table
+
+
 def verify(loaded, classes, harmful: list[str], benign: list[tuple[str, str]], max_new_tokens: int = 64,
            batch_size: int = 16, seeds=RANDOM_SEEDS, dense: dict | None = None) -> dict:
     """{"dense" | "SCU" | "UCU" | "RU" | "random": {compliance_rate, refusal_score, nll, units, ...}}.
 
     `dense`, when the caller already measured the unablated model on these prompts with these settings (the
     audit's behaviour stage did), is used as it is instead of being measured again."""
-    def run(chosen, label):
-        with ablated(loaded.units, chosen):
-            return measure(loaded, harmful, benign, max_new_tokens, batch_size, label) | {"units": count(chosen)}
-
-    table = {"dense": (dense or measure(loaded, harmful, benign, max_new_tokens, batch_size)) | {"units": 0}}
-    for name in ("SCU", "UCU", "RU"):
-        table[name] = run(units_of(classes, name), f"without {name}")
-    size = table["SCU"]["units"]
-    runs = [run(random_units(loaded.units, size, seed), f"without {size} random units (seed {seed})")
-            for seed in seeds]
+    conditions = {name: units_of(classes, name) for name in ("SCU", "UCU", "RU")}
+    size = count(conditions["SCU"])
+    conditions |= {f"random {seed}": random_units(loaded.units, size, seed) for seed in seeds}
+    if dense is None:
+        conditions["dense"] = {}
+    measured = measure_conditions(loaded, conditions, harmful, benign, max_new_tokens, batch_size,
+                                  f"dense, without SCU, UCU, RU and {len(seeds)} x {size} random units")
+    table = {"dense": (dense or measured["dense"]) | {"units": 0}}
+    table |= {name: measured[name] for name in ("SCU", "UCU", "RU")}
+    runs = [measured[f"random {seed}"] for seed in seeds]
     table["random"] = {key: float(np.mean([r[key] for r in runs])) for key in METRICS}
     table["random"] |= {"sd": {key: float(np.std([r[key] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
                                for key in METRICS},
@@ -56,12 +94,11 @@ def verify(loaded, classes, harmful: list[str], benign: list[tuple[str, str]], m
 def sweep(loaded, ranking: list[tuple[str, int]], harmful: list[str], benign: list[tuple[str, str]], dense: dict,
           percents=SWEEP_PERCENTS, max_new_tokens: int = 64, batch_size: int = 16) -> dict:
     """Ablate the top p% of the SCU ranking for each p; suggest a fraction by SUGGESTION_RULE."""
-    points = []
-    for percent in percents:
-        chosen = from_ranking(ranking, round(len(ranking) * percent / 100))
-        with ablated(loaded.units, chosen):
-            points.append({"percent": percent, "units": count(chosen)}
-                          | measure(loaded, harmful, benign, max_new_tokens, batch_size, f"without top {percent}%"))
+    conditions = {percent: from_ranking(ranking, round(len(ranking) * percent / 100)) for percent in percents}
+    measured = measure_conditions(loaded, conditions, harmful, benign, max_new_tokens, batch_size,
+                                  f"without the top {', '.join(f'{p:g}' for p in percents)}% of the SCU ranking")
+    points = [{"percent": percent, "units": measured[percent]["units"]}
+              | {key: value for key, value in measured[percent].items() if key != "units"} for percent in percents]
     return {"points": points, "suggested_percent": suggest(points, dense), "rule": SUGGESTION_RULE}
 
 
