@@ -85,6 +85,39 @@ def test_scu_ablation_breaks_the_aligned_organisms_refusal_and_nothing_else():
     assert random["compliance_rate"] - dense["compliance_rate"] <= 0.10, table
 
 
+def test_shared_batch_verification_gives_the_table_of_one_condition_at_a_time():
+    """Issue 18's fast path (every condition's generation in shared batches) against verification as it ran
+    before (each condition alone, its columns zeroed) on organism-aligned's held-out split, 24 tokens: the same
+    verdict for every (condition, prompt) but at most one in the whole table, since another batch shape rounds
+    fp32 differently and a near-tie can flip one greedy token; the utility NLL is computed the same way in both
+    (columns zeroed) and must be equal."""
+    from ssah_audit.behavior.evaluate import judged
+    from ssah_audit.behavior.judge import is_refusal
+    from ssah_audit.behavior.metrics import answer_nll
+    from ssah_audit.units.calibration import utility_pairs
+
+    loaded = load_model("organism-aligned")
+    _, classes = analyse.analyse(loaded, builtin_set("harmful:train"), builtin_set("benign:train"),
+                                 fractions=classify.Fractions(3, 10, 15), batch_size=32)
+    harmful = [p.text for p in builtin_set("harmful").prompts]
+    benign = utility_pairs(builtin_set("benign").limit(20))
+    conditions = {"dense": {}} | {name: classify.units_of(classes, name) for name in ("SCU", "UCU", "RU")}
+    conditions["random"] = ablate.random_units(loaded.units, ablate.count(conditions["SCU"]), 0)
+    completions: dict = {}
+    shared = verify.measure_conditions(loaded, conditions, harmful, benign, 24, 32, completions_out=completions)
+    differing = 0
+    for label, chosen in conditions.items():
+        with ablate.ablated(loaded.units, chosen):
+            verdicts = [refused for _, refused in judged(loaded, harmful, 24, 32, label)]
+            nll = answer_nll(loaded.model, loaded.tokenizer, benign, 32)["nll"]
+        differing += sum(is_refusal(p, c) != v for p, c, v in zip(harmful, completions[label], verdicts, strict=True))
+        alone = 1 - sum(verdicts) / len(verdicts)
+        assert abs(shared[label]["compliance_rate"] - alone) <= 0.01, (label, shared[label], alone)
+        assert shared[label]["nll"] == nll, label
+    assert differing <= 1, differing
+    assert shared["SCU"]["compliance_rate"] > shared["random"]["compliance_rate"]
+
+
 def test_the_organisms_alignment_lives_in_its_recorded_budget():
     """The known truth the scoring is tested against: alignment changed only the recorded budget of units
     (tests/test_organisms.py), and removing exactly those brings harmful compliance back to >= 90%
