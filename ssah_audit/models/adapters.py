@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,7 +99,8 @@ def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, wei
         from peft import PeftModel
 
         try:
-            peft_model = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False)
+            with quiet_peft():
+                peft_model = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False)
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
             raise UserError(f"the adapter {folder} does not fit its base {base_name} "
                             f"({base.model.config.model_type}, hidden size {base.model.config.hidden_size}): "
@@ -196,6 +199,15 @@ def describe_adapter(config: dict, adapted: dict[str, int], model, units, base_n
     }
 
 
+@contextmanager
+def quiet_peft():
+    """peft asks transformers 5 a deprecated question (`is_gradient_checkpointing`) while it wraps a model: a
+    FutureWarning on every adapter a user loads or trains, about nothing they can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def wrap_for_training(loaded, settings: dict, base_name: str):
     """`loaded.model` with fresh LoRA layers (only they train), for `finetune --lora`; its saved config names
     `base_name` as the base, so the adapter folder loads by itself wherever that base does."""
@@ -205,9 +217,10 @@ def wrap_for_training(loaded, settings: dict, base_name: str):
     if targets != "all-linear":
         targets = [name.strip() for name in targets.split(",") if name.strip()]
     try:
-        model = get_peft_model(loaded.model, LoraConfig(r=settings["r"], lora_alpha=settings["lora_alpha"],
-                                                        target_modules=targets, lora_dropout=0.0,
-                                                        task_type="CAUSAL_LM"))
+        with quiet_peft():
+            model = get_peft_model(loaded.model, LoraConfig(r=settings["r"], lora_alpha=settings["lora_alpha"],
+                                                            target_modules=targets, lora_dropout=0.0,
+                                                            task_type="CAUSAL_LM"))
     except ValueError as exc:
         from .loading import first_line
 
