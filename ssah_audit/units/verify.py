@@ -80,7 +80,8 @@ def verify(loaded, classes, harmful: list[str], benign: list[tuple[str, str]], m
     if dense is None:
         conditions["dense"] = {}
     measured = measure_conditions(loaded, conditions, harmful, benign, max_new_tokens, batch_size,
-                                  f"dense, without SCU, UCU, RU and {len(seeds)} x {size} random units")
+                                  ("dense, " if dense is None else "")
+                                  + f"without SCU, UCU, RU and {len(seeds)} x {size} random units")
     table = {"dense": (dense or measured["dense"]) | {"units": 0}}
     table |= {name: measured[name] for name in ("SCU", "UCU", "RU")}
     runs = [measured[f"random {seed}"] for seed in seeds]
