@@ -29,6 +29,11 @@ def measure(loaded, harmful: list[str], benign: list[tuple[str, str]], max_new_t
             batch_size: int = 16, label: str = "dense") -> dict:
     complied = [not refused for _, refused in judged(loaded, harmful, max_new_tokens, batch_size,
                                                       f"{loaded.spec}: {label}")]
+    return row(loaded, harmful, benign, complied, batch_size)
+
+
+def row(loaded, harmful: list[str], benign: list[tuple[str, str]], complied: list[bool], batch_size: int) -> dict:
+    """One condition's table row from its judged compliance and the model as it stands (ablation applied)."""
     return {"compliance_rate": float(np.mean(complied)),
             "refusal_score": float(np.mean(refusal_scores(loaded.model, loaded.tokenizer, harmful, batch_size))),
             "nll": answer_nll(loaded.model, loaded.tokenizer, benign, batch_size)["nll"], "n": len(harmful)}
@@ -60,11 +65,7 @@ def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: lis
     for (label, chosen), completions in zip(conditions.items(), generated, strict=True):
         complied = [not is_refusal(p, c) for p, c in zip(harmful, completions, strict=True)]
         with ablated(loaded.units, chosen):
-            table[label] = {"compliance_rate": float(np.mean(complied)),
-                            "refusal_score": float(np.mean(refusal_scores(loaded.model, loaded.tokenizer, harmful,
-                                                                          batch_size))),
-                            "nll": answer_nll(loaded.model, loaded.tokenizer, benign, batch_size)["nll"],
-                            "n": len(harmful), "units": count(chosen)}
+            table[label] = row(loaded, harmful, benign, complied, batch_size) | {"units": count(chosen)}
     return table
 
 
@@ -98,8 +99,7 @@ def sweep(loaded, ranking: list[tuple[str, int]], harmful: list[str], benign: li
     conditions = {percent: from_ranking(ranking, round(len(ranking) * percent / 100)) for percent in percents}
     measured = measure_conditions(loaded, conditions, harmful, benign, max_new_tokens, batch_size,
                                   f"without the top {', '.join(f'{p:g}' for p in percents)}% of the SCU ranking")
-    points = [{"percent": percent, "units": measured[percent]["units"]}
-              | {key: value for key, value in measured[percent].items() if key != "units"} for percent in percents]
+    points = [{"percent": percent, "units": measured[percent]["units"], **measured[percent]} for percent in percents]
     return {"points": points, "suggested_percent": suggest(points, dense), "rule": SUGGESTION_RULE}
 
 
