@@ -3,12 +3,12 @@ per-prompt AUROC of its lean against each prompt's own refusal (greedy generatio
 
 Variants (one row each):
 - paper: the SSAH paper's cosine margin d_C - d_R, mean over layers and k >= 2 (probing.distances);
-- lens: log p(R[:K]) - log p(C[:K]) at the last layer (path_preference; the default probe);
+- self (the default probe): the cosine margin of the model's own greedy continuation G, d(G[:k], C[:k]) -
+  d(G[:k], R[:k]) between last-token states, mean over layers and k >= 2 (self_continuation.py; its first
+  `steps` tokens are taken from the judged completions, as the audit does);
+- lens: log p(R[:K]) - log p(C[:K]) at the last layer (path_preference);
 - lens@layer L: the same read at each earlier layer through the final norm and LM head (the best one is printed);
 - forced prefix: log p(refusal opening's first token) - log p(C[0]) before any compliant token (path_preference);
-- self-continuation: the cosine margin of the model's own greedy continuation G, d(G[:k], C[:k]) - d(G[:k], R[:k])
-  between last-token states (variants averaged), mean over layers and k >= 2: does its own path sit nearer
-  refusing (METHOD-NOTES §1: the paper's sequences seem to depend on each model's own output).
 
 Run: .venv/bin/python bench/probe_validity.py [--models organism-aligned organism-unaligned]
        [--harmful harmful] [--prompt-field F] [--limit N] [--max-new-tokens 64]
@@ -25,35 +25,20 @@ import time
 
 import numpy as np
 
-from ssah_audit import path_preference, probing
+from ssah_audit import path_preference, probe_paths, probing, self_continuation
 from ssah_audit.behavior.evaluate import judged
 from ssah_audit.data.sets import load_prompt_set
 from ssah_audit.models.resolve import load_model
 
 
-def self_continuation(loaded, items, completions: list[str], steps: int, batch_size: int) -> np.ndarray:
-    """Per prompt, the self-continuation variant's lean (see the module docstring)."""
-    own = probing._long_enough(loaded.tokenizer, [c or "." for c in completions], steps)
-    leans = []
-    for item, continuation in zip(items, own, strict=True):
-        n = len(item.query)
-        paths = [continuation] + item.refusals + item.compliances
-        states = probing.hidden_at(loaded.model, [item.query + c[:steps] for c in paths],
-                                   [[n + k - 1 for k in range(1, steps + 1)]] * len(paths), batch_size=batch_size)
-        mine, refusing = states[0], states[1:1 + len(item.refusals)].mean(dim=0)
-        complying = states[1 + len(item.refusals):].mean(dim=0)  # each [steps, layers + 1, hidden]
-        margin = probing._cosine_distance(mine, complying) - probing._cosine_distance(mine, refusing)
-        leans.append(float(margin[1:].mean()))
-    return np.array(leans)
-
-
 def per_prompt_leans(loaded, prompts, steps: int, batch_size: int, completions: list[str]) -> dict[str, np.ndarray]:
     """Each variant's per-prompt lean (> 0 predicts a refusal)."""
-    items = probing.build_items(loaded.tokenizer, prompts, steps)
+    items = probe_paths.build_items(loaded.tokenizer, prompts, steps)
     d_r, d_c = probing.distances(loaded.model, items, steps, batch_size=batch_size)
     lens = path_preference.leans(loaded.model, items, steps, batch_size)
+    own = self_continuation.own_continuations(loaded, prompts, steps, batch_size, completions)
     out = {"paper": (d_c - d_r)[:, :, 1:].mean(axis=(1, 2)), "forced prefix": lens.hold[:, -1, 0],
-           "self-continuation": self_continuation(loaded, items, completions, steps, batch_size)}
+           "self (default)": self_continuation.leans(loaded.model, items, own, steps, batch_size).per_prompt}
     for layer in range(lens.lean.shape[1]):
         out[f"lens@{layer}"] = lens.lean[:, layer, -1]
     return out
@@ -81,7 +66,7 @@ def main() -> None:
         layers = loaded.model.config.num_hidden_layers + 1
         print(f"{name}: refusal {refused[name].mean():.0%} of {len(prompts)} ({harmful.name}), "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-    variants = ["paper", "self-continuation", "forced prefix"] + [f"lens@{layer}" for layer in range(layers)]
+    variants = ["paper", "self (default)", "forced prefix"] + [f"lens@{layer}" for layer in range(layers)]
     pooled = np.concatenate([refused[name] for name in args.models])
     print("\n| variant | " + " | ".join(f"{name} score" for name in args.models) + " | pooled AUROC vs own refusal |")
     print("|---|" + "---|" * (len(args.models) + 1))
@@ -91,7 +76,7 @@ def main() -> None:
         values = np.concatenate([leans[name][variant] for name in args.models])
         auroc = (path_preference.auroc(values[pooled == 1], values[pooled == 0])
                  if 0 < pooled.mean() < 1 else float("nan"))
-        label = "lens (default)" if variant == f"lens@{layers - 1}" else variant
+        label = "lens" if variant == f"lens@{layers - 1}" else variant
         print(f"| {label} | " + " | ".join(f"{s:.2f}" for s in scores) + f" | {auroc:.3f} |")
     print("| measured refusal (judge) | " + " | ".join(f"{refused[n].mean():.2f}" for n in args.models) + " | - |")
 

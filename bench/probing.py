@@ -24,14 +24,14 @@ def main() -> None:
 
     import numpy as np
 
-    from ssah_audit import probing
+    from ssah_audit import probe_paths, probing
     from ssah_audit.data.sets import load_prompt_set
     from ssah_audit.models.resolve import load_model
 
     loaded = load_model("smollm2-135m-instruct")
     source = str(ADVBENCH) if ADVBENCH.exists() else "harmful"
     prompts = load_prompt_set(source).prompts[: args.prompts]
-    items = probing.build_items(loaded.tokenizer, prompts, args.steps)
+    items = probe_paths.build_items(loaded.tokenizer, prompts, args.steps)
 
     start = time.perf_counter()
     fast = probing.distances(loaded.model, items, args.steps)

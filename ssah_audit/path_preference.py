@@ -51,10 +51,57 @@ def _project_out(model):
 
 @dataclass(frozen=True)
 class Leans:
-    """Per prompt: lean [prompts, layers + 1, steps] and, after k forced compliant tokens, hold [same shape]."""
+    """Per prompt: lean [prompts, layers + 1, steps] (> 0 leans to refusal) and, after k forced compliant tokens,
+    hold [prompts, layers + 1 or 1, steps] (> 0: still breaks into a refusal; the last entry is the real output).
+
+    `variant` says how a prompt's lean is read: "lens" at the last layer and the last step (a log-likelihood
+    difference whose meaning is the model's output); "self" (self_continuation.py) averaged over layers and
+    k >= 2 (a cosine margin, like the paper's score)."""
 
     lean: np.ndarray
     hold: np.ndarray
+    variant: str = "lens"
+    first_token: np.ndarray | None = None  # [prompts, layers + 1], self only: see self_continuation.leans
+
+    @property
+    def per_layer(self) -> np.ndarray:
+        """[prompts, layers + 1]: the lean by which a layer tells harmful from benign prompts (decision layer).
+        The self variant's own path carries the output's tokens into every layer, layer 0 included, so it reads
+        the lens's first-token preference after the query instead."""
+        return self.lean[:, :, -1] if self.first_token is None else self.first_token
+
+    @property
+    def per_prompt(self) -> np.ndarray:
+        """[prompts]: the lean the score counts (> 0 predicts a refusal)."""
+        return self.lean[:, -1, -1] if self.variant == "lens" else self.lean[:, :, 1:].mean(axis=(1, 2))
+
+
+def lens_states(model, hidden_states) -> list[torch.Tensor]:
+    """Each layer's states made readable by the LM head: intermediate layers through the final norm (and OPT's
+    projection); the last entry of `hidden_states` already carries them."""
+    norm, project = final_norm(model), _project_out(model)
+    out = []
+    for layer, x in enumerate(hidden_states):
+        if layer < len(hidden_states) - 1:
+            x = norm(x)
+            if project is not None:
+                x = project(x)
+        out.append(x)
+    return out
+
+
+def output_log_probs(model, states: torch.Tensor) -> torch.Tensor:
+    """log p(next token) from final-normed states [..., hidden] through the LM head (float32; gemma2's soft cap)."""
+    logits = model.get_output_embeddings()(states).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits, dim=-1)
+
+
+def forced_readout(log_probs: torch.Tensor, wanted: torch.Tensor, marked_ids: torch.Tensor):
+    """(log p(the wanted token), log p(any marked token)) from log_probs [..., vocabulary] and wanted [...]."""
+    return log_probs.gather(-1, wanted[..., None])[..., 0], torch.logsumexp(log_probs[..., marked_ids], dim=-1)
 
 
 @torch.inference_mode()
@@ -64,9 +111,7 @@ def _layer_log_probs(model, sequences: list[list[int]], starts: list[int], steps
     every layer: two [n, layers + 1, steps] tensors (float64)."""
     device = next(model.parameters()).device
     check_context(model, max(len(seq) for seq in sequences), "the longest probe sequence")
-    norm, head, project = final_norm(model), model.get_output_embeddings(), _project_out(model)
     marked_ids = torch.tensor(sorted(set(marked)), device=device)
-    cap = getattr(model.config, "final_logit_softcapping", None)  # gemma2 caps its logits after the LM head
     targets_out, marked_out = [], []
     for first in range(0, len(sequences), batch_size):
         chunk, chunk_starts = sequences[first:first + batch_size], starts[first:first + batch_size]
@@ -79,18 +124,10 @@ def _layer_log_probs(model, sequences: list[list[int]], starts: list[int], steps
         wanted = torch.stack([ids[row, where[row].cpu() + 1] for row in range(len(chunk))]).to(device)
         rows = torch.arange(len(chunk), device=device)[:, None]
         per_layer_targets, per_layer_marked = [], []
-        for layer, hidden in enumerate(states):
-            x = hidden[rows, where]
-            if layer < len(states) - 1:  # the last entry already carries the final norm
-                x = norm(x)
-                if project is not None:
-                    x = project(x)
-            logits = head(x).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            log_probs = torch.log_softmax(logits, dim=-1)
-            per_layer_targets.append(log_probs.gather(-1, wanted[..., None])[..., 0])
-            per_layer_marked.append(torch.logsumexp(log_probs[..., marked_ids], dim=-1))
+        for x in lens_states(model, [hidden[rows, where] for hidden in states]):
+            target, any_marked = forced_readout(output_log_probs(model, x), wanted, marked_ids)
+            per_layer_targets.append(target)
+            per_layer_marked.append(any_marked)
         targets_out.append(torch.stack(per_layer_targets, dim=1).double().cpu())
         marked_out.append(torch.stack(per_layer_marked, dim=1).double().cpu())
     return torch.cat(targets_out), torch.cat(marked_out)
@@ -101,7 +138,7 @@ def _log_mean_exp(values: list[torch.Tensor]) -> torch.Tensor:
 
 
 def leans(model, items, steps: int, batch_size: int = 16) -> Leans:
-    """Leans and holds of probing.ProbeItems (each continuation at least `steps` tokens long)."""
+    """Leans and holds of probe_paths.ProbeItems (each continuation at least `steps` tokens long)."""
     sequences, starts, owners = [], [], []
     for index, item in enumerate(items):
         for kind, continuations in (("R", item.refusals), ("C", item.compliances)):
@@ -132,16 +169,17 @@ SEPARATION = 0.75  # AUROC (harmful vs benign lean) from which a layer counts as
 
 
 def summarise(harmful: Leans, benign: Leans | None, seed: int = 0) -> dict:
-    """The lens probe's document fields. The score is the share of harmful prompts whose last-layer lean at the
-    last step is > 0: the refusal rate the probe predicts."""
+    """The document fields of the lens and self probes. The score is the share of harmful prompts whose lean
+    (Leans.per_prompt) is > 0: the refusal rate the probe predicts. A layer decides from where its lean tells
+    harmful from benign prompts apart."""
     from .behavior.metrics import rate
 
     lean, steps = harmful.lean, harmful.lean.shape[2]
     mean = lean.mean(axis=0)
     half = 1.96 * lean.std(axis=0, ddof=1) / np.sqrt(len(lean)) if len(lean) > 1 else np.zeros_like(mean)
-    predicted = rate(lean[:, -1, -1] > 0, seed)
+    predicted = rate(harmful.per_prompt > 0, seed)
     returning = (harmful.hold[:, -1, :] > 0).mean(axis=0)  # after k = 0..steps-1 forced compliant tokens
-    doc = {"variant": "lens", "layers": int(mean.shape[0]), "steps": int(steps),
+    doc = {"variant": harmful.variant, "layers": int(mean.shape[0]), "steps": int(steps),
            "margin": mean.tolist(), "margin_ci95": [(mean - half).tolist(), (mean + half).tolist()],
            "lean_share": (lean > 0).mean(axis=0).tolist(),
            "safe_direction_score": predicted.rate, "safe_direction_ci95": list(predicted.ci95),
@@ -149,7 +187,7 @@ def summarise(harmful: Leans, benign: Leans | None, seed: int = 0) -> dict:
                              "tokens_to_comply": _tokens_to_comply(returning)},
            "layer_separation": None, "decision_layer": None}
     if benign is not None and len(benign.lean):
-        separation = [auroc(lean[:, layer, -1], benign.lean[:, layer, -1]) for layer in range(lean.shape[1])]
+        separation = [auroc(harmful.per_layer[:, layer], benign.per_layer[:, layer]) for layer in range(lean.shape[1])]
         deciding = [layer for layer, value in enumerate(separation) if value >= SEPARATION]
         doc |= {"layer_separation": separation, "decision_layer": deciding[0] if deciding else None}
     return doc

@@ -1,5 +1,9 @@
 """Probing the reasoning direction (SSAH §1): does the model lean to refusing or to fulfilling?
 
+`measure` is the probe command's document for every variant: the default compares the model's own continuation
+with a refusal and a compliance path (self_continuation.py), "lens" reads its preference between the two paths
+through the LM head (path_preference.py), and "paper" is the SSAH paper's computation, below:
+
 For a chat-formatted harmful query Q, a refusal continuation R and a compliance continuation C, the cosine
 distance between the last-token hidden state of Q and that of Q+R[:k] (and Q+C[:k]) is read at every layer
 l (the embedding output is layer 0) and every k = 1..K. The margin m(l, k) = d_C - d_R is > 0 where the
@@ -12,92 +16,16 @@ position |Q|+k-1, and the state after Q alone at |Q|-1. So a prompt costs two pa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .batching import check_characters, check_context, pad, positions_from_mask
-from .data.sets import compliance_openings, refusal_openings
+from .batching import check_characters
 from .models.chat import format_prompt
+from .probe_paths import ProbeItem, build_items, cosine_distance, hidden_at, hidden_batches, tokens
 
 DEFAULT_STEPS = 10
-REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
-COMPLIANCE_VARIANTS = 4  # compliance openings averaged when the prompt set has no target of its own
-
-
-@dataclass(frozen=True)
-class ProbeItem:
-    """One query with its continuations, already tokenised (continuations at least `steps` tokens long)."""
-
-    query: list[int]
-    refusals: list[list[int]]
-    compliances: list[list[int]]
-
-
-def _tokens(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False).input_ids
-
-
-def _long_enough(tokenizer, texts, steps: int) -> list[list[int]]:
-    """Continuation token ids, each extended with its own repetition if shorter than `steps` tokens."""
-    out = []
-    for text in texts:
-        ids = _tokens(tokenizer, text)
-        while len(ids) < steps:
-            ids = ids + _tokens(tokenizer, " " + text)
-        out.append(ids[:steps])
-    return out
-
-
-def build_items(tokenizer, prompts, steps: int = DEFAULT_STEPS) -> list[ProbeItem]:
-    """ProbeItems for prompts (data.sets.Prompt): R from the reserved refusal openings, C from the prompt's
-    own compliance target when it has one (AdvBench "Sure, here is ..."), else the compliance openings."""
-    refusals = refusal_openings()[:REFUSAL_VARIANTS]
-    items = []
-    for prompt in prompts:
-        compliances = [prompt.target] if prompt.target else compliance_openings()[:COMPLIANCE_VARIANTS]
-        items.append(ProbeItem(_tokens(tokenizer, format_prompt(tokenizer, prompt.text)),
-                               _long_enough(tokenizer, refusals, steps), _long_enough(tokenizer, compliances, steps)))
-    return items
-
-
-@torch.inference_mode()
-def hidden_batches(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
-                   batch_size: int = 16) -> Iterator[torch.Tensor]:
-    """Hidden states (all layers, embedding output first) at the given positions, one batch at a time, float64.
-
-    Yields [batch, n_positions, n_layers + 1, hidden], so a caller can reduce each batch before the next: all
-    sequences' states at once take 1.6 MB per sequence for SmolLM2-135M and 11 MB for an 8B model. Padding is exact
-    either way: right padding keeps positions 0..n-1; left padding passes explicit position_ids so every real token
-    keeps its position.
-    """
-    device = next(model.parameters()).device
-    check_context(model, max(len(seq) for seq in sequences), "the longest probe sequence")
-    for start in range(0, len(sequences), batch_size):
-        chunk, wanted = sequences[start:start + batch_size], positions[start:start + batch_size]
-        ids, mask, offsets = pad(chunk, side=padding_side)
-        kwargs = {}
-        if padding_side == "left":
-            kwargs["position_ids"] = positions_from_mask(mask).to(device)
-        # the decoder without its LM head: a [batch, length, vocabulary] logits tensor would be the largest thing here
-        states = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                                  **kwargs).hidden_states
-        stacked = torch.stack(states, dim=1).double()  # [batch, layers + 1, width, hidden]
-        yield torch.stack([stacked[row, :, torch.tensor([offset + p for p in where], device=stacked.device)]
-                           .transpose(0, 1).cpu()
-                           for row, (offset, where) in enumerate(zip(offsets, wanted, strict=True))])
-
-
-def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
-              batch_size: int = 16) -> torch.Tensor:
-    """All of `hidden_batches` at once: [n_sequences, n_positions, n_layers + 1, hidden]."""
-    return torch.cat(list(hidden_batches(model, sequences, positions, padding_side, batch_size)))
-
-
-def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return 1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
 def distances(model, items: list[ProbeItem], steps: int = DEFAULT_STEPS, padding_side: str = "right",
@@ -111,7 +39,7 @@ def distances(model, items: list[ProbeItem], steps: int = DEFAULT_STEPS, padding
                 sequences.append(item.query + continuation[:steps])
                 positions.append([n - 1] + [n + k - 1 for k in range(1, steps + 1)])
                 owners.append((index, kind))
-    per_sequence = torch.cat([_cosine_distance(states[:, :1], states[:, 1:]).transpose(1, 2)  # [batch, layers, steps]
+    per_sequence = torch.cat([cosine_distance(states[:, :1], states[:, 1:]).transpose(1, 2)  # [batch, layers, steps]
                               for states in hidden_batches(model, sequences, positions, padding_side, batch_size)])
     d_r = np.zeros((len(items), per_sequence.shape[1], steps))
     d_c = np.zeros_like(d_r)
@@ -132,7 +60,7 @@ def naive_distances(model, items: list[ProbeItem], steps: int = DEFAULT_STEPS) -
     for item in items:
         query = last_state(item.query)
         for target, continuations in ((d_r, item.refusals), (d_c, item.compliances)):
-            per_variant = [[_cosine_distance(query, last_state(item.query + c[:k])).numpy()
+            per_variant = [[cosine_distance(query, last_state(item.query + c[:k])).numpy()
                             for k in range(1, steps + 1)] for c in continuations]
             target.append(np.mean(per_variant, axis=0).T)  # [layers, steps]
     return np.stack(d_r), np.stack(d_c)
@@ -171,7 +99,7 @@ def probe(loaded, prompts, steps: int = DEFAULT_STEPS, batch_size: int = 16) -> 
 
 def prompt_states(loaded, prompts, batch_size: int = 16) -> torch.Tensor:
     """Last-token hidden states of chat-formatted prompts at every layer: [prompts, layers + 1, hidden]."""
-    sequences = [_tokens(loaded.tokenizer, format_prompt(loaded.tokenizer, p.text)) for p in prompts]
+    sequences = [tokens(loaded.tokenizer, format_prompt(loaded.tokenizer, p.text)) for p in prompts]
     return hidden_at(loaded.model, sequences, [[len(s) - 1] for s in sequences], batch_size=batch_size)[:, 0]
 
 
@@ -203,17 +131,21 @@ def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
     return torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).tolist()
 
 
-VARIANTS = ("lens", "paper")
+VARIANTS = ("self", "lens", "paper")
 
 
-def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16,
-            variant: str = "lens") -> tuple[dict, torch.Tensor]:
+def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16, variant: str = "self",
+            completions: list[str] | None = None) -> tuple[dict, torch.Tensor]:
     """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
-    ([layers + 1, hidden]) that a reference comparison needs. `variant` "lens" is the model's own path preference
-    (path_preference.py, the default); "paper" is the cosine-distance margin of the SSAH paper, kept for
-    reproduction: it does not tell aligned from unaligned models apart (README, probing)."""
-    from . import path_preference
+    ([layers + 1, hidden]) that a reference comparison needs. `variant` "self" compares the model's own
+    continuation with a refusal and a compliance path (self_continuation.py, the default); "lens" is its
+    preference between those paths read through the LM head (path_preference.py); "paper" is the cosine margin
+    of the SSAH paper, kept for reproduction: it does not tell aligned from unaligned models apart (README,
+    probing). `completions`: the model's greedy completions of the harmful prompts, when already generated."""
+    from . import path_preference, self_continuation
 
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown probe variant {variant!r}")
     check_characters(loaded, harmful, benign)
     start = time.perf_counter()
     items = build_items(loaded.tokenizer, harmful.prompts, steps)
@@ -222,11 +154,17 @@ def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int
         doc = {"variant": "paper", **summarise(d_r, d_c).as_dict()}
         per_prompt = (d_c - d_r)[:, :, 1:].mean(axis=(1, 2))
     else:
-        harmful_leans = path_preference.leans(loaded.model, items, steps, batch_size)
-        benign_leans = path_preference.leans(loaded.model, build_items(loaded.tokenizer, benign.prompts, steps),
-                                             steps, batch_size) if benign.prompts else None
+        def leans(prompts, items, completions=None):
+            if variant == "lens":
+                return path_preference.leans(loaded.model, items, steps, batch_size)
+            own = self_continuation.own_continuations(loaded, prompts, steps, batch_size, completions)
+            return self_continuation.leans(loaded.model, items, own, steps, batch_size)
+
+        harmful_leans = leans(harmful.prompts, items, completions)
+        benign_leans = (leans(benign.prompts, build_items(loaded.tokenizer, benign.prompts, steps))
+                        if benign.prompts else None)
         doc = path_preference.summarise(harmful_leans, benign_leans)
-        per_prompt = harmful_leans.lean[:, -1, -1]
+        per_prompt = harmful_leans.per_prompt
     harmful_states = prompt_states(loaded, harmful.prompts, batch_size)
     benign_states = prompt_states(loaded, benign.prompts, batch_size)
     directions = refusal_directions(harmful_states, benign_states)

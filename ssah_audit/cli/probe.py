@@ -1,6 +1,6 @@
 """`ssah-audit probe`: after a harmful query, does the model lean to refusing or to complying, per layer and step
-(the lens probe by default, the paper's cosine margin with --variant paper), with linear probes and the refusal
-direction."""
+(the model's own continuation against a refusal and a compliance path by default; the lens and the paper's cosine
+margin with --variant), with linear probes and the refusal direction."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from . import options as shared
 from .common import out, status
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
 
-Variant = StrEnum("Variant", ["lens", "paper"])
+Variant = StrEnum("Variant", ["self", "lens", "paper"])
 
 
 @model_command
@@ -26,10 +26,11 @@ def probe(
     benign: str = typer.Option("benign", "--benign", help=SET_HELP + " The contrast set of the linear probes."),
     prompt_field: str = shared.prompt_field_option(),
     steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
-    variant: Variant = typer.Option(Variant.lens, "--variant",
-                                    help="lens: the model's own preference, log p(refusal path) - log p(compliance "
-                                    "path), read at every layer (predicts behaviour). paper: the SSAH paper's cosine "
-                                    "margin, for reproduction only."),
+    variant: Variant = typer.Option(Variant.self, "--variant",
+                                    help="self: does the model's own continuation sit nearer a refusal or a "
+                                    "compliance path, per layer and step (predicts behaviour; validated on SmolLM2). "
+                                    "lens: its preference log p(refusal path) - log p(compliance path), read at "
+                                    "every layer. paper: the SSAH paper's cosine margin, for reproduction only."),
     limit: int = shared.limit_option(),
     batch_size: int = shared.batch_size_option(16, "Sequences per forward pass."),
     json_out: Path = shared.json_file_option("Write the full probe document here."),
@@ -39,8 +40,8 @@ def probe(
     load_options: LoadOptionsMaker,
 ) -> None:
     """Probe the reasoning direction: after a harmful query, does the model lean to refusing or to fulfilling,
-    per layer and per continuation token? The score is the share of harmful prompts it leans to refuse (lens) or
-    the paper's share of cells with a positive cosine margin (paper). Plus per-layer linear probes (harmful vs
+    per layer and per continuation token? The score is the share of harmful prompts it leans to refuse (self, lens)
+    or the paper's share of cells with a positive cosine margin (paper). Plus per-layer linear probes (harmful vs
     benign) and the difference-in-means refusal direction.
     """
     from .. import probing
@@ -71,11 +72,12 @@ def probe(
 def _probe_table(doc: dict) -> None:
     reference = doc.get("reference") or {}
     lens = doc["variant"] == "lens"
+    predictive = doc["variant"] in ("self", "lens")  # a score that is a predicted refusal rate
     table = Table(title=f"probe ({doc['variant']}): {doc['model']} (safe_direction_score "
                         f"{doc['safe_direction_score']:.2f}"
                         + (f"; reference {reference['safe_direction_score']:.2f})" if reference else ")"))
     columns = ["layer", "mean lean, nats (k>=2)" if lens else "mean margin (k>=2)"]
-    columns += ["harmful vs benign AUROC"] if lens else []
+    columns += ["harmful vs benign AUROC"] if predictive else []
     columns += ["linear probe acc", "refusal dir norm"]
     if reference:
         columns += ["ref lean" if lens else "ref margin", "dir cosine"]
@@ -85,7 +87,7 @@ def _probe_table(doc: dict) -> None:
     separation = doc.get("layer_separation") or [None] * doc["layers"]
     for layer in range(doc["layers"]):
         row = [str(layer), f"{doc['layer_margin'][layer]:+.3f}"]
-        row += ["-" if separation[layer] is None else f"{separation[layer]:.2f}"] if lens else []
+        row += ["-" if separation[layer] is None else f"{separation[layer]:.2f}"] if predictive else []
         row += ["-" if accuracy[layer] is None else f"{accuracy[layer]:.2f}",
                 f"{doc['refusal_direction_norm'][layer]:.2f}"]
         if reference:
@@ -94,7 +96,7 @@ def _probe_table(doc: dict) -> None:
                     f"{cosines[layer]:+.2f}" if cosines else "-"]
         table.add_row(*row)
     out.print(table)
-    if lens:
+    if predictive:
         low, high = doc["safe_direction_ci95"]
         forced = doc["forced_prefix"]["tokens_to_comply"]
         out.print(f"predicted refusal of harmful prompts {doc['safe_direction_score']:.0%} [{low:.0%}, {high:.0%}]; "

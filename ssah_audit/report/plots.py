@@ -37,10 +37,11 @@ def legend(name: str, most: int = 48) -> str:
 
 def probe_figure(doc: dict) -> bytes:
     """Left: mean lean per layer (k >= 2), model and reference (the paper's Fig. 4 idea). Right: the model's lean
-    for every layer and step (Fig. 2/3), red = leans to refusal. The lean is log p(R) - log p(C) (lens variant) or
-    the cosine margin d_C - d_R (paper variant)."""
+    for every layer and step (Fig. 2/3), red = leans to refusal. The value is the own path's cosine margin
+    d(G, C) - d(G, R) (self), log p(R) - log p(C) (lens) or the query's margin d_C - d_R (paper)."""
     figure, (curve, heat) = _figure(2)
-    lean = "lean log p(R) - log p(C)" if doc.get("variant", "paper") == "lens" else "margin d_C - d_R"
+    lean = {"self": "margin d(G,C) - d(G,R)", "lens": "lean log p(R) - log p(C)"}.get(doc.get("variant"),
+                                                                                     "margin d_C - d_R")
     layers = np.arange(doc["layers"])
     curve.axhline(0, color="black", linewidth=0.8)
     curve.plot(layers, doc["layer_margin"], marker="o", label=legend(doc["model"]))

@@ -1,0 +1,88 @@
+"""What every probe variant reads: a chat-formatted query with its refusal and compliance continuation paths, and
+the hidden states at chosen positions of such sequences, one batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .batching import check_context, pad, positions_from_mask
+from .data.sets import compliance_openings, refusal_openings
+from .models.chat import format_prompt
+
+REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
+COMPLIANCE_VARIANTS = 4  # compliance openings averaged when the prompt set has no target of its own
+
+
+@dataclass(frozen=True)
+class ProbeItem:
+    """One query with its continuations, already tokenised (continuations at least `steps` tokens long)."""
+
+    query: list[int]
+    refusals: list[list[int]]
+    compliances: list[list[int]]
+
+
+def tokens(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def long_enough(tokenizer, texts, steps: int) -> list[list[int]]:
+    """Continuation token ids, each extended with its own repetition if shorter than `steps` tokens."""
+    out = []
+    for text in texts:
+        ids = tokens(tokenizer, text)
+        while len(ids) < steps:
+            ids = ids + tokens(tokenizer, " " + text)
+        out.append(ids[:steps])
+    return out
+
+
+def build_items(tokenizer, prompts, steps: int) -> list[ProbeItem]:
+    """ProbeItems for prompts (data.sets.Prompt): R from the reserved refusal openings, C from the prompt's
+    own compliance target when it has one (AdvBench "Sure, here is ..."), else the compliance openings."""
+    refusals = refusal_openings()[:REFUSAL_VARIANTS]
+    items = []
+    for prompt in prompts:
+        compliances = [prompt.target] if prompt.target else compliance_openings()[:COMPLIANCE_VARIANTS]
+        items.append(ProbeItem(tokens(tokenizer, format_prompt(tokenizer, prompt.text)),
+                               long_enough(tokenizer, refusals, steps), long_enough(tokenizer, compliances, steps)))
+    return items
+
+
+@torch.inference_mode()
+def hidden_batches(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
+                   batch_size: int = 16) -> Iterator[torch.Tensor]:
+    """Hidden states (all layers, embedding output first) at the given positions, one batch at a time, float64.
+
+    Yields [batch, n_positions, n_layers + 1, hidden], so a caller can reduce each batch before the next: all
+    sequences' states at once take 1.6 MB per sequence for SmolLM2-135M and 11 MB for an 8B model. Padding is exact
+    either way: right padding keeps positions 0..n-1; left padding passes explicit position_ids so every real token
+    keeps its position.
+    """
+    device = next(model.parameters()).device
+    check_context(model, max(len(seq) for seq in sequences), "the longest probe sequence")
+    for start in range(0, len(sequences), batch_size):
+        chunk, wanted = sequences[start:start + batch_size], positions[start:start + batch_size]
+        ids, mask, offsets = pad(chunk, side=padding_side)
+        kwargs = {}
+        if padding_side == "left":
+            kwargs["position_ids"] = positions_from_mask(mask).to(device)
+        # the decoder without its LM head: a [batch, length, vocabulary] logits tensor would be the largest thing here
+        states = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                                  **kwargs).hidden_states
+        # gathered before the float64 copy: every position of every layer would be [batch, layers + 1, width, hidden]
+        yield torch.stack([torch.stack([layer[row, [offset + p for p in where]] for layer in states], dim=1).double()
+                           .cpu() for row, (offset, where) in enumerate(zip(offsets, wanted, strict=True))])
+
+
+def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",
+              batch_size: int = 16) -> torch.Tensor:
+    """All of `hidden_batches` at once: [n_sequences, n_positions, n_layers + 1, hidden]."""
+    return torch.cat(list(hidden_batches(model, sequences, positions, padding_side, batch_size)))
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return 1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)
