@@ -13,12 +13,12 @@ Run: .venv/bin/python bench/ablation_batching.py [--model smollm2-135m-instruct]
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
-import torch
+from machine import matmul_gflops, peak_rss_mib
 
 from ssah_audit.behavior.evaluate import judged
+from ssah_audit.behavior.generate import first_tokens
 from ssah_audit.behavior.judge import is_refusal
 from ssah_audit.behavior.metrics import answer_nll, refusal_scores
 from ssah_audit.data.sets import builtin_set
@@ -26,15 +26,6 @@ from ssah_audit.models.chat import format_prompt
 from ssah_audit.models.resolve import load_model
 from ssah_audit.units import ablate, analyse, classify, verify
 from ssah_audit.units.calibration import utility_pairs
-
-
-def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def tokens_through(loaded, prompts: list[str], completions: list[str]) -> int:
@@ -111,12 +102,11 @@ def main() -> None:
     tokenizer = loaded.tokenizer
     full = [is_refusal(p, c) for p, c in zip(harmful * len(conditions), shared_completions, strict=True)]
     for k in (16, 24, 32):
-        cut = [tokenizer.decode(tokenizer(c, add_special_tokens=False).input_ids[:k], skip_special_tokens=True)
-               for c in shared_completions]
+        cut = [first_tokens(tokenizer, c, k) for c in shared_completions]
         same = sum(is_refusal(p, c) == f for p, c, f in zip(harmful * len(conditions), cut, full, strict=True))
         print(f"verdict on the first {k} tokens equals the verdict on {args.max_new_tokens}: "
               f"{same}/{len(full)} ({100 * same / len(full):.1f}%)")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

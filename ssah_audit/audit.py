@@ -17,6 +17,8 @@ from pathlib import Path
 from . import __version__, gate, probing, remedy
 from .behavior.evaluate import compare as first_token_kl
 from .behavior.evaluate import measure as measure_behavior
+from .behavior.generate import first_tokens
+from .behavior.judge import is_refusal
 from .behavior.metrics import difference_ci
 from .cache import cache_root, content_key
 from .compare import compare_units, same_architecture
@@ -33,7 +35,13 @@ SCHEMA_VERSION = 1
 # 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
 # 3: the probe block is the lens probe (was the paper's cosine margin).
 # 4: the raw safety scores are cached beside the classes (the remedy's freeze map ranks CU by them).
-REFERENCE_RECIPE = 4
+# 5: the probe block is the self-continuation probe (was the lens); ablation rows generate verify_tokens.
+REFERENCE_RECIPE = 5
+
+
+VERIFY_TOKENS_NOTE = ("The ablation rows generate 32 tokens, not the behaviour stage's 64: the judge's verdict on the "
+                      "first 32 tokens equals its verdict on 64 for 99.7% of 336 ablation rows (BENCHMARKS.md), and "
+                      "it halves the audit's largest stage.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class AuditSettings:
     utility_data: str = "benign:train"
     limit: int | None = None
     max_new_tokens: int = 64
+    verify_tokens: int = 32  # per ablation row, at most max_new_tokens: see VERIFY_TOKENS_NOTE
     steps: int = 10
     method: str = "wifv"
     scu: float = 1.5
@@ -56,7 +65,7 @@ class AuditSettings:
 
     def __post_init__(self):
         """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
-        minimum = {"max_new_tokens": 1, "steps": 2, "batch_size": 1, "seed": 0}
+        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "seed": 0}
         for name, low in minimum.items():
             value = getattr(self, name)
             if type(value) is not int or value < low:
@@ -74,6 +83,11 @@ class AuditSettings:
             if type(getattr(self, name)) not in (int, float):
                 raise UserError(f"[audit] {name} must be a number, not {getattr(self, name)!r}")
         check_fractions(self.scu, self.ucu, self.ru, names=("[audit] scu", "[audit] ucu", "[audit] ru"))
+
+    @property
+    def ablation_tokens(self) -> int:
+        """Tokens generated per ablation row: verify_tokens, never more than the behaviour stage generated."""
+        return min(self.verify_tokens, self.max_new_tokens)
 
     @classmethod
     def quick(cls, **changes) -> AuditSettings:
@@ -124,14 +138,18 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
                                 settings.batch_size, settings.seed)
     timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
-    probe, directions = probing.measure(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size)
+    # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
+    completions = [s["completion"] for s in behavior["samples"][:len(sets.harmful)]]  # harmful samples come first
+    probe, directions = probing.measure(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size,
+                                        completions=completions)
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
                              Fractions(settings.scu, settings.ucu, settings.ru), calibration_reference,
                              sets.harmful, sets.benign, run_verify=settings.verify,
-                             batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
-                             seed=settings.seed, dense=dense_row(behavior), scores_out=scores_out)
+                             batch_size=settings.batch_size, max_new_tokens=settings.ablation_tokens,
+                             seed=settings.seed, dense=dense_row(behavior, loaded.tokenizer, settings.ablation_tokens),
+                             scores_out=scores_out)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,
@@ -139,11 +157,13 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
     return block, classes, directions
 
 
-def dense_row(behavior: dict) -> dict:
+def dense_row(behavior: dict, tokenizer, tokens: int) -> dict:
     """The unablated row of the ablation table, read off the behaviour block: the same held-out prompts, the same
-    greedy generation, judge, refusal score and NLL at the same batch size, so measuring it again would only
-    repeat the work (tests/test_audit.py checks that the two agree)."""
-    return {"compliance_rate": behavior["harmful"]["compliance_rate"],
+    greedy generation (cut to the ablation rows' `tokens`), judge, refusal score and NLL at the same batch size, so
+    measuring it again would only repeat the work (tests/test_audit.py checks that the two agree)."""
+    harmful = behavior["samples"][:behavior["harmful"]["n"]]  # the harmful samples come first
+    complied = [not is_refusal(s["prompt"], first_tokens(tokenizer, s["completion"], tokens)) for s in harmful]
+    return {"compliance_rate": sum(complied) / len(complied) if complied else 0.0,
             "refusal_score": behavior["refusal_score"]["mean"], "nll": behavior["utility"]["nll"],
             "n": behavior["harmful"]["n"]}
 
@@ -208,18 +228,21 @@ def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
 
 
 def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
-        base_is_reference: bool = False, files_out: dict | None = None, folder: Path | None = None) -> dict:
+        base_is_reference: bool = False, files_out: dict | None = None, folder: Path | None = None,
+        timings: dict | None = None) -> dict:
     """The whole audit as one results document (base_is_reference: the reference is the model's own adapter base,
     chosen by default, which the report says). `files_out`, when given, receives the files that belong in the
-    report folder beside the results (the remedy's freeze map), by name; `folder` is that report folder."""
+    report folder beside the results (the remedy's freeze map), by name; `folder` is that report folder.
+    `timings`, when given, receives each stage's seconds as it ends (bench/audit_stages.py)."""
     start = time.perf_counter()
-    timings: dict = {}
+    timings = timings if timings is not None else {}
     sets = Sets.load(settings)
     ref_block = ref_classes = ref_directions = None
     if reference is not None:
         ref_block, ref_classes, ref_directions, ref_safety = measure_reference(reference, sets, settings, timings)
     block, classes, directions = measure_one(loaded, sets, settings, reference, timings)
     comparison = {}
+    tic = time.perf_counter()
     if reference is not None:
         comparison["behavior"] = behavior_deltas(block["behavior"], ref_block["behavior"], settings.seed)
         kl = first_token_kl(loaded, reference, sets.benign, settings.batch_size)
@@ -228,6 +251,7 @@ def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limit
         reason = same_architecture(loaded, reference)
         comparison["units"] = ({"note": reason} if reason else
                                compare_units(loaded, reference, ref_classes, classes))
+        timings["comparison"] = round(time.perf_counter() - tic, 2)
     results = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         **block,
@@ -261,4 +285,4 @@ def provenance(settings: AuditSettings, timings: dict) -> dict:
             packages[name] = None
     return {"created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": settings.seed,
             "python": platform.python_version(), "platform": platform.platform(), "packages": packages,
-            "timings_seconds": timings}
+            "timings_seconds": dict(timings)}

@@ -76,3 +76,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
                 completions[i] = tokenizer.decode(new[:end], skip_special_tokens=True).strip()
             advance(len(chunk))
     return (completions, finished) if with_finished else completions
+
+
+def first_tokens(tokenizer, completion: str, tokens: int) -> str:
+    """The completion cut to its first `tokens` tokens: what a greedy generation of that length would have said
+    (greedy decoding is a prefix of itself), up to re-tokenisation at the cut."""
+    ids = tokenizer(completion, add_special_tokens=False).input_ids
+    return completion if len(ids) <= tokens else tokenizer.decode(ids[:tokens], skip_special_tokens=True).strip()

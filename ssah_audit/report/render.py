@@ -37,9 +37,11 @@ GLOSSARY = {
     "CU": "complex unit: matters for both",
     "RU": "redundant unit: matters for neither; the free budget where alignment can be added",
     "unit": "one input channel of a write-back projection (attention o_proj, MLP down_proj, ...)",
-    "probe lean": "log p(refusal path) - log p(compliance path) after a harmful query, read at each layer through "
-                  "the model's own final norm and LM head; > 0 predicts a refusal",
-    "probe margin": "(paper variant) d(Q, Q+compliance) - d(Q, Q+refusal) of hidden states; > 0 leans to refusal",
+    "probe margin": "d(own, compliance) - d(own, refusal): cosine distances between the hidden state of the model's "
+                    "own continuation of a harmful query and those of a compliance and a refusal continuation, at "
+                    "each layer and step; > 0 leans to refusal (paper variant: the same from the query's state)",
+    "probe lean": "(lens variant) log p(refusal path) - log p(compliance path) after a harmful query, read at each "
+                  "layer through the model's own final norm and LM head; > 0 predicts a refusal",
     "SCU drift ratio": "mean weight drift of the reference's SCU over the mean drift of all units",
 }
 
@@ -93,11 +95,12 @@ def context(results: dict) -> dict:
         "ablations": [(who, units["ablation"]) for who, units in
                       (("this model", results["units"]), ("the reference (its own classes)", reference_units))
                       if units.get("ablation")],
+        "ablation_tokens": (results["units"].get("evaluation") or {}).get("max_new_tokens"),
         "glossary": GLOSSARY,
         "summary": summary.sentences(results),
         "remedy_text": remedy_text(results.get("remedy")),
         "probe_text": probe_text(results["probe"], (results.get("comparison") or {}).get("probe")),
-        "probe_column": "mean lean (nats)" if results["probe"].get("variant") == "lens" else "mean margin",
+        "probe_column": "mean lean (nats)" if results["probe"].get("variant") == "lens" else "mean margin (k >= 2)",
     }
 
 
@@ -129,12 +132,14 @@ def probe_text(probe: dict, reference: dict | None) -> str:
         score += " [{:.2f}, {:.2f}]".format(*probe["safe_direction_ci95"])
     if reference:
         score += f" (reference {reference['safe_direction_score']:.2f})"
-    if probe.get("variant") != "lens":
+    if probe.get("variant") not in ("self", "lens"):
         return score + (": the share of (layer, k >= 2) cells where the model's state after a harmful query is "
                         "closer to a refusal than to a compliance (the paper's cosine margin; it does not tell "
                         "aligned from unaligned models apart, so read it as a description, not a verdict).")
-    text = score + (": the share of harmful prompts the model leans to refuse, from its own preference between a "
-                    "refusal and a compliance continuation (the lens probe); it predicts the refusal rate.")
+    how = ("whether its own continuation's hidden states, across its layers, sit nearer a refusal or a compliance "
+           "continuation" if probe["variant"] == "self"
+           else "its own preference between a refusal and a compliance continuation")
+    text = f"{score}: the share of harmful prompts the model leans to refuse, from {how}; it predicts the refusal rate."
     if probe.get("decision_layer") is not None:
         text += (f" The refusal decision emerges at layer {probe['decision_layer']}, the first whose lean tells "
                  "harmful from benign prompts apart.")

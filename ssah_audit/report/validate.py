@@ -100,6 +100,7 @@ PROBE = {"variant": maybe(text), "layers": count, "steps": count, "safe_directio
          "linear_probe_accuracy": maybe([rate]), "refusal_direction_norm": [number]}
 ABLATION_ROW = {"units": count, "n": count, "compliance_rate": rate, "refusal_score": number, "nll": number}
 UNITS = {"units": count, "method": text, "fractions": each(rate), "ablation": maybe(each(ABLATION_ROW)),
+         "evaluation": maybe({"max_new_tokens": count}),
          "per_layer": [{"layer": count, "attn": each(count), "mlp": each(count)}]}
 DRIFT = each(maybe(number))
 UNIT_CLASSES = ("SCU", "UCU", "CU", "RU", "all")  # the rows of the reports' drift table

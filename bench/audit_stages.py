@@ -1,0 +1,106 @@
+"""The audit stage by stage against the compute limit (issue 18): wall time, token positions through the models,
+achieved GFLOP/s (2 x parameters x tokens / s) and the ratio of each stage's wall time to the time its tokens would
+take at the machine's fp32 matmul rate (measured in the same run), and peak RSS.
+
+Two audits of MODEL against REFERENCE in one process: first with no reference block cached (a fresh
+audit-references folder beside the cached models), then with the reference's block cached, as a CI gate auditing
+its next fine-tune would run.
+
+Run: .venv/bin/python bench/audit_stages.py [--model smollm2-135m-safe-ft] [--reference smollm2-135m-safe] [--quick]
+     [--set KEY=VALUE ...]   (AuditSettings fields, e.g. --set verify_tokens=64 for the ablation rows of before)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from machine import TokenCounter, matmul_gflops, peak_rss_mib
+
+
+def fresh_reference_cache() -> None:
+    """Point the cache at a root that shares the built models (symlinks) but holds no audit-reference block."""
+    from ssah_audit.cache import KINDS, cache_root
+
+    real, root = cache_root(), Path(tempfile.mkdtemp(prefix="audit-stages-"))
+    for kind in KINDS:
+        if kind != "audit-references" and (real / kind).is_dir():
+            (root / kind).symlink_to(real / kind)
+    os.environ["SSAH_AUDIT_CACHE"] = str(root)
+
+
+class StageClock(dict):
+    """The audit's timings: each time a stage reports its seconds, the token positions counted since the last."""
+
+    def __init__(self, counters: list[TokenCounter]):
+        super().__init__()
+        self.counters, self.tokens, self._seen = counters, {}, 0
+
+    def __setitem__(self, key, value):
+        now = sum(counter.tokens for counter in self.counters)
+        self.tokens[key], self._seen = now - self._seen, now
+        super().__setitem__(key, value)
+
+
+def audit_once(model, reference, settings) -> tuple[list[tuple[str, float, int]], dict]:
+    """[(stage, seconds, tokens)] of one audit, the total last, and its results."""
+    from ssah_audit import audit
+
+    counters = [TokenCounter(model.model), TokenCounter(reference.model)]
+    clock = StageClock(counters)
+    start = time.perf_counter()
+    try:
+        results = audit.run(model, reference, settings, timings=clock)
+    finally:
+        for counter in counters:
+            counter.close()
+    wall = time.perf_counter() - start
+    rows = [(key, value, clock.tokens[key]) for key, value in clock.items()
+            if key != "total" and isinstance(value, float)]
+    rows.append(("audit total", wall, sum(counter.tokens for counter in counters)))
+    return rows, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-safe-ft")
+    parser.add_argument("--reference", default="smollm2-135m-safe")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    fresh_reference_cache()
+    from ssah_audit.audit import AuditSettings
+    from ssah_audit.models.resolve import load_model
+
+    changes = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        changes[key] = int(value) if value.isdigit() else value
+    settings = AuditSettings.quick(**changes) if args.quick else AuditSettings(**changes)
+    model, reference = load_model(args.model), load_model(args.reference)
+    parameters = sum(p.numel() for p in model.model.parameters())
+    machine = matmul_gflops()
+    print(f"{args.model} against {args.reference}: {parameters / 1e6:.0f}M parameters; settings {changes or 'default'}"
+          f"{' (quick)' if args.quick else ''}; machine fp32 matmul {machine:.0f} GFLOP/s")
+    for label in ("no reference block cached", "reference block cached"):
+        rows, results = audit_once(model, reference, settings)
+        print(f"\n{label}: verdict {'PASS' if results['gate']['passed'] else 'FAIL'}, compliance "
+              f"{results['behavior']['harmful']['compliance_rate']:.0%} vs "
+              f"{results['reference']['behavior']['harmful']['compliance_rate']:.0%}, probe "
+              f"{results['probe']['safe_direction_score']:.2f} vs "
+              f"{results['comparison']['probe']['safe_direction_score']:.2f}")
+        print("| stage | wall s | token positions | GFLOP/s achieved | wall / limit at the matmul rate |")
+        print("|---|---|---|---|---|")
+        for stage, seconds, tokens in rows:
+            flops = 2 * parameters * tokens
+            achieved = flops / seconds / 1e9 if seconds else 0.0
+            ratio = seconds / (flops / machine / 1e9) if tokens else float("inf")
+            print(f"| {stage} | {seconds:.1f} | {tokens:,} | {achieved:.1f} | {ratio:.1f}x |")
+    print(f"\npeak RSS: {peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
