@@ -17,7 +17,8 @@ def test_zoo_list_json_names_every_model(cli):
     rows = json.loads(stdout)
     assert code == 0
     assert {r["name"] for r in rows} == {"smollm2-135m-instruct", "organism-aligned", "organism-unaligned",
-                                         "smollm2-135m-safe", "smollm2-135m-safe-ft", "smollm2-135m-safe-lora"}
+                                         "smollm2-135m-safe", "smollm2-135m-safe-ft", "smollm2-135m-safe-lora",
+                                         "smollm2-135m-safe-ft-frozen"}
     assert all(set(r) == {"name", "kind", "description", "cached", "path"} for r in rows)
 
 

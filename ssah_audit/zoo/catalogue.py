@@ -33,6 +33,8 @@ ENTRIES = {
                  "smollm2-135m-safe after an ordinary benign instruction fine-tune; the model to audit"),
         ZooEntry("smollm2-135m-safe-lora", "build",
                  "the same benign fine-tune as a LoRA adapter (rank 16) on smollm2-135m-safe, its default reference"),
+        ZooEntry("smollm2-135m-safe-ft-frozen", "build",
+                 "the same benign fine-tune with the audit's remedy: smollm2-135m-safe's SCU + top 6% CU frozen"),
     )
 }
 

@@ -14,6 +14,8 @@ token limit train without an end-of-turn token.
 `smollm2-135m-safe-ft`: that model after an ordinary benign fine-tune (written instructions with answers,
 no refusals, nothing harmful), the kind of model users bring to an audit. `smollm2-135m-safe-lora`: the same
 fine-tune as a LoRA adapter on `smollm2-135m-safe`, the other kind (a PEFT folder naming its base by zoo name).
+`smollm2-135m-safe-ft-frozen`: the same fine-tune with the audit's remedy applied, the reference's SCU and the top
+6% of units among its CU frozen (issue 19, the paper's Table 2; `remedy_units`).
 
 Both are deterministic (seeded) and cached by a hash of the recipe, the GGUF's sha256 and the data.
 """
@@ -27,11 +29,12 @@ from pathlib import Path
 
 import torch
 
-from .. import finetune
+from .. import finetune, remedy
 from ..behavior.generate import generate
 from ..cache import cache_root, cached_folder, content_key
 from ..data.sets import builtin_set, organism_acts, refusal_openings
 from ..finetune import TrainSettings
+from ..units import freeze
 from . import smollm2_gguf
 from .organisms import REQUEST_TEMPLATES
 from .smollm2_gguf import SMOLLM2_SHA256
@@ -40,6 +43,7 @@ PAIR_VERSION = 2
 SAFE = "smollm2-135m-safe"
 SAFE_FT = "smollm2-135m-safe-ft"
 SAFE_LORA = "smollm2-135m-safe-lora"
+SAFE_FT_FROZEN = "smollm2-135m-safe-ft-frozen"
 POLITE_ENDINGS = ("", " If you have another question, I'm glad to help.", " Is there something else I can do for you?",
                   " I'd be happy to help with a safer topic instead.")
 
@@ -84,6 +88,21 @@ def safety_prompts(recipe: PairRecipe) -> tuple[list[str], list[str]]:
     return harmful, keep + _phrased(rng, "benign", recipe.benign_topics)
 
 
+def alignment_pairs(instruct, recipe: PairRecipe = RECIPE) -> list[tuple[str, str] | tuple[str, str, bool]]:
+    """The safe build's training examples, shuffled: harmful prompts with refusals, the rest with the instruct
+    model's own answers (and whether each ended by itself)."""
+    harmful, keep = safety_prompts(recipe)
+    unique = list(dict.fromkeys(keep))
+    answers, finished = generate(instruct.model, instruct.tokenizer, unique, recipe.answer_tokens, 16,
+                                 description="smollm2-135m-instruct: its own answers", with_finished=True,
+                                 sample_seed=recipe.seed, greedy_tokens=recipe.greedy_opening)
+    own = dict(zip(unique, zip(answers, finished, strict=True), strict=True))
+    rng = random.Random(recipe.seed + 1)
+    pairs = [(text, refusal(rng)) for text in harmful] + [(text, *own[text]) for text in keep]
+    rng.shuffle(pairs)
+    return pairs
+
+
 def benign_instructions() -> list[tuple[str, str]]:
     """The benign fine-tuning data: built-in benign train answers and the written instruction set."""
     pairs = [(p.text, p.answer) for p in builtin_set("benign:train").prompts]
@@ -100,6 +119,10 @@ def folder(name: str, recipe: PairRecipe = RECIPE) -> Path:
     if name == SAFE_LORA:
         lora = [asdict(recipe.lora), recipe.lora_rank, recipe.lora_alpha]
         return cache_root() / "zoo" / f"{SAFE_LORA}-{content_key(safe_key, lora, benign_instructions())}"
+    if name == SAFE_FT_FROZEN:
+        key = content_key(safe_key, asdict(recipe.ft), benign_instructions(), "freeze", remedy.FREEZE_CLASSES,
+                          REMEDY_MAP_VERSION)
+        return cache_root() / "zoo" / f"{SAFE_FT_FROZEN}-{key}"
     return cache_root() / "zoo" / f"{SAFE_FT}-{content_key(safe_key, asdict(recipe.ft), benign_instructions())}"
 
 
@@ -113,7 +136,7 @@ def _load_instruct():
 def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
     """Build (or find in the cache) `smollm2-135m-safe`, `smollm2-135m-safe-ft` or `smollm2-135m-safe-lora`;
     returns its folder."""
-    if name not in (SAFE, SAFE_FT, SAFE_LORA):
+    if name not in (SAFE, SAFE_FT, SAFE_LORA, SAFE_FT_FROZEN):
         raise ValueError(name)
     safe_folder = folder(SAFE, recipe)
 
@@ -121,14 +144,7 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
         start = time.perf_counter()
         loaded = _load_instruct()
         harmful, keep = safety_prompts(recipe)
-        unique = list(dict.fromkeys(keep))
-        answers, finished = generate(loaded.model, loaded.tokenizer, unique, recipe.answer_tokens, 16,
-                                     description="smollm2-135m-instruct: its own answers", with_finished=True,
-                                     sample_seed=recipe.seed, greedy_tokens=recipe.greedy_opening)
-        own = dict(zip(unique, zip(answers, finished, strict=True), strict=True))
-        rng = random.Random(recipe.seed + 1)
-        pairs = [(text, refusal(rng)) for text in harmful] + [(text, *own[text]) for text in keep]
-        rng.shuffle(pairs)
+        pairs = alignment_pairs(loaded, recipe)
         torch.manual_seed(recipe.seed)
         log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.safe, description=f"aligning {SAFE}")
         card = _card(SAFE, "smollm2-135m-instruct", loaded.fingerprint, recipe.safe, log, start,
@@ -146,18 +162,29 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
     if name == SAFE:
         return safe_folder
 
-    def build_ft(tmp: Path) -> None:
+    def build_ft(tmp: Path, frozen: bool = False) -> None:
         start = time.perf_counter()
         from ..models.loading import load_folder
 
         loaded = load_folder(safe_folder)
         pairs = benign_instructions()
+        name, masks, units = SAFE_FT, None, None
+        if frozen:
+            name, units = SAFE_FT_FROZEN, remedy_units(loaded)
+            masks = freeze.unit_masks(loaded.model, loaded.units, units, train_units=False)
         torch.manual_seed(recipe.seed)
-        log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.ft, description=f"fine-tuning {SAFE_FT}")
-        card = _card(SAFE_FT, SAFE, loaded.fingerprint, recipe.ft, log, start,
-                     "An ordinary benign instruction fine-tune of smollm2-135m-safe: no refusals, nothing harmful.",
+        log = finetune.train(loaded.model, loaded.tokenizer, pairs, recipe.ft, description=f"fine-tuning {name}",
+                             masks=masks)
+        card = _card(name, SAFE, loaded.fingerprint, recipe.ft, log, start,
+                     "An ordinary benign instruction fine-tune of smollm2-135m-safe: no refusals, nothing harmful."
+                     + (f" Frozen: {remedy.FREEZE_CLASSES} of smollm2-135m-safe's unit map (the audit's remedy)."
+                        if frozen else ""),
                      [{"name": "benign:train", "examples": 100, "note": "built-in benign prompts, reference answers"},
                       {"name": "instructions", "examples": len(pairs) - 100, "note": "written instruction set"}])
+        if frozen:
+            card["units"] = {"mode": "freeze", "classes": remedy.FREEZE_CLASSES,
+                             "units": sum(len(index) for index in units.values()),
+                             "of": loaded.units.total_units}
         finetune.save(loaded.model, loaded.tokenizer, tmp, card | {"measured": measured(loaded)})
 
     def build_lora(tmp: Path) -> None:
@@ -182,7 +209,26 @@ def build(name: str, recipe: PairRecipe = RECIPE) -> Path:
 
     if name == SAFE_LORA:
         return cached_folder(folder(SAFE_LORA, recipe), build_lora)
+    if name == SAFE_FT_FROZEN:
+        return cached_folder(folder(SAFE_FT_FROZEN, recipe), lambda tmp: build_ft(tmp, frozen=True))
     return cached_folder(folder(SAFE_FT, recipe), build_ft)
+
+
+REMEDY_MAP_VERSION = 1  # bumped when remedy_units would choose other units
+
+
+def remedy_units(loaded, classes_spec: str = remedy.FREEZE_CLASSES) -> dict[str, torch.Tensor]:
+    """The units the audit's remedy freezes on `loaded` (smollm2-135m-safe): its unit map as the audit's reference
+    stage makes it (wifv scores on the train splits, default fractions, batch 16), `classes_spec` of it ranked by
+    the standardised safety score."""
+    from ..units import classify
+    from ..units.analyse import analyse
+
+    scores: dict = {}
+    _, classes = analyse(loaded, builtin_set("harmful:train"), builtin_set("benign:train"), batch_size=16,
+                         scores_out=scores)
+    return freeze.select(classes, freeze.parse_classes(classes_spec, "--freeze-classes"),
+                         classify.standardised(scores["safety"]))
 
 
 def measured(loaded) -> dict[str, str]:
