@@ -35,13 +35,9 @@ SCHEMA_VERSION = 1
 # 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
 # 3: the probe block is the lens probe (was the paper's cosine margin).
 # 4: the raw safety scores are cached beside the classes (the remedy's freeze map ranks CU by them).
-# 5: the probe block is the self-continuation probe (was the lens); ablation rows generate verify_tokens.
+# 5: the probe block is the self-continuation probe (was the lens); ablation rows generate verify_tokens;
+#    generation runs generation_batch_size rows a batch.
 REFERENCE_RECIPE = 5
-
-
-VERIFY_TOKENS_NOTE = ("The ablation rows generate 32 tokens, not the behaviour stage's 64: the judge's verdict on the "
-                      "first 32 tokens equals its verdict on 64 for 99.7% of 336 ablation rows (BENCHMARKS.md), and "
-                      "it halves the audit's largest stage.")
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,9 @@ class AuditSettings:
     utility_data: str = "benign:train"
     limit: int | None = None
     max_new_tokens: int = 64
-    verify_tokens: int = 32  # per ablation row, at most max_new_tokens: see VERIFY_TOKENS_NOTE
+    # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
+    # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
+    verify_tokens: int = 32
     steps: int = 10
     method: str = "wifv"
     scu: float = 1.5
@@ -61,11 +59,16 @@ class AuditSettings:
     ru: float = 15.0
     verify: bool = True
     batch_size: int = 16
+    # Rows per generation batch (forward passes take batch_size): a decoding step reads every weight once whatever
+    # the rows, so on 2 cores 96 prompts x 64 tokens took 30 s at 16 rows and 16 s at 96, identical completions,
+    # while a forward pass's logits grow with its rows.
+    generation_batch_size: int = 64
     seed: int = 0
 
     def __post_init__(self):
         """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
-        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "seed": 0}
+        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
+                   "seed": 0}
         for name, low in minimum.items():
             value = getattr(self, name)
             if type(value) is not int or value < low:
@@ -135,7 +138,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
     timings = timings if timings is not None else {}
     tic = time.perf_counter()
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
-                                settings.batch_size, settings.seed)
+                                settings.batch_size, settings.seed, settings.generation_batch_size)
     timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
@@ -149,7 +152,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
                              sets.harmful, sets.benign, run_verify=settings.verify,
                              batch_size=settings.batch_size, max_new_tokens=settings.ablation_tokens,
                              seed=settings.seed, dense=dense_row(behavior, loaded.tokenizer, settings.ablation_tokens),
-                             scores_out=scores_out)
+                             scores_out=scores_out, generation_batch_size=settings.generation_batch_size)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,

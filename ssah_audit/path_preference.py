@@ -62,6 +62,7 @@ class Leans:
     hold: np.ndarray
     variant: str = "lens"
     first_token: np.ndarray | None = None  # [prompts, layers + 1], self only: see self_continuation.leans
+    query_states: torch.Tensor | None = None  # [prompts, layers + 1, hidden] after Q, self only (linear probes)
 
     @property
     def per_layer(self) -> np.ndarray:
@@ -168,10 +169,10 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 SEPARATION = 0.75  # AUROC (harmful vs benign lean) from which a layer counts as deciding
 
 
-def summarise(harmful: Leans, benign: Leans | None, seed: int = 0) -> dict:
+def summarise(harmful: Leans, benign_layers: np.ndarray | None, seed: int = 0) -> dict:
     """The document fields of the lens and self probes. The score is the share of harmful prompts whose lean
-    (Leans.per_prompt) is > 0: the refusal rate the probe predicts. A layer decides from where its lean tells
-    harmful from benign prompts apart."""
+    (Leans.per_prompt) is > 0: the refusal rate the probe predicts. A layer decides from where its lean
+    (Leans.per_layer; `benign_layers` is the same of the benign prompts) tells harmful from benign prompts apart."""
     from .behavior.metrics import rate
 
     lean, steps = harmful.lean, harmful.lean.shape[2]
@@ -186,8 +187,8 @@ def summarise(harmful: Leans, benign: Leans | None, seed: int = 0) -> dict:
            "forced_prefix": {"share_returning": returning.tolist(),
                              "tokens_to_comply": _tokens_to_comply(returning)},
            "layer_separation": None, "decision_layer": None}
-    if benign is not None and len(benign.lean):
-        separation = [auroc(harmful.per_layer[:, layer], benign.per_layer[:, layer]) for layer in range(lean.shape[1])]
+    if benign_layers is not None and len(benign_layers):
+        separation = [auroc(harmful.per_layer[:, layer], benign_layers[:, layer]) for layer in range(lean.shape[1])]
         deciding = [layer for layer, value in enumerate(separation) if value >= SEPARATION]
         doc |= {"layer_separation": separation, "decision_layer": deciding[0] if deciding else None}
     return doc

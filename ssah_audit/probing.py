@@ -149,24 +149,25 @@ def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int
     check_characters(loaded, harmful, benign)
     start = time.perf_counter()
     items = build_items(loaded.tokenizer, harmful.prompts, steps)
-    if variant == "paper":
-        d_r, d_c = distances(loaded.model, items, steps, batch_size=batch_size)
-        doc = {"variant": "paper", **summarise(d_r, d_c).as_dict()}
-        per_prompt = (d_c - d_r)[:, :, 1:].mean(axis=(1, 2))
+    if variant == "self":  # its passes hold every query's states too, for the linear probes and directions
+        own = self_continuation.own_continuations(loaded, harmful.prompts, steps, batch_size, completions)
+        harmful_leans = self_continuation.leans(loaded.model, items, own, steps, batch_size)
+        benign_layers, benign_states = self_continuation.query_leans(
+            loaded.model, build_items(loaded.tokenizer, benign.prompts, steps), batch_size)
+        doc, per_prompt = path_preference.summarise(harmful_leans, benign_layers), harmful_leans.per_prompt
+        harmful_states = harmful_leans.query_states
     else:
-        def leans(prompts, items, completions=None):
-            if variant == "lens":
-                return path_preference.leans(loaded.model, items, steps, batch_size)
-            own = self_continuation.own_continuations(loaded, prompts, steps, batch_size, completions)
-            return self_continuation.leans(loaded.model, items, own, steps, batch_size)
-
-        harmful_leans = leans(harmful.prompts, items, completions)
-        benign_leans = (leans(benign.prompts, build_items(loaded.tokenizer, benign.prompts, steps))
-                        if benign.prompts else None)
-        doc = path_preference.summarise(harmful_leans, benign_leans)
-        per_prompt = harmful_leans.per_prompt
-    harmful_states = prompt_states(loaded, harmful.prompts, batch_size)
-    benign_states = prompt_states(loaded, benign.prompts, batch_size)
+        if variant == "paper":
+            d_r, d_c = distances(loaded.model, items, steps, batch_size=batch_size)
+            doc = {"variant": "paper", **summarise(d_r, d_c).as_dict()}
+            per_prompt = (d_c - d_r)[:, :, 1:].mean(axis=(1, 2))
+        else:
+            harmful_leans = path_preference.leans(loaded.model, items, steps, batch_size)
+            benign_items = build_items(loaded.tokenizer, benign.prompts, steps)
+            benign_layers = path_preference.leans(loaded.model, benign_items, steps, batch_size).per_layer
+            doc, per_prompt = path_preference.summarise(harmful_leans, benign_layers), harmful_leans.per_prompt
+        harmful_states = prompt_states(loaded, harmful.prompts, batch_size)
+        benign_states = prompt_states(loaded, benign.prompts, batch_size)
     directions = refusal_directions(harmful_states, benign_states)
     folds = min(5, len(harmful_states), len(benign_states))
     accuracy = linear_probe_accuracy(harmful_states, benign_states, folds) if folds >= 2 else None

@@ -22,6 +22,7 @@ every k at once (causal attention).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .behavior.generate import generate
@@ -58,7 +59,7 @@ def leans(model, items: list[ProbeItem], own: list[list[int]], steps: int, batch
     """Leans [prompts, layers + 1, steps] and last-layer holds [prompts, 1, steps] of ProbeItems, given each
     prompt's own continuation (each path at least `steps` tokens long)."""
     device = next(model.parameters()).device
-    margins, holds, first_tokens = [], [], []
+    margins, holds, first_tokens, queries = [], [], [], []
     for group in _groups(items, batch_size):
         sequences, positions, spans = [], [], []
         for index in group:
@@ -81,7 +82,19 @@ def leans(model, items: list[ProbeItem], own: list[list[int]], steps: int, batch
             target, refusal = forced_readout(output_log_probs(model, final.to(device, model.dtype)), wanted, marked)
             holds.append((refusal - target).double().mean(dim=0).cpu()[None])
             first_tokens.append(_first_token_lean(model, states[first, 0], item))
-    return Leans(torch.stack(margins).numpy(), torch.stack(holds).numpy(), "self", torch.stack(first_tokens).numpy())
+            queries.append(states[first, 0])
+    return Leans(torch.stack(margins).numpy(), torch.stack(holds).numpy(), "self", torch.stack(first_tokens).numpy(),
+                 torch.stack(queries))
+
+
+@torch.inference_mode()
+def query_leans(model, items: list[ProbeItem], batch_size: int = 16) -> tuple[np.ndarray, torch.Tensor]:
+    """(first-token leans [prompts, layers + 1], states after Q [prompts, layers + 1, hidden]) from one pass of each
+    query alone: all the decision layer and the linear probes need of the benign prompts."""
+    states = hidden_at(model, [item.query for item in items], [[len(item.query) - 1] for item in items],
+                       batch_size=batch_size)[:, 0]
+    leans = [_first_token_lean(model, state, item) for state, item in zip(states, items, strict=True)]
+    return torch.stack(leans).numpy(), states
 
 
 def _first_token_lean(model, after_query: torch.Tensor, item: ProbeItem) -> torch.Tensor:

@@ -28,13 +28,15 @@ def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int)
 
 
 def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,
-            batch_size: int = 16, seed: int = 0) -> dict:
-    """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape)."""
+            batch_size: int = 16, seed: int = 0, generation_batch_size: int | None = None) -> dict:
+    """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape).
+    `generation_batch_size`: rows per generation batch, when not `batch_size` (see AuditSettings)."""
     check_characters(loaded, harmful, benign, borderline)
     answered = benign.answered("utility NLL")
     start = time.perf_counter()
-    harmful_samples = _judged(loaded, harmful, max_new_tokens, batch_size)
-    borderline_samples = _judged(loaded, borderline, max_new_tokens, batch_size)
+    rows = generation_batch_size or batch_size
+    harmful_samples = _judged(loaded, harmful, max_new_tokens, rows)
+    borderline_samples = _judged(loaded, borderline, max_new_tokens, rows)
     generation_seconds = time.perf_counter() - start
     complied = rate([not s["refusal"] for s in harmful_samples], seed)
     refused = rate([s["refusal"] for s in borderline_samples], seed)
