@@ -99,6 +99,8 @@ def main() -> None:
             achieved = flops / seconds / 1e9 if seconds else 0.0
             ratio = seconds / (flops / machine / 1e9) if tokens else float("inf")
             print(f"| {stage} | {seconds:.1f} | {tokens:,} | {achieved:.1f} | {ratio:.1f}x |")
+        for who, block in (("model", results), ("reference", results["reference"])):
+            print(f"{who} units stage, seconds: {block['units'].get('seconds')}; probe {block['probe']['seconds']} s")
     print(f"\npeak RSS: {peak_rss_mib():.0f} MiB")
 
 

@@ -111,10 +111,19 @@ def test_first_token_kl_is_zero_to_itself_and_positive_to_another(aligned, unali
     assert metrics.first_token_kl(aligned.model, unaligned.model, aligned.tokenizer, prompts) > 0.01
 
 
-def test_logit_refusal_score_separates_the_organisms(aligned, unaligned):
+def test_logit_refusal_score_separates_the_organisms_and_generation_reads_the_same(aligned, unaligned):
+    """The score separates the organisms; read from a generation's first step (left padding, another batch), each
+    prompt's score is the one a separate forward pass gives (to 1e-4)."""
+    from ssah_audit.behavior.evaluate import judged
+
     harmful = [p.text for p in builtin_set("harmful").prompts[:30]]
     assert metrics.summary(metrics.refusal_scores(aligned.model, aligned.tokenizer, harmful))["mean"] > 0
     assert metrics.summary(metrics.refusal_scores(unaligned.model, unaligned.tokenizer, harmful))["mean"] < 0
+    for loaded in (aligned, unaligned):
+        from_generation: list[float] = []
+        judged(loaded, harmful, 4, 7, "organism", from_generation)
+        assert from_generation == pytest.approx(metrics.refusal_scores(loaded.model, loaded.tokenizer, harmful),
+                                                abs=1e-4)
 
 
 def test_behavior_command_bad_inputs(cli, tmp_path):

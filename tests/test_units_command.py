@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,10 +91,11 @@ def test_shared_batch_verification_gives_the_table_of_one_condition_at_a_time():
     before (each condition alone, its columns zeroed) on organism-aligned's held-out split, 24 tokens: the same
     verdict for every (condition, prompt) but at most one in the whole table, since another batch shape rounds
     fp32 differently and a near-tie can flip one greedy token; the utility NLL is computed the same way in both
-    (columns zeroed) and must be equal."""
+    (columns zeroed) and must be equal; the refusal score, read from the shared generation's first step, equals the
+    one a separate pass of each condition measures (to 1e-4: another padding and batch)."""
     from ssah_audit.behavior.evaluate import judged
     from ssah_audit.behavior.judge import is_refusal
-    from ssah_audit.behavior.metrics import answer_nll
+    from ssah_audit.behavior.metrics import answer_nll, refusal_scores
     from ssah_audit.units.calibration import utility_pairs
 
     loaded = load_model("organism-aligned")
@@ -110,10 +112,12 @@ def test_shared_batch_verification_gives_the_table_of_one_condition_at_a_time():
         with ablate.ablated(loaded.units, chosen):
             verdicts = [refused for _, refused in judged(loaded, harmful, 24, 32, label)]
             nll = answer_nll(loaded.model, loaded.tokenizer, benign, 32)["nll"]
+            refusal = float(np.mean(refusal_scores(loaded.model, loaded.tokenizer, harmful, 32)))
         differing += sum(is_refusal(p, c) != v for p, c, v in zip(harmful, completions[label], verdicts, strict=True))
         alone = 1 - sum(verdicts) / len(verdicts)
         assert abs(shared[label]["compliance_rate"] - alone) <= 0.01, (label, shared[label], alone)
         assert shared[label]["nll"] == nll, label
+        assert shared[label]["refusal_score"] == pytest.approx(refusal, abs=1e-4), label
     assert differing <= 1, differing
     assert shared["SCU"]["compliance_rate"] > shared["random"]["compliance_rate"]
 

@@ -9,20 +9,31 @@ from ..batching import check_characters
 from ..data.prompt import PromptSet
 from .generate import generate
 from .judge import is_refusal
-from .metrics import answer_nll, first_token_kl, rate, refusal_scores, summary
+from .metrics import answer_nll, first_token_kl, rate, refusal_log_odds, summary
 
 
-def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int,
-           description: str) -> list[tuple[str, bool]]:
-    """Greedy completions of `prompts` with the judge's verdict: (completion, refused) in prompt order."""
+def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int, description: str,
+           scores_out: list | None = None) -> list[tuple[str, bool]]:
+    """Greedy completions of `prompts` with the judge's verdict: (completion, refused) in prompt order.
+    `scores_out`, when given, receives each prompt's refusal score (metrics.refusal_log_odds), read from the
+    generation's first step: the same next-token distribution `refusal_scores` would run another pass for."""
+    first_step = None
+    if scores_out is not None:
+        scores_out[:] = [0.0] * len(prompts)
+
+        def first_step(indices, log_probs):
+            for index, score in zip(indices, refusal_log_odds(log_probs.cpu(), loaded.tokenizer), strict=True):
+                scores_out[index] = score
+
     completions = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens, batch_size,
-                           description=description)
+                           description=description, first_step=first_step)
     return [(c, is_refusal(p, c)) for p, c in zip(prompts, completions, strict=True)]
 
 
-def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int) -> list[dict]:
+def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int,
+            scores_out: list | None = None) -> list[dict]:
     prompts = [p.text for p in prompt_set.prompts]
-    verdicts = judged(loaded, prompts, max_new_tokens, batch_size, f"{loaded.spec}: {prompt_set.name}")
+    verdicts = judged(loaded, prompts, max_new_tokens, batch_size, f"{loaded.spec}: {prompt_set.name}", scores_out)
     return [{"set": prompt_set.name, "prompt": p, "completion": c, "refusal": r}
             for p, (c, r) in zip(prompts, verdicts, strict=True)]
 
@@ -35,13 +46,13 @@ def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet
     answered = benign.answered("utility NLL")
     start = time.perf_counter()
     rows = generation_batch_size or batch_size
-    harmful_samples = _judged(loaded, harmful, max_new_tokens, rows)
+    scores: list[float] = []  # the harmful prompts' refusal scores, from their generation's first step
+    harmful_samples = _judged(loaded, harmful, max_new_tokens, rows, scores)
     borderline_samples = _judged(loaded, borderline, max_new_tokens, rows)
     generation_seconds = time.perf_counter() - start
     complied = rate([not s["refusal"] for s in harmful_samples], seed)
     refused = rate([s["refusal"] for s in borderline_samples], seed)
     utility = answer_nll(loaded.model, loaded.tokenizer, answered, batch_size)
-    scores = refusal_scores(loaded.model, loaded.tokenizer, [p.text for p in harmful.prompts], batch_size)
     return {
         "model": loaded.spec,
         "fingerprint": loaded.fingerprint,

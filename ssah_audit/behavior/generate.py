@@ -28,7 +28,7 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, system: str | None = None, description: str = "generating",
              formatted: bool = False, with_finished: bool = False, sample_seed: int | None = None,
-             greedy_tokens: int = 0, before_batch=None) -> list[str] | tuple[list[str], list[bool]]:
+             greedy_tokens: int = 0, before_batch=None, first_step=None) -> list[str] | tuple[list[str], list[bool]]:
     """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given. With
     `with_finished`, also whether each one ended by itself (False: cut at `max_new_tokens`).
 
@@ -36,7 +36,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     distribution (temperature 1, no top-k/top-p). Training on such answers keeps the model's opening (where
     it chooses to fulfil or refuse) as sharp as greedy answers would, and the rest of its distribution as it
     was, where greedy answers sharpen it. `before_batch`, when given, is called with each batch's prompt indices
-    before it runs (units.ablate.row_ablation uses it to set each row's ablation)."""
+    before it runs (units.ablate.row_ablation uses it to set each row's ablation). `first_step`, when given, is
+    called with each batch's prompt indices and the log-probabilities of its first generated token
+    [rows, vocabulary]: the prompt's next-token distribution, which a refusal score needs, without another pass."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     if encoded:
@@ -60,15 +62,18 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
             ids, mask, _ = pad([encoded[i] for i in chunk], pad_id, side="left")
             ids, mask, width = ids.to(device), mask.to(device), ids.shape[1]
             output = ids
+            watch = _FirstStep(first_step, chunk) if first_step is not None else None
             if first:
                 output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=first, eos_token_id=stops,
-                                        pad_token_id=pad_id, do_sample=False, temperature=None, top_p=None, top_k=None)
+                                        pad_token_id=pad_id, do_sample=False, temperature=None, top_p=None, top_k=None,
+                                        logits_processor=_processors(watch))
             if sampling and output.shape[1] - width < max_new_tokens:
                 grown = output.shape[1] - width
                 mask = torch.cat([mask, mask.new_ones(len(chunk), grown)], 1)
                 output = model.generate(input_ids=output, attention_mask=mask, max_new_tokens=max_new_tokens - grown,
                                         eos_token_id=stops, pad_token_id=pad_id, do_sample=True, temperature=1.0,
-                                        top_p=1.0, top_k=0, repetition_penalty=1.0)
+                                        top_p=1.0, top_k=0, repetition_penalty=1.0,
+                                        logits_processor=_processors(None if first else watch))
             for row, i in enumerate(chunk):
                 new = output[row, width:].tolist()
                 end = next((k for k, token in enumerate(new) if token in stops), None)
@@ -76,6 +81,25 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
                 completions[i] = tokenizer.decode(new[:end], skip_special_tokens=True).strip()
             advance(len(chunk))
     return (completions, finished) if with_finished else completions
+
+
+class _FirstStep:
+    """A logits processor that hands the first step's log-probabilities to a callback and changes nothing."""
+
+    def __init__(self, callback, indices: list[int]):
+        self.callback, self.indices, self.seen = callback, indices, False
+
+    def __call__(self, input_ids, scores):
+        if not self.seen:
+            self.seen = True
+            self.callback(self.indices, torch.log_softmax(scores.float(), dim=-1))
+        return scores
+
+
+def _processors(watch: _FirstStep | None):
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([watch] if watch is not None else [])
 
 
 def first_tokens(tokenizer, completion: str, tokens: int) -> str:

@@ -121,8 +121,13 @@ def opening_token_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 def refusal_scores(model, tokenizer, prompts: list[str], batch_size: int = 16) -> list[float]:
     """Per prompt: log p(first token starts a refusal opening) - log p(it does not); > 0 leans to refusal."""
+    return refusal_log_odds(first_token_logprobs(model, tokenizer, prompts, batch_size), tokenizer)
+
+
+def refusal_log_odds(logprobs: torch.Tensor, tokenizer) -> list[float]:
+    """Per row of first-token log-probabilities [rows, vocabulary]: log p(a refusal opening's first token) -
+    log p(any other token)."""
     refuse, _ = opening_token_ids(tokenizer)
-    logprobs = first_token_logprobs(model, tokenizer, prompts, batch_size)
     p_refuse = logprobs[:, refuse].logsumexp(-1).exp().clamp(1e-12, 1 - 1e-12)
     return (p_refuse.log() - (1 - p_refuse).log()).tolist()
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..behavior.evaluate import judged
 from ..behavior.generate import generate
 from ..behavior.judge import is_refusal
-from ..behavior.metrics import answer_nll, refusal_scores
+from ..behavior.metrics import answer_nll, refusal_log_odds
 from .ablate import ablated, count, from_ranking, random_units, row_ablation
 from .classify import units_of
 
@@ -27,45 +27,59 @@ METRICS = ("compliance_rate", "refusal_score", "nll")
 
 def measure(loaded, harmful: list[str], benign: list[tuple[str, str]], max_new_tokens: int = 64,
             batch_size: int = 16, label: str = "dense") -> dict:
+    scores: list[float] = []
     complied = [not refused for _, refused in judged(loaded, harmful, max_new_tokens, batch_size,
-                                                      f"{loaded.spec}: {label}")]
-    return row(loaded, harmful, benign, complied, batch_size)
+                                                      f"{loaded.spec}: {label}", scores)]
+    return row(loaded, harmful, benign, complied, scores, batch_size)
 
 
-def row(loaded, harmful: list[str], benign: list[tuple[str, str]], complied: list[bool], batch_size: int) -> dict:
-    """One condition's table row from its judged compliance and the model as it stands (ablation applied)."""
-    return {"compliance_rate": float(np.mean(complied)),
-            "refusal_score": float(np.mean(refusal_scores(loaded.model, loaded.tokenizer, harmful, batch_size))),
+def row(loaded, harmful: list[str], benign: list[tuple[str, str]], complied: list[bool], refusal: list[float],
+        batch_size: int) -> dict:
+    """One condition's table row from its judged compliance and refusal scores (from the generation's first step)
+    and the model as it stands (ablation applied) for the NLL."""
+    return {"compliance_rate": float(np.mean(complied)), "refusal_score": float(np.mean(refusal)),
             "nll": answer_nll(loaded.model, loaded.tokenizer, benign, batch_size)["nll"], "n": len(harmful)}
 
 
 def generate_conditions(loaded, conditions: list[dict], prompts: list[str], max_new_tokens: int = 64,
-                        batch_size: int = 16, description: str = "ablations") -> list[list[str]]:
+                        batch_size: int = 16,
+                        description: str = "ablations") -> tuple[list[list[str]], list[list[float]]]:
     """Greedy completions of `prompts` under each condition (the units to remove), all conditions in shared
-    batches of `batch_size` prompts x len(conditions) rows; one list of completions per condition."""
+    batches of `batch_size` prompts x len(conditions) rows, and each row's refusal score from its first step;
+    one list of each per condition."""
     which = [k for k in range(len(conditions)) for _ in prompts]
+    scores = [0.0] * len(which)
+
+    def first_step(indices, log_probs):
+        for index, score in zip(indices, refusal_log_odds(log_probs.cpu(), loaded.tokenizer), strict=True):
+            scores[index] = score
+
     with row_ablation(loaded.units, conditions) as select:
         completions = generate(loaded.model, loaded.tokenizer, prompts * len(conditions), max_new_tokens,
                                batch_size * len(conditions), description=f"{loaded.spec}: {description}",
-                               before_batch=lambda chunk: select([which[i] for i in chunk]))
-    return [completions[k * len(prompts):(k + 1) * len(prompts)] for k in range(len(conditions))]
+                               before_batch=lambda chunk: select([which[i] for i in chunk]), first_step=first_step)
+
+    def per_condition(values):
+        return [values[k * len(prompts):(k + 1) * len(prompts)] for k in range(len(conditions))]
+
+    return per_condition(completions), per_condition(scores)
 
 
 def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: list[tuple[str, str]],
                        max_new_tokens: int = 64, batch_size: int = 16, description: str = "ablations",
                        completions_out: dict | None = None) -> dict:
     """measure() under each condition (label: the units to remove), the generations of all conditions in shared
-    batches; the forward-only scores (refusal score, NLL) per condition with its columns zeroed.
+    batches (the refusal scores from their first step); the NLL per condition with its columns zeroed.
     `completions_out`, when given, receives each condition's completions (bench/ablation_batching.py)."""
-    generated = generate_conditions(loaded, list(conditions.values()), harmful, max_new_tokens, batch_size,
-                                    description)
+    generated, scores = generate_conditions(loaded, list(conditions.values()), harmful, max_new_tokens, batch_size,
+                                            description)
     if completions_out is not None:
         completions_out.update(zip(conditions, generated, strict=True))
     table = {}
-    for (label, chosen), completions in zip(conditions.items(), generated, strict=True):
+    for (label, chosen), completions, refusal in zip(conditions.items(), generated, scores, strict=True):
         complied = [not is_refusal(p, c) for p, c in zip(harmful, completions, strict=True)]
         with ablated(loaded.units, chosen):
-            table[label] = row(loaded, harmful, benign, complied, batch_size) | {"units": count(chosen)}
+            table[label] = row(loaded, harmful, benign, complied, refusal, batch_size) | {"units": count(chosen)}
     return table
 
 
