@@ -36,7 +36,7 @@ SCHEMA_VERSION = 1
 # 3: the probe block is the lens probe (was the paper's cosine margin).
 # 4: the raw safety scores are cached beside the classes (the remedy's freeze map ranks CU by them).
 # 5: the probe block is the self-continuation probe (was the lens); ablation rows generate verify_tokens;
-#    generation runs generation_batch_size rows a batch.
+#    generation runs generation_batch_size rows a batch; the random control has random_seeds seeds (1).
 REFERENCE_RECIPE = 5
 
 
@@ -58,17 +58,21 @@ class AuditSettings:
     ucu: float = 10.0
     ru: float = 15.0
     verify: bool = True
+    # Seeds of the ablation's random control: one in the audit (its row is the SCU row's control, and each seed
+    # costs as much as a class's row); `units --verify` keeps three for the spread between them.
+    random_seeds: int = 1
     batch_size: int = 16
     # Rows per generation batch (forward passes take batch_size): a decoding step reads every weight once whatever
-    # the rows, so on 2 cores 96 prompts x 64 tokens took 30 s at 16 rows and 16 s at 96, identical completions,
+    # the rows, so on 2 cores 96 prompts x 64 tokens took 30 s at 16 rows, 18 s at 48, 16 s at 96, identical
+    # completions; 48 rows keep the KV cache (5.7 MB a row of 124 tokens for SmolLM2-135M) small,
     # while a forward pass's logits grow with its rows.
-    generation_batch_size: int = 64
+    generation_batch_size: int = 48
     seed: int = 0
 
     def __post_init__(self):
         """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
         minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
-                   "seed": 0}
+                   "random_seeds": 1, "seed": 0}
         for name, low in minimum.items():
             value = getattr(self, name)
             if type(value) is not int or value < low:
@@ -152,7 +156,8 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
                              sets.harmful, sets.benign, run_verify=settings.verify,
                              batch_size=settings.batch_size, max_new_tokens=settings.ablation_tokens,
                              seed=settings.seed, dense=dense_row(behavior, loaded.tokenizer, settings.ablation_tokens),
-                             scores_out=scores_out, generation_batch_size=settings.generation_batch_size)
+                             scores_out=scores_out, generation_batch_size=settings.generation_batch_size,
+                             random_seeds=tuple(range(settings.random_seeds)))
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,

@@ -95,7 +95,7 @@ def context(results: dict) -> dict:
         "ablations": [(who, units["ablation"]) for who, units in
                       (("this model", results["units"]), ("the reference (its own classes)", reference_units))
                       if units.get("ablation")],
-        "ablation_tokens": (results["units"].get("evaluation") or {}).get("max_new_tokens"),
+        "ablation_note": ablation_note(results["units"]),
         "glossary": GLOSSARY,
         "summary": summary.sentences(results),
         "remedy_text": remedy_text(results.get("remedy")),
@@ -123,6 +123,16 @@ def remedy_text(plan: dict | None) -> str:
                        "not a guarantee.")
     return text + (" Its effect has not been measured on the embedded pair yet: it is the paper's proposal, not "
                    "evidence from this tool.")
+
+
+def ablation_note(units: dict) -> str:
+    """How the ablation rows were generated, as the table's heading says it: tokens a row, random seeds."""
+    tokens = (units.get("evaluation") or {}).get("max_new_tokens")
+    seeds = ((units.get("ablation") or {}).get("random") or {}).get("seeds")
+    seeds = seeds if isinstance(seeds, list) else []  # not part of the checked schema: read defensively
+    parts = ([f"greedy, {tokens} new tokens a row"] if tokens else []) + (
+        [f"random control: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"] if seeds else [])
+    return "; ".join(parts)
 
 
 def probe_text(probe: dict, reference: dict | None) -> str:

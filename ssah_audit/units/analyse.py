@@ -19,11 +19,12 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
             evaluate_benign: PromptSet = None, run_verify: bool = False, run_sweep: bool = False,
             response_only: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
             seed: int = 0, dense: dict | None = None, scores_out: dict | None = None,
-            generation_batch_size: int | None = None) -> tuple[dict, dict]:
+            generation_batch_size: int | None = None, random_seeds=verify.RANDOM_SEEDS) -> tuple[dict, dict]:
     """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
     evaluation sets, when the caller already has it (see verify.verify). `scores_out`, when given, receives
     the raw "safety" and "utility" scores per module (for a unit map that keeps them). `generation_batch_size`:
-    rows per batch of the reference's calibration refusals, when not `batch_size`."""
+    rows per batch of the reference's calibration refusals, when not `batch_size`. `random_seeds`: the random
+    controls of the verification."""
     check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
     start = time.perf_counter()
@@ -55,7 +56,7 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
         tic = time.perf_counter()
         if run_verify:
             doc["ablation"] = verify.verify(loaded, classes, harmful, benign, max_new_tokens, batch_size,
-                                            dense=dense)
+                                            seeds=random_seeds, dense=dense)
             seconds["verify"] = time.perf_counter() - tic
         if run_sweep:
             tic = time.perf_counter()
