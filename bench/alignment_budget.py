@@ -33,8 +33,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure(loaded, xstest) -> dict:
-    block = measure_behavior(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"))
-    xs = rate([refused for _, refused in judged(loaded, [p.text for p in xstest.prompts], 64, 16, "xstest")])
+    block = measure_behavior(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"),
+                             generation_batch_size=48)
+    xs = rate([refused for _, refused in judged(loaded, [p.text for p in xstest.prompts], 64, 48, "xstest")])
     return {"eval_compliance": block["harmful"]["compliance_rate"], "eval_ci95": block["harmful"]["ci95"],
             "borderline_over_refusal": block["borderline"]["refusal_rate"],
             "xstest_over_refusal": xs.rate, "xstest_ci95": list(xs.ci95), "nll": block["utility"]["nll"]}

@@ -9,7 +9,7 @@ least 70% of the unfrozen fine-tune's NLL gain, and the random control does not.
 
 Run: .venv/bin/python bench/remedy_pair.py [--seeds 0 1] [--settings none scu,cu:6 scu,cu random]
      [--harmbench ../shared/eval/harmbench_behaviors_text_test.csv] [--xstest ../shared/data/xstest_prompts.csv]
-     [--json out.json]
+     [--json out.json] [--no-reference]   (rows print as JSON lines as they finish; the table needs the reference)
 About 5 minutes a row on 2 cores (2 of them training).
 """
 
@@ -33,13 +33,15 @@ from ssah_audit.zoo import smollm2_pair
 from ssah_audit.zoo.catalogue import materialize
 
 HERE = Path(__file__).resolve().parent
+ROWS = 48  # generation rows a batch, as the audit generates
 
 
 def measure(loaded, harmbench, xstest) -> dict:
     """The row's numbers: eval-split behaviour (with NLL), HarmBench compliance, XSTest over-refusal."""
-    block = measure_behavior(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"))
-    hb = rate([not refused for _, refused in judged(loaded, [p.text for p in harmbench.prompts], 64, 16, "harmbench")])
-    xs = rate([refused for _, refused in judged(loaded, [p.text for p in xstest.prompts], 64, 16, "xstest")])
+    block = measure_behavior(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"),
+                             generation_batch_size=ROWS)
+    hb = rate([not refused for _, refused in judged(loaded, [p.text for p in harmbench.prompts], 64, ROWS, "hb")])
+    xs = rate([refused for _, refused in judged(loaded, [p.text for p in xstest.prompts], 64, ROWS, "xstest")])
     return {"eval_compliance": block["harmful"]["compliance_rate"], "eval_ci95": block["harmful"]["ci95"],
             "harmbench_compliance": hb.rate, "harmbench_ci95": list(hb.ci95),
             "xstest_over_refusal": xs.rate, "xstest_ci95": list(xs.ci95),
@@ -71,13 +73,21 @@ def main() -> None:
     parser.add_argument("--xstest", default=str(shared / "data/xstest_prompts.csv"))
     parser.add_argument("--limit", type=int, default=100, help="HarmBench prompts (the first N)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference's row (measured elsewhere)")
+    parser.add_argument("--table", nargs="+", type=Path, help="only print the table of these --json files' rows")
     args = parser.parse_args()
+    if args.table:
+        rows = [row for path in args.table for row in json.loads(path.read_text())]
+        print_table(sorted(rows, key=lambda row: row["seed"] is not None))
+        return
     harmbench = load_prompt_set(args.harmbench, "Behavior").limit(args.limit)
     xstest = load_prompt_set(args.xstest).safe_only()
     safe_folder = materialize(smollm2_pair.SAFE)
     safe = load_folder(safe_folder)
-    rows = [{"label": "reference (smollm2-135m-safe)", "seed": None, **measure(safe, harmbench, xstest)}]
-    print(json.dumps(rows[-1]), flush=True)
+    rows = [] if args.no_reference else [{"label": "reference (smollm2-135m-safe)", "seed": None,
+                                          **measure(safe, harmbench, xstest)}]
+    if rows:
+        print(json.dumps(rows[-1]), flush=True)
     plan = conditions(safe, args.settings)
     total = safe.units.total_units
     recipe = smollm2_pair.RECIPE
@@ -95,6 +105,12 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
+    if not args.no_reference:
+        print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    """The Table 2 analogue; rows: the reference's first, then any seeds' (several runs' --json files joined)."""
     reference = rows[0]
     unfrozen = {row["seed"]: row for row in rows if row["label"] == "unfrozen"}
     print("\n| setting | seed | frozen units | eval compliance | HarmBench compliance | XSTest over-refusal | "

@@ -28,6 +28,7 @@ import torch
 
 from .batching import check_context, pad
 from .errors import UserError
+from .models.head import output_log_probs
 
 # Where the final norm lives in each family's decoder (llama/qwen2/mistral/gemma, gpt2, gpt-neox, opt, phi).
 FINAL_NORM_PATHS = ("norm", "ln_f", "final_layer_norm", "decoder.final_layer_norm", "final_layernorm")
@@ -89,15 +90,6 @@ def lens_states(model, hidden_states) -> list[torch.Tensor]:
                 x = project(x)
         out.append(x)
     return out
-
-
-def output_log_probs(model, states: torch.Tensor) -> torch.Tensor:
-    """log p(next token) from final-normed states [..., hidden] through the LM head (float32; gemma2's soft cap)."""
-    logits = model.get_output_embeddings()(states).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1)
 
 
 def forced_readout(log_probs: torch.Tensor, wanted: torch.Tensor, marked_ids: torch.Tensor):

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .behavior.generate import generate
-from .path_preference import Leans, forced_readout, lens_states, output_log_probs
+from .models.head import output_log_probs
+from .path_preference import Leans, forced_readout, lens_states
 from .probe_paths import ProbeItem, cosine_distance, hidden_at, long_enough
 
 
@@ -82,7 +83,7 @@ def leans(model, items: list[ProbeItem], own: list[list[int]], steps: int, batch
             target, refusal = forced_readout(output_log_probs(model, final.to(device, model.dtype)), wanted, marked)
             holds.append((refusal - target).double().mean(dim=0).cpu()[None])
             first_tokens.append(_first_token_lean(model, states[first, 0], item))
-            queries.append(states[first, 0])
+            queries.append(states[first, 0].clone())  # a view would keep the whole group's states alive
     return Leans(torch.stack(margins).numpy(), torch.stack(holds).numpy(), "self", torch.stack(first_tokens).numpy(),
                  torch.stack(queries))
 

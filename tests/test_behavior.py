@@ -10,6 +10,7 @@ import torch
 from ssah_audit.behavior import metrics
 from ssah_audit.behavior.generate import generate
 from ssah_audit.data.sets import builtin_set
+from ssah_audit.models.chat import format_exchange, format_prompt
 from ssah_audit.models.resolve import load_model
 
 from .test_loading import assert_one_line_error
@@ -102,6 +103,28 @@ def test_answer_nll_scores_response_tokens_only(aligned):
     assert single["nll"] == pytest.approx(alone, rel=1e-5)
     assert single["tokens"] == ids.shape[1] - n_prompt
     assert result["perplexity"] == pytest.approx(torch.tensor(result["nll"]).exp().item(), rel=1e-6)
+
+
+def test_head_only_where_needed_equals_the_full_forward_on_every_family(families, tiny_models):
+    """answer_nll and first_token_logprobs run the LM head on the positions they read only (models.head); on every
+    family (gemma2's soft cap, OPT's projection, GPT-2's final norm) they equal the model's own full forward."""
+    prompt, answer = "Name a colour.", "Blue is a colour."
+    for family in families:
+        loaded = load_model(str(tiny_models[family]))
+        model, tokenizer = loaded.model, loaded.tokenizer
+        encoded = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False).input_ids
+        with torch.no_grad():
+            full = torch.log_softmax(model(input_ids=torch.tensor([encoded])).logits[0, -1].float(), dim=-1)
+        torch.testing.assert_close(metrics.first_token_logprobs(model, tokenizer, [prompt])[0], full, atol=1e-4,
+                                   rtol=1e-4, msg=family)
+        prompt_text, whole = format_exchange(tokenizer, prompt, answer)
+        n_prompt = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
+        ids = torch.tensor([tokenizer(whole, add_special_tokens=False).input_ids])
+        labels = ids.clone()
+        labels[:, :n_prompt] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss.item()
+        assert metrics.answer_nll(model, tokenizer, [(prompt, answer)])["nll"] == pytest.approx(loss, rel=1e-4), family
 
 
 def test_first_token_kl_is_zero_to_itself_and_positive_to_another(aligned, unaligned):

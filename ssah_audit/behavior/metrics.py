@@ -17,6 +17,7 @@ import torch
 from ..batching import pad
 from ..data.sets import compliance_openings, refusal_openings
 from ..models.chat import encode_exchange, format_prompt
+from ..models.head import final_states, output_log_probs, token_log_probs
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -79,12 +80,11 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
         rows = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in batch]
         labels_of = [[-100] * n_prompt + seq[n_prompt:] for seq, n_prompt in rows]
         ids, mask, _, labels = pad([seq for seq, _ in rows], fill=labels_of)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         targets = labels[:, 1:].to(device)
-        token_nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
-                                                      reduction="sum")
-        total_nll += float(token_nll)
-        total_tokens += int((targets != -100).sum())
+        answer = targets != -100  # the head runs on the answer's positions only
+        states = final_states(model, ids.to(device), mask.to(device))[:, :-1][answer]
+        total_nll -= float(token_log_probs(model, states, targets[answer]).double().sum())
+        total_tokens += int(answer.sum())
     nll = total_nll / max(total_tokens, 1)
     return {"nll": nll, "perplexity": math.exp(nll), "tokens": total_tokens}
 
@@ -97,9 +97,9 @@ def first_token_logprobs(model, tokenizer, prompts: list[str], batch_size: int =
     for batch in _batches(prompts, batch_size):
         encoded = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in batch]
         ids, mask, _ = pad(encoded)  # right padding: positions stay 0..n-1 in every architecture
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        last = torch.tensor([len(seq) - 1 for seq in encoded], device=logits.device)
-        rows.append(torch.log_softmax(logits[torch.arange(len(batch)), last], dim=-1).cpu())
+        states = final_states(model, ids.to(device), mask.to(device))
+        last = torch.tensor([len(seq) - 1 for seq in encoded], device=states.device)
+        rows.append(output_log_probs(model, states[torch.arange(len(batch), device=states.device), last]).cpu())
     return torch.cat(rows)
 
 
