@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -96,9 +97,9 @@ def main() -> None:
             start = time.perf_counter()
             loaded = load_folder(safe_folder)
             masks = None if units is None else freeze.unit_masks(loaded.model, loaded.units, units, train_units=False)
-            torch.manual_seed(seed)
-            finetune.train(loaded.model, loaded.tokenizer, smollm2_pair.benign_instructions(), recipe.ft,
-                           description=f"fine-tuning, {label}, seed {seed}", masks=masks)
+            torch.manual_seed(seed)  # the recipe seed orders the data (TrainSettings.seed); torch's, anything else
+            finetune.train(loaded.model, loaded.tokenizer, smollm2_pair.benign_instructions(),
+                           replace(recipe.ft, seed=seed), description=f"fine-tuning, {label}, seed {seed}", masks=masks)
             frozen = 0 if units is None else sum(len(index) for index in units.values())
             rows.append({"label": label, "seed": seed, "frozen": frozen, "frozen_share": frozen / total,
                          **measure(loaded, harmbench, xstest), "seconds": round(time.perf_counter() - start)})

@@ -76,10 +76,11 @@ def remedy(results: dict) -> str | None:
             f"units frozen ({_pct(plan['fraction'])} of units; {plan['freeze_map']} and the command below)")
     effect = plan.get("pair_effect")
     if effect:
-        return text + (f"; on the embedded SmolLM2 pair this kept harmful compliance at "
-                       f"{_pct(effect['frozen_compliance'])} ({_interval(effect['frozen_ci95'])}) against "
-                       f"{_pct(effect['unfrozen_compliance'])} unfrozen and {_pct(effect['random_compliance'])} with "
-                       "random units frozen: evidence on one small model, not a guarantee.")
+        return text + (f"; on the embedded SmolLM2 pair the fine-tune complied with {_pct(effect['frozen_compliance'])}"
+                       f" of harmful requests with them frozen ({_interval(effect['frozen_ci95'])}) against "
+                       f"{_pct(effect['unfrozen_compliance'])} unfrozen, {_pct(effect['random_compliance'])} with as "
+                       f"many random units frozen and {_pct(effect['reference_compliance'])} for the reference: "
+                       "evidence on one small model, not a guarantee.")
     return text + "; its effect has not been measured on the embedded pair yet, so treat it as the paper's proposal."
 
 
