@@ -7,7 +7,7 @@ safe prompts, utility NLL of the eval split's benign answers; bootstrap 95% inte
 first row. The goal (issue 19): the remedy stays within +10 points of the reference's compliance while keeping at
 least 70% of the unfrozen fine-tune's NLL gain, and the random control does not.
 
-Run: .venv/bin/python bench/remedy_pair.py [--seeds 0 1] [--settings none scu,cu:6 scu,cu random]
+Run: .venv/bin/python bench/remedy_pair.py [--seeds 0 1] [--settings none scu,cu:6 scu,cu random random=scu,cu]
      [--harmbench ../shared/eval/harmbench_behaviors_text_test.csv] [--xstest ../shared/data/xstest_prompts.csv]
      [--json out.json] [--no-reference]   (rows print as JSON lines as they finish; the table needs the reference)
 About 5 minutes a row on 2 cores (2 of them training).
@@ -59,6 +59,9 @@ def conditions(safe, settings: list[str]) -> dict[str, dict | None]:
             out["unfrozen"] = None
         elif setting == "random":
             out |= {f"random {seed} ({size} units)": ablate.random_units(safe.units, size, seed) for seed in (0, 1, 2)}
+        elif setting.startswith("random="):  # one random seed, as many units as that selection
+            many = sum(len(i) for i in smollm2_pair.remedy_units(safe, setting.split("=", 1)[1]).values())
+            out[f"random 0 ({many} units)"] = ablate.random_units(safe.units, many, 0)
         else:
             chosen = remedy_units if setting == "scu,cu:6" else smollm2_pair.remedy_units(safe, setting)
             out[f"frozen {setting} ({sum(len(i) for i in chosen.values())} units)"] = chosen
