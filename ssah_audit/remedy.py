@@ -12,9 +12,12 @@ from .units import classify, freeze
 
 FREEZE_CLASSES = "scu,cu:6"
 MAP_NAME = "freeze-map.safetensors"
-# The remedy's measured effect on the embedded pair (issue 19's Table 2 analogue, BENCHMARKS.md): None until that
-# experiment has run, and the report then says it is unmeasured rather than quoting the paper's numbers as ours.
-PAIR_EFFECT: dict | None = None
+# The remedy's measured effect on the embedded pair (issue 19's Table 2 analogue, BENCHMARKS.md "SSAH's remedy on the
+# embedded pair"): the safe-ft recipe (seed 0) re-run from smollm2-135m-safe with its SCU + top 6% CU frozen. It did
+# not keep the reference's safety, and did no better than as many random units: the report says so with the numbers.
+PAIR_EFFECT: dict | None = {"reference_compliance": 0.09, "unfrozen_compliance": 0.61, "frozen_compliance": 0.54,
+                            "frozen_ci95": [0.44, 0.63], "random_compliance": 0.56,
+                            "source": "bench/remedy_pair.py, held-out harmful split, fine-tune seed 0"}
 
 
 def plan(reference_spec: str, reference_block: dict, classes: dict, safety: dict,
