@@ -9,7 +9,7 @@ from ..batching import check_characters
 from ..data.prompt import PromptSet
 from .generate import generate
 from .judge import is_refusal
-from .metrics import answer_nll, first_token_kl, rate, refusal_log_odds, summary
+from .metrics import answer_nll, first_token_kl, rate, refusal_score_recorder, summary
 
 
 def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int, description: str,
@@ -20,11 +20,7 @@ def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int, des
     first_step = None
     if scores_out is not None:
         scores_out[:] = [0.0] * len(prompts)
-
-        def first_step(indices, log_probs):
-            for index, score in zip(indices, refusal_log_odds(log_probs.cpu(), loaded.tokenizer), strict=True):
-                scores_out[index] = score
-
+        first_step = refusal_score_recorder(scores_out, loaded.tokenizer)
     completions = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens, batch_size,
                            description=description, first_step=first_step)
     return [(c, is_refusal(p, c)) for p, c in zip(prompts, completions, strict=True)]

@@ -124,6 +124,16 @@ def refusal_scores(model, tokenizer, prompts: list[str], batch_size: int = 16) -
     return refusal_log_odds(first_token_logprobs(model, tokenizer, prompts, batch_size), tokenizer)
 
 
+def refusal_score_recorder(scores: list[float], tokenizer):
+    """A `generate(first_step=...)` callback that writes each row's refusal score (refusal_log_odds of its first
+    generated step) into scores[row index]."""
+    def record(indices: list[int], log_probs: torch.Tensor) -> None:
+        for index, score in zip(indices, refusal_log_odds(log_probs.cpu(), tokenizer), strict=True):
+            scores[index] = score
+
+    return record
+
+
 def refusal_log_odds(logprobs: torch.Tensor, tokenizer) -> list[float]:
     """Per row of first-token log-probabilities [rows, vocabulary]: log p(a refusal opening's first token) -
     log p(any other token)."""

@@ -14,7 +14,7 @@ import numpy as np
 from ..behavior.evaluate import judged
 from ..behavior.generate import generate
 from ..behavior.judge import is_refusal
-from ..behavior.metrics import answer_nll, refusal_log_odds
+from ..behavior.metrics import answer_nll, refusal_score_recorder
 from .ablate import ablated, count, from_ranking, random_units, row_ablation
 from .classify import units_of
 
@@ -49,15 +49,11 @@ def generate_conditions(loaded, conditions: list[dict], prompts: list[str], max_
     one list of each per condition."""
     which = [k for k in range(len(conditions)) for _ in prompts]
     scores = [0.0] * len(which)
-
-    def first_step(indices, log_probs):
-        for index, score in zip(indices, refusal_log_odds(log_probs.cpu(), loaded.tokenizer), strict=True):
-            scores[index] = score
-
     with row_ablation(loaded.units, conditions) as select:
         completions = generate(loaded.model, loaded.tokenizer, prompts * len(conditions), max_new_tokens,
                                batch_size * len(conditions), description=f"{loaded.spec}: {description}",
-                               before_batch=lambda chunk: select([which[i] for i in chunk]), first_step=first_step)
+                               before_batch=lambda chunk: select([which[i] for i in chunk]),
+                               first_step=refusal_score_recorder(scores, loaded.tokenizer))
 
     def per_condition(values):
         return [values[k * len(prompts):(k + 1) * len(prompts)] for k in range(len(conditions))]
