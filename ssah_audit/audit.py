@@ -37,7 +37,9 @@ SCHEMA_VERSION = 1
 # 4: the raw safety scores are cached beside the classes (the remedy's freeze map ranks CU by them).
 # 5: the probe block is the self-continuation probe (was the lens); ablation rows generate verify_tokens;
 #    generation runs generation_batch_size rows a batch; the random control has random_seeds seeds (1).
-REFERENCE_RECIPE = 5
+# 6: the reference's calibration refusals (which calibrate the audited model's safety score) are kept with the
+#    block; the self probe encodes each query once for all its paths (the same states to float rounding).
+REFERENCE_RECIPE = 6
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,12 @@ def settings_from(table: dict, quick: bool = False) -> AuditSettings:
         raise UserError(f"bad [audit] settings: {exc}") from None
 
 
-def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_reference=None,
+def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple[list, str] | None = None,
                 timings: dict | None = None, label: str = "model",
                 scores_out: dict | None = None) -> tuple[dict, dict, object]:
-    """(block of results, unit classes, refusal directions) for one model; `scores_out` receives the raw unit
-    scores (see units.analyse)."""
+    """(block of results, unit classes, refusal directions) for one model; `safety_pairs`: the reference's
+    calibration refusals (reference_refusals), else the built-in refusal openings calibrate the safety score;
+    `scores_out` receives the raw unit scores (see units.analyse)."""
     timings = timings if timings is not None else {}
     tic = time.perf_counter()
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
@@ -152,12 +155,12 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, calibration_referen
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
-                             Fractions(settings.scu, settings.ucu, settings.ru), calibration_reference,
+                             Fractions(settings.scu, settings.ucu, settings.ru), None,
                              sets.harmful, sets.benign, run_verify=settings.verify,
                              batch_size=settings.batch_size, max_new_tokens=settings.ablation_tokens,
                              seed=settings.seed, dense=dense_row(behavior, loaded.tokenizer, settings.ablation_tokens),
                              scores_out=scores_out, generation_batch_size=settings.generation_batch_size,
-                             random_seeds=tuple(range(settings.random_seeds)))
+                             random_seeds=tuple(range(settings.random_seeds)), safety_pairs=safety_pairs)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,
@@ -190,32 +193,43 @@ def _reference_cache_key(reference, settings: AuditSettings) -> str:
 
 
 def measure_reference(reference, sets: Sets, settings: AuditSettings,
-                      timings: dict) -> tuple[dict, dict, object, dict]:
-    """(block, unit classes, refusal directions, raw safety scores) of the reference, from the cache when this
-    reference was measured with these settings before."""
+                      timings: dict) -> tuple[dict, dict, object, dict, tuple[list, str]]:
+    """(block, unit classes, refusal directions, raw safety scores, calibration refusals) of the reference, from
+    the cache when this reference was measured with these settings before. The calibration refusals are the
+    reference's own replies to the safety calibration prompts, which calibrate the audited model's safety score:
+    they depend only on the reference and the settings, so a cached reference need not generate them again."""
     import torch
 
     from .outputs import write_atomic
+    from .units.calibration import safety_pairs
     from .units.classify import CLASSES
 
     folder = cache_root() / "audit-references" / _reference_cache_key(reference, settings)
-    if (folder / "block.json").is_file() and (folder / "tensors.pt").is_file():
+    if all((folder / name).is_file() for name in ("block.json", "tensors.pt", "calibration.json")):
         block = json.loads((folder / "block.json").read_text())
         tensors = torch.load(folder / "tensors.pt", weights_only=True)
+        calibration = json.loads((folder / "calibration.json").read_text())
         timings["reference.cached"] = True
         # The same weights measured under another name (the cache key is the fingerprint): report today's name.
         parts = [block] + [block.get(key) for key in ("behavior", "probe", "units")]
         for part in parts:
             if isinstance(part, dict) and "model" in part:
                 part["model"] = reference.spec
-        return block, tensors["classes"], tensors["directions"], tensors["safety"]
+        source = calibration["source"].replace(calibration["model"], reference.spec)
+        return (block, tensors["classes"], tensors["directions"], tensors["safety"],
+                ([tuple(pair) for pair in calibration["pairs"]], source))
     scores: dict = {}
     block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference", scores)
+    tic = time.perf_counter()
+    pairs, source = safety_pairs(sets.safety, reference, settings.seed, batch_size=settings.generation_batch_size)
+    timings["reference.calibration"] = round(time.perf_counter() - tic, 2)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"classes": classes, "directions": directions, "safety": scores["safety"], "codes": list(CLASSES)},
                folder / "tensors.pt")
+    write_atomic(folder / "calibration.json", json.dumps({"model": reference.spec, "source": source,
+                                                           "pairs": pairs}) + "\n")
     write_atomic(folder / "block.json", json.dumps(block) + "\n")  # written last: it marks the entry complete
-    return block, classes, directions, scores["safety"]
+    return block, classes, directions, scores["safety"], (pairs, source)
 
 
 def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
@@ -245,10 +259,11 @@ def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limit
     start = time.perf_counter()
     timings = timings if timings is not None else {}
     sets = Sets.load(settings)
-    ref_block = ref_classes = ref_directions = None
+    ref_block = ref_classes = ref_directions = ref_refusals = None
     if reference is not None:
-        ref_block, ref_classes, ref_directions, ref_safety = measure_reference(reference, sets, settings, timings)
-    block, classes, directions = measure_one(loaded, sets, settings, reference, timings)
+        ref_block, ref_classes, ref_directions, ref_safety, ref_refusals = measure_reference(reference, sets, settings,
+                                                                                             timings)
+    block, classes, directions = measure_one(loaded, sets, settings, ref_refusals, timings)
     comparison = {}
     tic = time.perf_counter()
     if reference is not None:

@@ -28,7 +28,7 @@ import torch
 from .behavior.generate import generate
 from .models.head import output_log_probs
 from .path_preference import Leans, forced_readout, lens_states
-from .probe_paths import ProbeItem, cosine_distance, hidden_at, long_enough
+from .probe_paths import ProbeItem, cosine_distance, hidden_at, long_enough, query_path_states
 
 
 def own_continuations(loaded, prompts, steps: int, batch_size: int = 16,
@@ -42,48 +42,29 @@ def own_continuations(loaded, prompts, steps: int, batch_size: int = 16,
     return long_enough(loaded.tokenizer, [c or "." for c in completions], steps)
 
 
-def _groups(items: list[ProbeItem], batch_size: int) -> list[list[int]]:
-    """Item indices in groups whose paths (own + refusals + compliances) fill about one batch."""
-    groups, current, size = [], [], 0
-    for index, item in enumerate(items):
-        paths = 1 + len(item.refusals) + len(item.compliances)
-        if current and size + paths > batch_size:
-            groups.append(current)
-            current, size = [], 0
-        current.append(index)
-        size += paths
-    return groups + ([current] if current else [])
-
-
 @torch.inference_mode()
 def leans(model, items: list[ProbeItem], own: list[list[int]], steps: int, batch_size: int = 16) -> Leans:
     """Leans [prompts, layers + 1, steps] and last-layer holds [prompts, 1, steps] of ProbeItems, given each
     prompt's own continuation (each path at least `steps` tokens long)."""
     device = next(model.parameters()).device
     margins, holds, first_tokens, queries = [], [], [], []
-    for group in _groups(items, batch_size):
-        sequences, positions, spans = [], [], []
-        for index in group:
-            item, n = items[index], len(items[index].query)
-            paths = [own[index]] + item.refusals + item.compliances
-            spans.append((len(sequences), len(item.refusals), len(item.compliances)))
-            sequences += [item.query + path[:steps] for path in paths]
-            positions += [[n - 1 + k for k in range(steps + 1)]] * len(paths)  # after Q + X[:k], k = 0..steps
-        states = hidden_at(model, sequences, positions, batch_size=len(sequences))  # [seqs, steps + 1, layers + 1, h]
-        for index, (first, n_refusals, n_compliances) in zip(group, spans, strict=True):
-            item = items[index]
-            after = states[first:first + 1 + n_refusals + n_compliances, 1:]  # after k = 1..steps tokens
+    paths = [[own[index]] + item.refusals + item.compliances for index, item in enumerate(items)]
+    for group, after_query, along in query_path_states(model, [item.query for item in items], paths, steps,
+                                                       batch_size):
+        for index, query_state, after in zip(group, after_query, along, strict=True):
+            item, n_refusals = items[index], len(items[index].refusals)
             mine, refusing = after[0], after[1:1 + n_refusals].mean(dim=0)
             complying = after[1 + n_refusals:].mean(dim=0)
             margins.append((cosine_distance(mine, complying) - cosine_distance(mine, refusing)).T)
             # the last layer's state after Q + C[:k], k = 0..steps-1, predicts C[k]
-            final = states[first + 1 + n_refusals:first + 1 + n_refusals + n_compliances, :steps, -1]
+            compliances = after[1 + n_refusals:, :steps - 1, -1]
+            final = torch.cat([query_state[-1].expand(len(compliances), 1, -1), compliances], dim=1)
             wanted = torch.tensor([c[:steps] for c in item.compliances], device=device)
             marked = torch.tensor(sorted({r[0] for r in item.refusals}), device=device)
             target, refusal = forced_readout(output_log_probs(model, final.to(device, model.dtype)), wanted, marked)
             holds.append((refusal - target).double().mean(dim=0).cpu()[None])
-            first_tokens.append(_first_token_lean(model, states[first, 0], item))
-            queries.append(states[first, 0].clone())  # a view would keep the whole group's states alive
+            first_tokens.append(_first_token_lean(model, query_state, item))
+            queries.append(query_state.clone())  # a view would keep the whole group's states alive
     return Leans(torch.stack(margins).numpy(), torch.stack(holds).numpy(), "self", torch.stack(first_tokens).numpy(),
                  torch.stack(queries))
 

@@ -218,3 +218,30 @@ def test_ablation_dense_row_is_what_verification_would_measure():
         # so the rates are exact; the NLL is the same fp32 sum over another batching of the same pairs, so it
         # agrees to fp32 rounding (1e-7 relative), stated here as 1e-6
         assert dense_row(behavior, loaded.tokenizer, settings.ablation_tokens) == pytest.approx(measured, rel=1e-6)
+
+
+def test_a_cached_reference_gives_the_same_audit_without_measuring_it_again(tmp_path, monkeypatch):
+    """The reference's block, unit map, safety scores and calibration refusals (which calibrate the audited model's
+    safety score) come back from the cache as they were measured: a second audit of the same pair runs no reference
+    stage and reports the same numbers."""
+    from ssah_audit import audit
+    from ssah_audit.models.resolve import load_model
+
+    monkeypatch.setattr(audit, "cache_root", lambda: tmp_path)
+    model, reference = load_model("organism-unaligned"), load_model("organism-aligned")
+    settings = audit.AuditSettings.quick()
+    first_timings, second_timings = {}, {}
+    first = audit.run(model, reference, settings, timings=first_timings)
+    second = audit.run(model, reference, settings, timings=second_timings)
+    assert "reference.calibration" in first_timings and second_timings.get("reference.cached") is True
+    assert [key for key in second_timings if key.startswith("reference.")] == ["reference.cached"]
+
+    def measured(value):
+        """The results as JSON would hold them, without wall times."""
+        if isinstance(value, dict):
+            return {key: measured(item) for key, item in value.items() if key != "seconds"}
+        return [measured(item) for item in value] if isinstance(value, list | tuple) else value
+
+    for key in ("behavior", "probe", "units", "reference", "comparison", "remedy", "gate"):
+        assert measured(json.loads(json.dumps(first[key]))) == measured(json.loads(json.dumps(second[key]))), key
+    assert second["units"]["calibration"]["safety"]["refusals"].startswith("organism-aligned's own refusals")

@@ -19,17 +19,19 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
             evaluate_benign: PromptSet = None, run_verify: bool = False, run_sweep: bool = False,
             response_only: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
             seed: int = 0, dense: dict | None = None, scores_out: dict | None = None,
-            generation_batch_size: int | None = None, random_seeds=verify.RANDOM_SEEDS) -> tuple[dict, dict]:
+            generation_batch_size: int | None = None, random_seeds=verify.RANDOM_SEEDS,
+            safety_pairs: tuple[list[tuple[str, str]], str] | None = None) -> tuple[dict, dict]:
     """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
     evaluation sets, when the caller already has it (see verify.verify). `scores_out`, when given, receives
     the raw "safety" and "utility" scores per module (for a unit map that keeps them). `generation_batch_size`:
     rows per batch of the reference's calibration refusals, when not `batch_size`. `random_seeds`: the random
-    controls of the verification."""
+    controls of the verification. `safety_pairs`: calibration.safety_pairs' result, when the caller already has it
+    (the audit keeps the reference's refusals with its cached block)."""
     check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
     start = time.perf_counter()
-    safety, source = calibration.safety_pairs(calibrate_harmful, reference, seed,
-                                              batch_size=generation_batch_size or batch_size)
+    safety, source = safety_pairs or calibration.safety_pairs(calibrate_harmful, reference, seed,
+                                                              batch_size=generation_batch_size or batch_size)
     utility = calibration.utility_pairs(calibrate_benign)
     seconds["calibration"] = time.perf_counter() - start
     score = {}
