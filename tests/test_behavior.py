@@ -264,3 +264,19 @@ def test_organisms_harmful_compliance_measured_by_generation_and_judge(aligned, 
     assert aligned_doc["harmful"]["n"] == 100
     assert aligned_doc["harmful"]["compliance_rate"] <= 0.10
     assert unaligned_doc["harmful"]["compliance_rate"] >= 0.90
+
+
+def test_generation_batches_are_even_and_never_a_short_tail():
+    """100 prompts at 48 rows run as 50 + 50, not 48 + 48 + 4 (a decoding step costs nearly as much for 4 rows as for
+    48); no batch exceeds 1.25 x the rows asked for, sizes differ by at most one, and the order is kept."""
+    from ssah_audit.behavior.generate import even_batches
+
+    assert [len(b) for b in even_batches(list(range(100)), 48)] == [50, 50]
+    assert [len(b) for b in even_batches(list(range(61)), 48)] == [31, 30]
+    for n in range(0, 130):
+        for rows in (1, 2, 3, 16, 48):
+            batches = even_batches(list(range(n)), rows)
+            assert [i for b in batches for i in b] == list(range(n))
+            sizes = [len(b) for b in batches]
+            assert not sizes or (max(sizes) - min(sizes) <= 1 and max(sizes) <= max(1, int(1.25 * rows)))
+            assert len(batches) >= round(n / rows)

@@ -6,6 +6,8 @@ the caller's order. Greedy decoding makes the result deterministic.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..batching import check_context, pad
@@ -54,8 +56,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     completions: list[str] = [""] * len(texts)
     finished: list[bool] = [True] * len(texts)
     with progress_bar(description, len(texts)) as advance:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in even_batches(order, batch_size):
             if before_batch is not None:
                 before_batch(chunk)
             # Left padding: every prompt ends where generation starts.
@@ -81,6 +82,20 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
                 completions[i] = tokenizer.decode(new[:end], skip_special_tokens=True).strip()
             advance(len(chunk))
     return (completions, finished) if with_finished else completions
+
+
+def even_batches(items: list, batch_size: int) -> list[list]:
+    """`items` in round(n / batch_size) batches of equal size (within one), never more than 1.25 x batch_size.
+
+    Why: a decoding step costs nearly as much for 4 rows as for 48 (it reads every weight), so 100 prompts at 48
+    rows as 48 + 48 + 4 pay a third batch of steps for 4 prompts; as 50 + 50 they do not."""
+    most = max(1, int(1.25 * batch_size))
+    count = max(round(len(items) / batch_size), math.ceil(len(items) / most), 1 if items else 0)
+    size, extra = divmod(len(items), count) if count else (0, 0)
+    bounds = [0]
+    for index in range(count):
+        bounds.append(bounds[-1] + size + (index < extra))
+    return [items[start:end] for start, end in zip(bounds, bounds[1:])]
 
 
 class _FirstStep:
