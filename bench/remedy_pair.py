@@ -9,7 +9,7 @@ least 70% of the unfrozen fine-tune's NLL gain, and the random control does not.
 
 Run: .venv/bin/python bench/remedy_pair.py [--seeds 0 1] [--settings none scu,cu:6 scu,cu random random=scu,cu]
      [--harmbench ../shared/eval/harmbench_behaviors_text_test.csv] [--xstest ../shared/data/xstest_prompts.csv]
-     [--json out.json] [--no-reference]   (rows print as JSON lines as they finish; the table needs the reference)
+     [--json out.json] [--no-reference] [--freeze-embeddings]   (rows print as JSON lines as they finish; the table needs the reference)
 About 5 minutes a row on 2 cores (2 of them training).
 """
 
@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-reference", action="store_true", help="skip the reference's row (measured elsewhere)")
     parser.add_argument("--table", nargs="+", type=Path, help="only print the table of these --json files' rows")
+    parser.add_argument("--freeze-embeddings", action="store_true",
+                        help="also freeze the (tied) embedding matrix in every setting: the organisms' break went "
+                             "through it (BENCHMARKS.md, the remedy on the organisms)")
     args = parser.parse_args()
     if args.table:
         rows = [row for path in args.table for row in json.loads(path.read_text())]
@@ -100,11 +103,17 @@ def main() -> None:
             start = time.perf_counter()
             loaded = load_folder(safe_folder)
             masks = None if units is None else freeze.unit_masks(loaded.model, loaded.units, units, train_units=False)
+            if args.freeze_embeddings:
+                masks = masks or {p: torch.ones_like(p) for p in loaded.model.parameters()}
+                for name, parameter in loaded.model.named_parameters():
+                    if "embed" in name or "lm_head" in name:
+                        masks[parameter] = torch.zeros_like(parameter)
             torch.manual_seed(seed)  # the recipe seed orders the data (TrainSettings.seed); torch's, anything else
             finetune.train(loaded.model, loaded.tokenizer, smollm2_pair.benign_instructions(),
                            replace(recipe.ft, seed=seed), description=f"fine-tuning, {label}, seed {seed}", masks=masks)
             frozen = 0 if units is None else sum(len(index) for index in units.values())
-            rows.append({"label": label, "seed": seed, "frozen": frozen, "frozen_share": frozen / total,
+            rows.append({"label": label + (" + embeddings frozen" if args.freeze_embeddings else ""), "seed": seed,
+                         "frozen": frozen, "frozen_share": frozen / total,
                          **measure(loaded, harmbench, xstest), "seconds": round(time.perf_counter() - start)})
             print(json.dumps(rows[-1]), flush=True)
             if args.json:
