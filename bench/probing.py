@@ -1,7 +1,10 @@
-"""Single-pass probing vs the naive per-step recomputation on smollm2-135m-instruct (K = 10).
+"""Probing's fast paths against their baselines on smollm2-135m-instruct (K = 10):
+- the paper variant's single pass per path against the naive per-step recomputation;
+- the default self probe, each query encoded once for all its paths (probe_paths.query_path_states), against every
+  path encoded whole as Q + path, the way it ran before.
 
 Run: .venv/bin/python bench/probing.py [--prompts 8] [--steps 10]
-Prints both wall times, the speed-up, the largest difference between the two results, and peak RSS.
+Prints the wall times, the speed-ups, the largest difference between the results, and peak RSS.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def main() -> None:
 
     import numpy as np
 
-    from ssah_audit import probe_paths, probing
+    from ssah_audit import probe_paths, probing, self_continuation
     from ssah_audit.data.sets import load_prompt_set
     from ssah_audit.models.resolve import load_model
 
@@ -44,7 +47,34 @@ def main() -> None:
           f"{len(items[0].refusals)} refusal + {len(items[0].compliances)} compliance continuations each")
     print(f"naive: {slow_s:7.2f} s   single pass: {fast_s:7.2f} s   speed-up: {slow_s / fast_s:.1f}x   "
           f"max |difference|: {diff:.2e}")
+    own = self_continuation.own_continuations(loaded, prompts, args.steps)
+    start = time.perf_counter()
+    shared = self_continuation.leans(loaded.model, items, own, args.steps).lean
+    shared_s = time.perf_counter() - start
+    start = time.perf_counter()
+    whole = whole_sequence_margins(loaded.model, items, own, args.steps)
+    whole_s = time.perf_counter() - start
+    print(f"self probe: whole sequences {whole_s:7.2f} s   query encoded once: {shared_s:7.2f} s   "
+          f"speed-up: {whole_s / shared_s:.1f}x   max |difference|: {float(np.abs(shared - whole).max()):.2e}")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def whole_sequence_margins(model, items, own, steps: int, batch_size: int = 16):
+    """The self probe's margins [prompts, layers + 1, steps] with every path encoded whole (Q + path[:steps]),
+    about `batch_size` sequences a pass: the baseline of the shared-query pass."""
+    import torch
+
+    from ssah_audit.probe_paths import cosine_distance, hidden_at
+
+    margins = []
+    for index, item in enumerate(items):
+        paths = [own[index]] + item.refusals + item.compliances
+        positions = [[len(item.query) + k for k in range(steps)]] * len(paths)
+        states = hidden_at(model, [item.query + path[:steps] for path in paths], positions, batch_size=batch_size)
+        mine, refusing = states[0], states[1:1 + len(item.refusals)].mean(dim=0)
+        complying = states[1 + len(item.refusals):].mean(dim=0)
+        margins.append((cosine_distance(mine, complying) - cosine_distance(mine, refusing)).T)
+    return torch.stack(margins).numpy()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ least 70% of the unfrozen fine-tune's NLL gain, and the random control does not.
 
 Run: .venv/bin/python bench/remedy_pair.py [--seeds 0 1] [--settings none scu,cu:6 scu,cu random random=scu,cu]
      [--harmbench ../shared/eval/harmbench_behaviors_text_test.csv] [--xstest ../shared/data/xstest_prompts.csv]
-     [--json out.json] [--no-reference] [--freeze-embeddings]   (rows print as JSON lines as they finish; the table needs the reference)
+     [--json out.json] [--no-reference] [--freeze-embeddings]
+     (rows print as JSON lines as they finish; the table needs the reference)
 About 5 minutes a row on 2 cores (2 of them training).
 """
 

@@ -92,10 +92,12 @@ def even_batches(items: list, batch_size: int) -> list[list]:
     most = max(1, int(1.25 * batch_size))
     count = max(round(len(items) / batch_size), math.ceil(len(items) / most), 1 if items else 0)
     size, extra = divmod(len(items), count) if count else (0, 0)
-    bounds = [0]
+    batches, start = [], 0
     for index in range(count):
-        bounds.append(bounds[-1] + size + (index < extra))
-    return [items[start:end] for start, end in zip(bounds, bounds[1:])]
+        end = start + size + (index < extra)
+        batches.append(items[start:end])
+        start = end
+    return batches
 
 
 class _FirstStep:
