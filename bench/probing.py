@@ -3,7 +3,7 @@
 - the default self probe, each query encoded once for all its paths (probe_paths.query_path_states), against every
   path encoded whole as Q + path, the way it ran before.
 
-Run: .venv/bin/python bench/probing.py [--prompts 8] [--steps 10]
+Run: .venv/bin/python bench/probing.py [--prompts 8] [--steps 10] [--variants paper self] [--harmful SET]
 Prints the wall times, the speed-ups, the largest difference between the results, and peak RSS.
 """
 
@@ -23,6 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--harmful", help="prompt set (default: AdvBench, whose own targets make one compliance "
+                        "path per prompt; the built-in set has four, as the audit probes)")
+    parser.add_argument("--variants", nargs="+", default=["paper", "self"], choices=["paper", "self"])
     args = parser.parse_args()
 
     import numpy as np
@@ -32,30 +35,32 @@ def main() -> None:
     from ssah_audit.models.resolve import load_model
 
     loaded = load_model("smollm2-135m-instruct")
-    source = str(ADVBENCH) if ADVBENCH.exists() else "harmful"
+    source = args.harmful or (str(ADVBENCH) if ADVBENCH.exists() else "harmful")
     prompts = load_prompt_set(source).prompts[: args.prompts]
     items = probe_paths.build_items(loaded.tokenizer, prompts, args.steps)
 
-    start = time.perf_counter()
-    fast = probing.distances(loaded.model, items, args.steps)
-    fast_s = time.perf_counter() - start
-    start = time.perf_counter()
-    slow = probing.naive_distances(loaded.model, items, args.steps)
-    slow_s = time.perf_counter() - start
-    diff = max(float(np.abs(fast[0] - slow[0]).max()), float(np.abs(fast[1] - slow[1]).max()))
     print(f"{len(items)} prompts from {Path(source).name}, K={args.steps}, "
           f"{len(items[0].refusals)} refusal + {len(items[0].compliances)} compliance continuations each")
-    print(f"naive: {slow_s:7.2f} s   single pass: {fast_s:7.2f} s   speed-up: {slow_s / fast_s:.1f}x   "
-          f"max |difference|: {diff:.2e}")
-    own = self_continuation.own_continuations(loaded, prompts, args.steps)
-    start = time.perf_counter()
-    shared = self_continuation.leans(loaded.model, items, own, args.steps).lean
-    shared_s = time.perf_counter() - start
-    start = time.perf_counter()
-    whole = whole_sequence_margins(loaded.model, items, own, args.steps)
-    whole_s = time.perf_counter() - start
-    print(f"self probe: whole sequences {whole_s:7.2f} s   query encoded once: {shared_s:7.2f} s   "
-          f"speed-up: {whole_s / shared_s:.1f}x   max |difference|: {float(np.abs(shared - whole).max()):.2e}")
+    if "paper" in args.variants:
+        start = time.perf_counter()
+        fast = probing.distances(loaded.model, items, args.steps)
+        fast_s = time.perf_counter() - start
+        start = time.perf_counter()
+        slow = probing.naive_distances(loaded.model, items, args.steps)
+        slow_s = time.perf_counter() - start
+        diff = max(float(np.abs(fast[0] - slow[0]).max()), float(np.abs(fast[1] - slow[1]).max()))
+        print(f"paper variant: naive: {slow_s:7.2f} s   single pass: {fast_s:7.2f} s   "
+              f"speed-up: {slow_s / fast_s:.1f}x   max |difference|: {diff:.2e}")
+    if "self" in args.variants:
+        own = self_continuation.own_continuations(loaded, prompts, args.steps)
+        start = time.perf_counter()
+        shared = self_continuation.leans(loaded.model, items, own, args.steps).lean
+        shared_s = time.perf_counter() - start
+        start = time.perf_counter()
+        whole = whole_sequence_margins(loaded.model, items, own, args.steps)
+        whole_s = time.perf_counter() - start
+        print(f"self probe: whole sequences {whole_s:7.2f} s   query encoded once: {shared_s:7.2f} s   "
+              f"speed-up: {whole_s / shared_s:.1f}x   max |difference|: {float(np.abs(shared - whole).max()):.2e}")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
