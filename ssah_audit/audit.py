@@ -140,7 +140,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
                 timings: dict | None = None, label: str = "model",
                 scores_out: dict | None = None) -> tuple[dict, dict, object]:
     """(block of results, unit classes, refusal directions) for one model; `safety_pairs`: the reference's
-    calibration refusals (reference_refusals), else the built-in refusal openings calibrate the safety score;
+    calibration refusals (from measure_reference), else the built-in refusal openings calibrate the safety score;
     `scores_out` receives the raw unit scores (see units.analyse)."""
     timings = timings if timings is not None else {}
     tic = time.perf_counter()

@@ -16,8 +16,9 @@ per-prompt AUROC 0.96 against judged refusal on HarmBench, lens 0.79, paper 0.34
 Forced prefix, from the same compliance passes at the last layer: after Q + C[:k], is a refusal opening's first
 token likelier than C[k]? Decision layer, from the state after Q at each layer read through the final norm and
 LM head (the logit lens): log mean p_l(refusal openings' first tokens) - log mean p_l(compliance first tokens);
-the own path cannot show it, as it carries the output's tokens into every layer. One forward pass per path gives
-every k at once (causal attention).
+the own path cannot show it, as it carries the output's tokens into every layer. One pass encodes a query, and one
+pass over its paths, attending to the query's cached keys and values, gives every path's every k at once (causal
+attention; probe_paths.query_path_states).
 """
 
 from __future__ import annotations
