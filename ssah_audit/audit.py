@@ -38,7 +38,8 @@ SCHEMA_VERSION = 1
 # 5: the probe block is the self-continuation probe (was the lens); ablation rows generate verify_tokens;
 #    generation runs generation_batch_size rows a batch; the random control has random_seeds seeds (1).
 # 6: the reference's calibration refusals (which calibrate the audited model's safety score) are kept with the
-#    block; the self probe encodes each query once for all its paths (the same states to float rounding).
+#    block; the self probe encodes each query once for all its paths, and NLL and first-token passes a batch's
+#    common prefix once (the same states to float rounding).
 REFERENCE_RECIPE = 6
 
 

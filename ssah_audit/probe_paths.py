@@ -3,7 +3,6 @@ the hidden states at chosen positions of such sequences, one batch at a time."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ import torch
 from .batching import check_context, pad, positions_from_mask
 from .data.sets import compliance_openings, refusal_openings
 from .models.chat import format_prompt
+from .models.prefix import cache_keyword
 
 REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
 # Path rows per pass of query_path_states, per `batch_size`: each row holds every layer's states along its path and
@@ -110,7 +110,7 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
         rows = torch.repeat_interleave(torch.arange(len(group)), torch.tensor(counts))
         cache.batch_select_indices(rows.to(device))
         tokens = torch.tensor([path[:steps] for i in group for path in paths[i]], dtype=torch.long)
-        along = model.base_model(input_ids=tokens.to(device), **{_cache_keyword(model): cache},
+        along = model.base_model(input_ids=tokens.to(device), **{cache_keyword(model): cache},
                                  attention_mask=torch.cat([mask[rows], torch.ones_like(tokens)], dim=1).to(device),
                                  position_ids=(positions[rows, -1:] + 1 + torch.arange(steps)).to(device),
                                  output_hidden_states=True).hidden_states
@@ -130,11 +130,6 @@ def _query_groups(path_counts: list[int], rows: int) -> list[list[int]]:
         groups[-1].append(index)
         size += count
     return groups
-
-
-def _cache_keyword(model) -> str:
-    """transformers 5.x calls the forward's key/value cache `cache`; earlier versions `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
 
 def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",

@@ -127,6 +127,37 @@ def test_head_only_where_needed_equals_the_full_forward_on_every_family(families
         assert metrics.answer_nll(model, tokenizer, [(prompt, answer)])["nll"] == pytest.approx(loss, rel=1e-4), family
 
 
+def test_a_shared_prefix_encoded_once_gives_every_sequence_its_own_states_on_every_family(families, tiny_models):
+    """models.prefix: a right-padded batch whose sequences open with the same 12 tokens (a chat template's system
+    prompt) runs that prefix once; every real position's final state equals the sequence's own forward pass, and so
+    do answer_nll and first_token_logprobs of prompts behind a long system prompt."""
+    from ssah_audit.batching import pad
+    from ssah_audit.models import prefix
+    from ssah_audit.models.head import final_states
+
+    opening = [5, 9, 17, 33, 40, 41, 42, 43, 44, 45, 46, 47]
+    sequences = [opening + [60, 61, 62], opening + [70], opening + [80, 81, 82, 83, 84, 85]]
+    ids, mask, _ = pad(sequences)
+    assert prefix.common_prefix(ids, mask) == 12
+    system = "Be brief and kind."  # 15 tokens of the tiny tokenizer, whose models know 64 positions
+    prompts = [f"{system} Name a colour.", f"{system} Name a fruit, please.", f"{system} Hi."]
+    for family in families:
+        loaded = load_model(str(tiny_models[family]))
+        model, tokenizer = loaded.model, loaded.tokenizer
+        with torch.no_grad():
+            batched = final_states(model, ids, mask)
+            for row, sequence in enumerate(sequences):
+                alone = model.base_model(input_ids=torch.tensor([sequence])).last_hidden_state[0]
+                torch.testing.assert_close(batched[row, :len(sequence)], alone, atol=1e-4, rtol=1e-4, msg=family)
+        together = metrics.first_token_logprobs(model, tokenizer, prompts)
+        one_by_one = torch.cat([metrics.first_token_logprobs(model, tokenizer, [p]) for p in prompts])
+        torch.testing.assert_close(together, one_by_one, atol=1e-4, rtol=1e-4, msg=family)
+        pairs = [(p, "Blue, I think.") for p in prompts]
+        singles = [metrics.answer_nll(model, tokenizer, [pair]) for pair in pairs]
+        expected = sum(s["nll"] * s["tokens"] for s in singles) / sum(s["tokens"] for s in singles)
+        assert metrics.answer_nll(model, tokenizer, pairs)["nll"] == pytest.approx(expected, rel=1e-4), family
+
+
 def test_first_token_kl_is_zero_to_itself_and_positive_to_another(aligned, unaligned):
     prompts = [p.text for p in builtin_set("benign").prompts[:10]]
     to_itself = metrics.first_token_kl(aligned.model, aligned.model, aligned.tokenizer, prompts)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from .prefix import last_hidden_states
+
 HEAD_CHUNK = 512  # positions through the LM head at once
 
 
@@ -19,8 +21,9 @@ def output_log_probs(model, states: torch.Tensor) -> torch.Tensor:
 
 
 def final_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The decoder's last hidden states [batch, length, hidden] (final norm applied), without the LM head."""
-    return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    """The decoder's last hidden states [batch, length, hidden] (final norm applied) of a right-padded batch, without
+    the LM head; the batch's common prefix (the chat template's opening) encoded once (models.prefix)."""
+    return last_hidden_states(model, ids, mask)
 
 
 def token_log_probs(model, states: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""Encoding a batch's common token prefix once: chat-formatted sequences of one model all open with the same
+template tokens (SmolLM2's system prompt is 23 of a 42-token harmful prompt), so a batch can run that prefix as one
+row and let every sequence attend to its cached keys and values, with the same states (causal attention)."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+MIN_SHARED = 8  # shorter common prefixes are not worth a second pass
+
+
+def cache_keyword(model) -> str:
+    """transformers 5.x calls the forward's key/value cache `cache`; earlier versions `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
+
+
+def common_prefix(ids: torch.Tensor, mask: torch.Tensor) -> int:
+    """How many leading positions every row of a right-padded batch shares (real tokens, same ids), leaving every
+    row at least one position of its own."""
+    same = (ids == ids[:1]).all(dim=0) & mask.bool().all(dim=0)
+    shared = int(same.long().cumprod(0).sum())
+    return min(shared, int(mask.sum(dim=1).min()) - 1)
+
+
+def last_hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden states [batch, length, hidden] of a right-padded batch, its common prefix encoded
+    once when it is at least MIN_SHARED tokens long."""
+    shared = common_prefix(ids, mask) if len(ids) > 1 else 0
+    if shared < MIN_SHARED:
+        return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    encoded = model.base_model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
+    cache = encoded.get("cache", encoded.get("past_key_values"))
+    cache.batch_repeat_interleave(len(ids))
+    positions = torch.arange(shared, ids.shape[1], device=ids.device).expand(len(ids), -1)
+    rest = model.base_model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
+                            **{cache_keyword(model): cache}).last_hidden_state
+    return torch.cat([encoded.last_hidden_state.expand(len(ids), -1, -1), rest], dim=1)
