@@ -11,7 +11,7 @@ import torch
 from .batching import check_context, pad, positions_from_mask
 from .data.sets import compliance_openings, refusal_openings
 from .models.chat import format_prompt
-from .models.prefix import cache_keyword
+from .models.prefix import cache_keyword, returned_cache
 
 REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
 # Path rows per pass of query_path_states, per `batch_size`: each row holds every layer's states along its path and
@@ -104,7 +104,7 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
         positions = positions_from_mask(mask)
         encoded = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                    position_ids=positions.to(device), use_cache=True, output_hidden_states=True)
-        cache = encoded.get("cache", encoded.get("past_key_values"))
+        cache = returned_cache(encoded)
         after_query = torch.stack([layer[:, -1] for layer in encoded.hidden_states], dim=1).double().cpu()
         counts = [len(paths[i]) for i in group]
         rows = torch.repeat_interleave(torch.arange(len(group)), torch.tensor(counts))

@@ -16,6 +16,11 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
 
+def returned_cache(output):
+    """The key/value cache a forward pass returned (`cache` in transformers 5.x, `past_key_values` before)."""
+    return output.get("cache", output.get("past_key_values"))
+
+
 def common_prefix(ids: torch.Tensor, mask: torch.Tensor) -> int:
     """How many leading positions every row of a right-padded batch shares (real tokens, same ids), leaving every
     row at least one position of its own."""
@@ -31,7 +36,7 @@ def last_hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Te
     if shared < MIN_SHARED:
         return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
     encoded = model.base_model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
-    cache = encoded.get("cache", encoded.get("past_key_values"))
+    cache = returned_cache(encoded)
     cache.batch_repeat_interleave(len(ids))
     positions = torch.arange(shared, ids.shape[1], device=ids.device).expand(len(ids), -1)
     rest = model.base_model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
