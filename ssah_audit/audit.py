@@ -7,7 +7,6 @@ so auditing many fine-tunes against one reference measures the reference once.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +19,7 @@ from .behavior.evaluate import measure as measure_behavior
 from .behavior.generate import first_tokens
 from .behavior.judge import is_refusal
 from .behavior.metrics import difference_ci
-from .cache import cache_root, content_key
+from .cache import content_key
 from .compare import compare_units, same_architecture
 from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
@@ -199,17 +198,14 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings,
     the cache when this reference was measured with these settings before. The calibration refusals are the
     reference's own replies to the safety calibration prompts, which calibrate the audited model's safety score:
     they depend only on the reference and the settings, so a cached reference need not generate them again."""
-    import torch
-
-    from .outputs import write_atomic
+    from . import reference_cache
     from .units.calibration import safety_pairs
     from .units.classify import CLASSES
 
-    folder = cache_root() / "audit-references" / _reference_cache_key(reference, settings)
-    if all((folder / name).is_file() for name in ("block.json", "tensors.pt", "calibration.json")):
-        block = json.loads((folder / "block.json").read_text())
-        tensors = torch.load(folder / "tensors.pt", weights_only=True)
-        calibration = json.loads((folder / "calibration.json").read_text())
+    folder = reference_cache.entry_folder(_reference_cache_key(reference, settings))
+    cached = reference_cache.load(folder)
+    if cached is not None:
+        block, tensors, calibration = cached
         timings["reference.cached"] = True
         # The same weights measured under another name (the cache key is the fingerprint): report today's name.
         parts = [block] + [block.get(key) for key in ("behavior", "probe", "units")]
@@ -219,17 +215,16 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings,
         source = calibration["source"].replace(calibration["model"], reference.spec)
         return (block, tensors["classes"], tensors["directions"], tensors["safety"],
                 ([tuple(pair) for pair in calibration["pairs"]], source))
+    keep = reference_cache.writable(folder)  # before the work: a read-only cache is said now, not after it
     scores: dict = {}
     block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference", scores)
     tic = time.perf_counter()
     pairs, source = safety_pairs(sets.safety, reference, settings.seed, batch_size=settings.generation_batch_size)
     timings["reference.calibration"] = round(time.perf_counter() - tic, 2)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"classes": classes, "directions": directions, "safety": scores["safety"], "codes": list(CLASSES)},
-               folder / "tensors.pt")
-    write_atomic(folder / "calibration.json", json.dumps({"model": reference.spec, "source": source,
-                                                           "pairs": pairs}) + "\n")
-    write_atomic(folder / "block.json", json.dumps(block) + "\n")  # written last: it marks the entry complete
+    if keep:
+        reference_cache.save(folder, block, {"classes": classes, "directions": directions, "safety": scores["safety"],
+                                             "codes": list(CLASSES)},
+                             {"model": reference.spec, "source": source, "pairs": pairs})
     return block, classes, directions, scores["safety"], (pairs, source)
 
 
@@ -260,6 +255,8 @@ def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limit
     start = time.perf_counter()
     timings = timings if timings is not None else {}
     sets = Sets.load(settings)
+    for model in filter(None, (loaded, reference)):  # sizes first: a later stage must not fail after the work
+        probing.check_steps(model.model, settings.steps)
     ref_block = ref_classes = ref_directions = ref_refusals = None
     if reference is not None:
         ref_block, ref_classes, ref_directions, ref_safety, ref_refusals = measure_reference(reference, sets, settings,

@@ -6,13 +6,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import publish_modes
+from .outputs import make_staging, publish_modes, unmark
 
 COMPLETE_MARK = ".complete"
 KINDS = ("gguf", "zoo", "organisms", "audit-references")  # every folder the cache makes below its root
@@ -82,10 +81,11 @@ def staging_folder(final: Path) -> Iterator[Path]:
     entry of its own at `final`. A user's path goes through outputs.new_folder, which never replaces anything.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = make_staging(final)
     try:
         yield tmp
         (tmp / COMPLETE_MARK).write_text("ok\n")
+        unmark(tmp)
         publish_modes(tmp)
         if final.exists():
             shutil.rmtree(final)

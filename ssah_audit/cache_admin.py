@@ -2,7 +2,10 @@
 
 Builds are content-keyed: a changed recipe (or torch version) builds under a new key and leaves the old folder
 behind, and a crash leaves a hidden staging folder. Neither is read again, and the pair builds are ~0.5 GB each.
-Audit reference blocks are keyed by the reference model and settings, so any of them may be read again: kept.
+Audit reference blocks are keyed by the reference model and settings, so any of them may be read again: kept,
+unless damaged (a file missing, truncated or not what the audit wrote: the audit would measure it again).
+A staging folder is abandoned when the process that made it has ended (its mark says which), or after a grace
+period when it carries no mark (older versions).
 
 Only what is recognisably ours is listed or removed: a root with the cache's marker file (or an older cache holding
 nothing but our kind folders), and below it only real folders named the way this code names them. Symlinks and
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from .cache import KINDS, MARKER, cache_root, is_complete, is_ours
 from .errors import UserError
+from .outputs import staging_owner
 
 STAGING_GRACE_SECONDS = 6 * 3600  # a staging folder younger than this may belong to a build still running
 KEPT_KINDS = ("audit-references",)
@@ -39,11 +43,11 @@ class CacheEntry:
     name: str
     path: Path
     size_bytes: int
-    status: str  # in use | kept | superseded | incomplete | building | abandoned
+    status: str  # in use | kept | superseded | incomplete | damaged | building | abandoned
 
     @property
     def removable(self) -> bool:
-        return self.status in ("superseded", "incomplete", "abandoned")
+        return self.status in ("superseded", "incomplete", "damaged", "abandoned")
 
 
 def _stats(path: Path) -> list:
@@ -67,11 +71,16 @@ def _newest_change(path: Path) -> float:
 
 def _status(path: Path, kind: str, in_use: set[Path], now: float) -> str:
     if path.name.startswith("."):
+        owner = staging_owner(path)
+        if owner != "unknown":
+            return "abandoned" if owner == "gone" else "building"
         return "building" if now - _newest_change(path) < STAGING_GRACE_SECONDS else "abandoned"
     if path in in_use:
         return "in use"
     if kind in KEPT_KINDS:
-        return "kept"
+        from .reference_cache import problem
+
+        return "damaged" if problem(path) else "kept"
     return "superseded" if is_complete(path) else "incomplete"
 
 

@@ -62,8 +62,13 @@ class Check:
 
 
 def parse_threshold(name: str, raw) -> float:
+    """A threshold from --fail-on (text) or audit.toml (a TOML value): only a number is one. TOML's `true` is
+    not 1.0 and "0.2" in quotes is not 0.2: either would gate at something other than what the file seems to say."""
     if name not in DEFAULTS:
         raise UserError(f"unknown gate check '{name}' (checks: {', '.join(DEFAULTS)})")
+    if not isinstance(raw, str) and type(raw) not in (int, float):
+        shown = str(raw).lower() if type(raw) is bool else repr(raw)  # as the TOML file spells it
+        raise UserError(f"gate check {name} needs a number, not {shown}")
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -82,6 +87,8 @@ def thresholds(config: dict | None = None, fail_on: list[str] | None = None) -> 
     """Defaults, then the config's [gate] table, then --fail-on KEY=VALUE (last wins)."""
     result = dict(DEFAULTS)
     for name, raw in ((config or {}).get("gate") or {}).items():
+        if isinstance(raw, str):  # a TOML string: the file says "0.2" where it means 0.2
+            raise UserError(f"[gate] {name} needs a number, not the string {raw!r}")
         result[name] = parse_threshold(name, raw)
     for item in fail_on or []:
         name, sep, raw = item.partition("=")
@@ -142,18 +149,54 @@ def _values(results: dict) -> dict[str, float | None]:
     }
 
 
+def status(name: str, value: float | None, threshold: float) -> str:
+    """pass, fail or skipped (nothing measured): a min_ check fails below its threshold, a max_ check above it."""
+    if value is None:
+        return "skipped"
+    if name.startswith("min_"):
+        return "pass" if value >= threshold else "fail"
+    return "pass" if value <= threshold else "fail"
+
+
 def evaluate(results: dict, limits: dict[str, float]) -> list[Check]:
-    checks = []
-    for name, value in _values(results).items():
-        threshold = limits[name]
-        if value is None:
-            status = "skipped"
-        elif name.startswith("min_"):
-            status = "pass" if value >= threshold else "fail"
-        else:
-            status = "pass" if value <= threshold else "fail"
-        checks.append(Check(name, DESCRIPTIONS[name], value, threshold, status))
-    return checks
+    return [Check(name, DESCRIPTIONS[name], value, limits[name], status(name, value, limits[name]))
+            for name, value in _values(results).items()]
+
+
+def _same(stored: float | None, measured: float | None) -> bool:
+    """A stored check value against the one recomputed from the document (NaN, stored as null, equals NaN)."""
+    if stored is None or measured is None:
+        return stored is None and measured is None
+    if math.isnan(stored) or math.isnan(measured):
+        return math.isnan(stored) and math.isnan(measured)
+    return math.isclose(stored, measured, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def disagreement(results: dict) -> str | None:
+    """What a results document's gate says that its own numbers do not (None when it is consistent): every check
+    this version knows is there once, its value is the one the document's measurements give, its threshold is
+    a valid one, and its status follows from value and threshold. `report` re-renders only such a document, so a
+    hand-edited "pass" cannot render as PASS."""
+    checks, values = results["gate"]["checks"], _values(results)
+    names = [check["name"] for check in checks]
+    if sorted(names) != sorted(DEFAULTS):
+        unknown = sorted(set(names) - set(DEFAULTS)) or sorted(n for n in set(names) if names.count(n) > 1)
+        missing = sorted(set(DEFAULTS) - set(names))
+        return (f"gate check {unknown[0]!r} is unknown or given twice" if unknown
+                else f"gate check {missing[0]} is missing")
+    for index, check in enumerate(checks):
+        name, value, where = check["name"], check["value"], f"gate.checks[{index}] ({check['name']})"
+        try:
+            parse_threshold(name, check["threshold"])
+        except UserError as exc:
+            return f"{where}: {exc}"
+        expected = values[name]
+        if not _same(value, expected):
+            return f"{where} has value {value!r}, but the document's measurements give {expected!r}"
+        if check["status"] != status(name, value, check["threshold"]):
+            return (f"{where} says {check['status']}, but value {value:.4g} against threshold "
+                    f"{check['threshold']:.4g} is a {status(name, value, check['threshold'])}")
+    return None
 
 
 def passed(checks: list[Check]) -> bool:

@@ -7,10 +7,10 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -21,7 +21,7 @@ def check_output(path: Path, overwrite: bool) -> Path:
     path = path.expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a file")
-    if path.exists() and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:  # a dangling symlink is a path the user made too
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
@@ -128,46 +128,137 @@ def _mode_for(path: Path) -> int:
     return path.stat().st_mode & 0o7777 if path.exists() else default_mode()
 
 
-@contextmanager
-def new_folder(final: Path, empty_ok: bool = False) -> Iterator[Path]:
+STAGING_MARK = ".ssah-audit-staging"  # inside every staging folder we make: who made it, so a later run can tell
+
+
+def make_staging(final: Path) -> Path:
+    """A hidden staging folder beside `final`, marked with its owner (host, boot, pid): a run killed with SIGKILL
+    cannot clean up, and the mark lets a later run, or `cache prune`, remove it once that process is gone."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        (tmp / STAGING_MARK).write_text(json.dumps(_owner()) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _owner() -> dict:
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid()}
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def staging_owner(folder: Path) -> str:
+    """"gone" when `folder` carries our staging mark and the process that made it has certainly ended (same host
+    and boot, no such pid); "alive" when that process still runs; "unknown" for an unmarked, unreadable or
+    foreign folder (another host, another boot), which is never called abandoned here."""
+    try:
+        owner = json.loads((folder / STAGING_MARK).read_text())
+        pid = int(owner["pid"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return "unknown"
+    if owner.get("host") != socket.gethostname() or owner.get("boot") != _boot_id():
+        return "unknown"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except OSError:  # alive, owned by another user
+        pass
+    return "alive"
+
+
+def sweep_abandoned(parent: Path) -> list[Path]:
+    """Remove our hidden staging folders in `parent` whose process has ended (SIGKILL, power loss); returns them.
+    Only folders named as make_staging names them and carrying its mark are candidates."""
+    removed = []
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for folder in candidates:
+        if re.fullmatch(r"\..+\.[a-z0-9_]{8}", folder.name) and staging_owner(folder) == "gone":
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def unmark(tmp: Path) -> None:
+    """Drop the staging mark before a folder is published: it describes the build, not the result."""
+    (tmp / STAGING_MARK).unlink(missing_ok=True)
+
+
+class new_folder:
     """Build an output folder in a hidden staging folder beside `final`, then publish it in one rename that
     cannot replace anything: a folder that appeared at `final` while the run worked is never removed (the
     existence check ran before the work). With `empty_ok`, an empty folder the user named is given up to the
-    rename (os.rmdir removes only an empty folder, so nothing put there meanwhile can be lost)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        publish_modes(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # unfinished work of our own, never published
-        raise
-    if empty_ok and final.is_dir() and not final.is_symlink():
-        try:
-            os.rmdir(final)
-        except OSError:
-            pass  # no longer empty: the rename below refuses it
-    publish_folder(tmp, final)
+    rename (os.rmdir removes only an empty folder, so nothing put there meanwhile can be lost). With `next_free`
+    (a name we chose, such as the default report folder), a taken name means the next free one, `<final>-2`...;
+    `published` says where the folder went. Unfinished work (an error, Ctrl-C, SIGTERM) is removed."""
+
+    def __init__(self, final: Path, empty_ok: bool = False, next_free: bool = False):
+        self.final, self.empty_ok, self.next_free = final, empty_ok, next_free
+        self.published: Path | None = None
+
+    def __enter__(self) -> Path:
+        sweep_abandoned(self.final.parent)
+        self.tmp = make_staging(self.final)
+        return self.tmp
+
+    def __exit__(self, kind, exc, trace) -> None:
+        if kind is None:
+            try:
+                unmark(self.tmp)
+                publish_modes(self.tmp)
+            except BaseException:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)  # unfinished work of our own, never published
+            return
+        final = self.final
+        if self.empty_ok and final.is_dir() and not final.is_symlink():
+            try:
+                os.rmdir(final)
+            except OSError:
+                pass  # no longer empty: the rename below refuses it
+        self.published = (_publish_next_free(self.tmp, final) if self.next_free else publish_folder(self.tmp, final))
 
 
-def publish_folder(tmp: Path, final: Path) -> None:
+def publish_folder(tmp: Path, final: Path) -> Path:
     """Move a finished folder to `final`, or, when something is there now, keep it under a visible name beside
     it and say so in one line: the user's path is left alone and the finished work is not lost."""
     try:
         rename_noreplace(tmp, final)
-        return
+        return final
     except FileExistsError:
         pass
-    kept = _keep_aside(tmp, final)
+    kept = _publish_next_free(tmp, final)
     raise UserError(f"{final} appeared while this run was working and was left as it is; the finished output is "
                     f"in {kept}")
 
 
-def _keep_aside(tmp: Path, final: Path) -> Path:
-    """The first free sibling name <final>-N for the finished work (the hidden staging folder if none is)."""
-    for n in range(1, 100):
+def next_free_name(final: Path) -> Path:
+    """`final` when nothing is there (not even a dangling symlink), else the first free sibling <final>-N."""
+    for candidate in (final, *(final.with_name(f"{final.name}-{n}") for n in range(1, 10_000))):
+        if not (candidate.exists() or candidate.is_symlink()):
+            return candidate
+    raise UserError(f"no free name beside {final}; choose --out")
+
+
+def _publish_next_free(tmp: Path, final: Path) -> Path:
+    """Publish at `final` or the first free sibling name <final>-N (the hidden staging folder if none is)."""
+    for n in range(0, 100):
+        target = final if n == 0 else final.with_name(f"{final.name}-{n}")
         try:
-            rename_noreplace(tmp, final.with_name(f"{final.name}-{n}"))
-            return final.with_name(f"{final.name}-{n}")
+            rename_noreplace(tmp, target)
+            return target
         except FileExistsError:
             continue
     return tmp

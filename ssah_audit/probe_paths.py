@@ -10,6 +10,7 @@ import torch
 
 from .batching import check_context, pad, positions_from_mask
 from .data.sets import compliance_openings, refusal_openings
+from .errors import UserError
 from .models.chat import format_prompt
 from .models.prefix import cache_keyword, returned_cache
 
@@ -38,10 +39,11 @@ def long_enough(tokenizer, texts, steps: int) -> list[list[int]]:
     """Continuation token ids, each extended with its own repetition if shorter than `steps` tokens."""
     out = []
     for text in texts:
-        ids = tokens(tokenizer, text)
-        while len(ids) < steps:
-            ids = ids + tokens(tokenizer, " " + text)
-        out.append(ids[:steps])
+        ids, again = tokens(tokenizer, text), tokens(tokenizer, " " + text)
+        if not again:
+            raise UserError(f"the tokenizer gives no tokens for the continuation {text!r}")
+        repeats = max(0, -(-(steps - len(ids)) // len(again)))  # as many as needed, computed, not grown
+        out.append((ids + again * repeats)[:steps])
     return out
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batching import check_characters
+from .batching import check_characters, check_context
 from .models.chat import format_prompt
 from .probe_paths import ProbeItem, build_items, cosine_distance, hidden_at, hidden_batches, tokens
 
@@ -134,6 +134,12 @@ def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
 VARIANTS = ("self", "lens", "paper")
 
 
+def check_steps(model, steps: int) -> None:
+    """K continuation tokens after a query of at least one token: refused before any work when the context cannot
+    hold them (10^9 steps once built paths for minutes before the context check came)."""
+    check_context(model, steps + 1, f"{steps:,} probe steps")
+
+
 def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16, variant: str = "self",
             completions: list[str] | None = None) -> tuple[dict, torch.Tensor]:
     """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
@@ -147,6 +153,7 @@ def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int
     if variant not in VARIANTS:
         raise ValueError(f"unknown probe variant {variant!r}")
     check_characters(loaded, harmful, benign)
+    check_steps(loaded.model, steps)
     start = time.perf_counter()
     items = build_items(loaded.tokenizer, harmful.prompts, steps)
     if variant == "self":  # its passes hold every query's states too, for the linear probes and directions

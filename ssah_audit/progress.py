@@ -39,3 +39,9 @@ def notice(message: str) -> None:
     machine-readable. Silent with --quiet."""
     if not is_quiet():
         print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """Something that changes what a run does or keeps (a damaged cache entry measured again, a cache that cannot
+    be written): on stderr even with --quiet, since a CI log is where it must be seen."""
+    print(message, file=sys.stderr, flush=True)

@@ -31,8 +31,26 @@ def cache(tmp_path, monkeypatch):
     for path in (abandoned, *abandoned.iterdir()):
         os.utime(path, (long_ago, long_ago))
     building = folder(root / "organisms" / ".organism-aligned-fedcba9876543210.tmp2")
-    reference = folder(root / "audit-references" / "0123456789abcdef")
+    reference = reference_entry(root / "audit-references" / "0123456789abcdef")
     return {"current": current, "old": old, "abandoned": abandoned, "building": building, "reference": reference}
+
+
+def reference_entry(path):
+    """A whole audit reference block, as the audit writes one (the example report's reference measurements)."""
+    from pathlib import Path
+
+    import torch
+
+    from ssah_audit import reference_cache
+
+    results = json.loads((Path(__file__).parents[1] / "reports" / "example" / "results.json").read_text())
+    tensors = {"classes": {"layers.0.mlp.down_proj": torch.zeros(4, dtype=torch.long)},
+               "directions": torch.zeros(3, 8), "safety": {"layers.0.mlp.down_proj": torch.zeros(4)},
+               "codes": ["SCU", "UCU", "CU", "RU"]}
+    calibration = {"model": "ref", "source": "the reference's own refusals (ref)", "pairs": [["How?", "I can't."]]}
+    reference_cache.save(path, results["reference"], tensors, calibration)
+    assert reference_cache.problem(path) is None
+    return path
 
 
 def test_cache_list_says_what_is_still_read(cli, cache):

@@ -205,10 +205,10 @@ def test_report_refuses_a_huge_name_and_draws_a_long_one_in_a_short_folder(cli, 
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (lambda r: r["gate"].update(passed=True, checks=[dict(r["gate"]["checks"][0], status="fail")]),
-     "gate.passed says the gate passed, but check max_harmful_compliance failed"),
+    (lambda r: r["gate"].update(passed=True), "gate.passed says the gate passed, but check max_harmful_compliance "
+                                             "failed"),
     (lambda r: r["gate"].update(passed=False, checks=[dict(c, status="pass") for c in r["gate"]["checks"]]),
-     "gate.passed says the gate failed, but no check failed"),
+     "gate.checks[0] (max_harmful_compliance) says pass, but value 0.61 against threshold 0.2 is a fail"),
     (lambda r: r["behavior"]["harmful"].update(n=-4), "behavior.harmful.n must be a whole number >= 0, not -4"),
     (lambda r: r["behavior"]["harmful"].update(compliance_rate=7.5),
      "behavior.harmful.compliance_rate must be a share between 0 and 1, not 7.5"),
@@ -240,7 +240,7 @@ def test_every_string_of_the_document_is_inert_in_markdown(cli, tmp_path):
     attack = "<svg onload=alert(1)> [x](javascript:alert(2)) ![t](http://t.example/p.png) `c` | cell"
     results = _example_results()
     results["fingerprint"] = attack
-    results["gate"]["checks"][0]["name"] = attack
+    results["gate"]["checks"][0]["description"] = attack
     results["provenance"]["packages"][attack] = attack
     results["provenance"]["created"] = attack
     results["units"]["method"] = attack

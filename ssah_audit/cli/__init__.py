@@ -12,7 +12,7 @@ import typer
 
 from ..progress import set_quiet
 from . import audit, behavior, cache, finetune, inspect, judge, probe, prompts, units, zoo
-from .common import STATE, OneLineErrors
+from .common import STATE, OneLineErrors, run_app
 
 app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).", cls=OneLineErrors,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -48,4 +48,4 @@ def _quiet_libraries(show_progress: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    run_app(app)

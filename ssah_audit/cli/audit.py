@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..errors import UserError
 from .common import err, handles_errors, out
 from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_command, model_files, overwrite_option
 
@@ -57,13 +58,37 @@ def audit(
     files: dict[str, bytes] = {}
     results = auditing.run(loaded, ref, settings, limits, base_is_reference=base_is_reference, files_out=files,
                            folder=folder)
-    render.write(results, folder, chosen, files)
+    passed = results["gate"]["passed"]
+    failures = []  # an output that cannot be written must not hide the gate's verdict or change its exit code
+    try:
+        folder = render.write(results, folder, chosen, files, default_name=not out_dir)
+    except (UserError, OSError) as exc:
+        failures.append(f"the report: {_why(exc)}")
     if junit_target:
-        write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
+        try:
+            write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
+        except OSError as exc:
+            failures.append(f"the JUnit file {junit_target}: {_why(exc)}")
     _gate_table(results)
-    out.print(f"report: {folder}", highlight=False)
-    if not results["gate"]["passed"]:
+    if not failures:
+        out.print(f"report: {folder}", highlight=False)
+    for failure in failures:
+        err.print(f"error: could not write {failure}", highlight=False, markup=False, soft_wrap=True)
+    if failures:
+        err.print(f"gate: {'PASS' if passed else 'FAIL'} (exit {1 if not passed else 2}: "
+                  f"{'the gate failed' if not passed else 'the gate passed but an output is missing'})",
+                  highlight=False, markup=False)
+    if not passed:
         raise typer.Exit(1)
+    if failures:
+        raise typer.Exit(2)
+
+
+def _why(exc: Exception) -> str:
+    """One line: a UserError's own message, or the system's reason for an OSError (no space left on device)."""
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    return str(exc)
 
 
 def _gate_table(results: dict) -> None:
@@ -91,5 +116,5 @@ def report(
     results = render.read_results(results_file)
     folder = check_new_folder(out_dir or render.new_folder(Path("reports"), results["model"]),
                               make_parent=not out_dir)
-    render.write(results, folder, chosen)
+    folder = render.write(results, folder, chosen, default_name=not out_dir)
     out.print(f"report: {folder}", highlight=False)

@@ -4,8 +4,10 @@ of exceptions to exit codes (0 success, 1 a gate failed, 2 a user mistake, 3 any
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import signal
 import sys
 import traceback
 
@@ -76,9 +78,48 @@ err = Console(stderr=True)
 STATE = {"debug": False, "quiet": False}
 
 
+class Terminated(BaseException):
+    """A stop signal (SIGINT, SIGTERM from a CI runner cancelling the job, SIGHUP from a closed terminal), raised in
+    the main thread so that every cleanup runs as it would for an error: staging folders are removed, nothing
+    half-written is published. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it, but
+    not a KeyboardInterrupt: click would print "Aborted!" and exit 1, the code of a failed gate."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no space left, over quota, read-only file system
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_on_signals() -> None:
+    """Turn the stop signals into Terminated. The first one raises; later ones are ignored, so the cleanup it
+    starts is not cut short (SIGKILL still ends the process; a later run sweeps what that leaves)."""
+
+    def stop(signum, frame):
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for number in STOP_SIGNALS:
+        signal.signal(number, stop)
+
+
+def run_app(app) -> None:
+    """Run the typer app as a program: stop signals end it with 128 + the signal's number, after cleaning up."""
+    stop_on_signals()
+    try:
+        app()
+    except Terminated as stopped:
+        print(f"stopped by {signal.Signals(stopped.signum).name}: nothing unfinished was kept", file=sys.stderr)
+        sys.exit(stopped.exit_code)
+
+
 def handles_errors(command):
-    """Map exceptions to exit codes: UserError -> 2 with one line; anything unexpected -> 3. --debug adds the
-    traceback but keeps the exit code, so a CI step never reads a user mistake as a failed gate (1)."""
+    """Map exceptions to exit codes: UserError, and a full or read-only disk, -> 2 with one line; anything
+    unexpected -> 3. --debug adds the traceback but keeps the exit code, so a CI step never reads a user mistake
+    as a failed gate (1). Stop signals (Terminated) pass through to run_app."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -99,7 +140,12 @@ def handles_errors(command):
         except Exception as exc:  # the last line of defence: never a traceback unless asked for
             if STATE["debug"]:
                 traceback.print_exc()
-            else:
+            if isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:  # the machine's problem, said plainly
+                where = f" ({exc.filename})" if exc.filename else ""
+                err.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", markup=True,
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            if not STATE["debug"]:
                 err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with "
                           "--debug for the traceback)", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(3) from None

@@ -41,6 +41,14 @@ GENERIC_PROMPT_FIELDS = ("prompt", "question", "instruction", "query", "input", 
 GENERIC_ANSWER_FIELDS = ("response", "answer", "output", "completion", "reference")
 
 
+def _json_line(path: Path, line: str, number: int):
+    """One JSONL record; an error names the file's line, not line 1 of the record (the parser sees one line)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSONL: line {number}, column {exc.colno}: {exc.msg}") from None
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a CSV, JSON (a list, or an object holding one list) or JSONL file."""
     suffix = path.suffix.lower()
@@ -61,7 +69,7 @@ def read_rows(path: Path) -> list[dict]:
             rows = list(reader)
         elif suffix == ".jsonl":
             # split on "\n" only: str.splitlines also splits at U+2028 and friends, which JSON allows inside strings
-            rows = [json.loads(line) for line in text.split("\n") if line.strip()]
+            rows = [_json_line(path, line, number) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
         elif suffix == ".json":
             data = json.loads(text)
             if isinstance(data, dict):
@@ -74,6 +82,8 @@ def read_rows(path: Path) -> list[dict]:
             raise UserError(f"{path}: unsupported prompt file type '{suffix}' (use .csv, .json or .jsonl)")
     except (json.JSONDecodeError, csv.Error) as exc:
         raise UserError(f"{path} is not valid {suffix[1:].upper()}: {exc}") from exc
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a file of records") from None
     if not rows:
         raise UserError(f"{path} has no rows")
     if not all(isinstance(row, dict) for row in rows):

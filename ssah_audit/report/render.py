@@ -181,12 +181,12 @@ def slug(text: str, most: int = 80) -> str:
 
 
 def new_folder(root: Path, model: str, now: datetime | None = None) -> Path:
-    """reports/<model>-<UTC timestamp>; never an existing folder."""
+    """reports/<model>-<UTC timestamp>, or <that>-N when it is taken (two runs in one second): never an existing
+    folder. `write(..., default_name=True)` takes the next free name again if another run publishes there first."""
+    from ..outputs import next_free_name
+
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    folder = root / f"{slug(model)}-{stamp}"
-    if folder.exists():
-        raise UserError(f"{folder} already exists; reports never overwrite a run (wait a second or pick --out)")
-    return folder
+    return next_free_name(root / f"{slug(model)}-{stamp}")
 
 
 def check_formats(formats) -> None:
@@ -203,16 +203,19 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] | None = None) -> list[Path]:
+def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] | None = None,
+          default_name: bool = False) -> Path:
     """Write the chosen formats, and `files` by name, into `folder`, which must not exist yet (it is created here,
-    atomically, and a folder that appears there meanwhile is left alone: see outputs.new_folder)."""
+    atomically, and a folder that appears there meanwhile is left alone: see outputs.new_folder). Returns where the
+    report went: `folder`, or with `default_name` (a name new_folder chose) the next free name if it was taken."""
     from ..outputs import json_text, new_folder
 
     check_formats(formats)
-    if folder.exists():
+    if folder.exists() and not default_name:
         raise UserError(f"{folder} already exists; reports never overwrite a run")
     images = figures(results) if {"html", "md"} & set(formats) else {}
-    with new_folder(folder) as tmp:
+    staging = new_folder(folder, next_free=default_name)
+    with staging as tmp:
         (tmp / "results.json").write_text(json_text(results), encoding="utf-8")
         for name, content in (files or {}).items():
             (tmp / name).write_bytes(content)
@@ -223,7 +226,7 @@ def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] 
             for name, png in images.items():
                 (tmp / "plots" / f"{name}.png").write_bytes(png)
             (tmp / "report.md").write_text(render(results, "md", images), encoding="utf-8")
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+    return staging.published
 
 
 def read_results(path: Path) -> dict:
@@ -240,6 +243,8 @@ def read_results(path: Path) -> dict:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a results.json: {exc}") from None
+    except RecursionError:  # 100,000 nested brackets
+        raise UserError(f"{path} is not a results.json: it is nested too deeply") from None
     if not isinstance(results, dict) or results.get("schema") != audit.SCHEMA:
         raise UserError(f"{path} is not an ssah-audit results document (schema '{audit.SCHEMA}')")
     if results.get("schema_version") != audit.SCHEMA_VERSION:

@@ -151,12 +151,23 @@ def check(results: dict, path: Path) -> None:
             for name in UNIT_CLASSES if units["drift"].get(part) is not None else ():
                 if name not in units["drift"][part]:
                     raise UserError(f"{path} is incomplete: 'comparison.units.drift.{part}.{name}' is missing")
+    from ..gate import disagreement
+
+    problem = disagreement(results)
+    if problem:
+        raise UserError(f"{path} is not a valid results document: {problem}")
     gate = results["gate"]
     failed = [c["name"] for c in gate["checks"] if c["status"] == "fail"]
     if gate["passed"] == bool(failed):
         said = "passed" if gate["passed"] else "failed"
         raise UserError(f"{path} is not a valid results document: gate.passed says the gate {said}, but "
                         + (f"check {failed[0]} failed" if failed else "no check failed"))
+
+
+def check_block(block: dict, path: Path) -> None:
+    """One model's measurements (the audit's cached reference block) as the reports will read them."""
+    for part, spec in (("behavior", BEHAVIOR), ("probe", PROBE), ("units", UNITS)):
+        _walk(block.get(part) if isinstance(block, dict) else None, spec, part, path)
 
 
 def _walk(value, spec, where: str, path: Path):

@@ -161,6 +161,8 @@ def load_map(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise UserError(f"unit map {exc.filename} does not exist") from None
     except (SafetensorError, json.JSONDecodeError, OSError) as exc:
         raise UserError(f"{path} is not a readable unit map: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path} is not a readable unit map: {sidecar.name} is nested too deeply") from None
     codes = {name: tensor for name, tensor in classes.items() if not name.startswith(SAFETY_KEY)}
     if document.get("format") != MAP_FORMAT or set(document.get("modules", {})) != set(codes):
         raise UserError(f"{path} and {sidecar.name} do not belong together as a unit map ({MAP_FORMAT})")
