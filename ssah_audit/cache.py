@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import make_staging, publish_modes, unmark
+from .outputs import make_staging, publish_modes, rename_noreplace, unmark
 
 COMPLETE_MARK = ".complete"
 KINDS = ("gguf", "zoo", "organisms", "audit-references")  # every folder the cache makes below its root
@@ -73,12 +73,15 @@ def is_complete(folder: Path) -> bool:
 
 
 @contextmanager
-def staging_folder(final: Path) -> Iterator[Path]:
+def staging_folder(final: Path, usable: Callable[[Path], bool] = is_complete) -> Iterator[Path]:
     """Build a folder next to `final`, then move it into place in one rename.
 
     A crash leaves only a temporary folder behind, never a half-written `final`; the
-    `.complete` mark written last is what readers check. For cache entries only: it replaces an incomplete
-    entry of its own at `final`. A user's path goes through outputs.new_folder, which never replaces anything.
+    `.complete` mark written last is what readers check. For cache entries only: it replaces an entry of its own
+    at `final` that is not `usable` (incomplete, damaged). A usable one that another process published meanwhile
+    (two runs building one content-keyed entry at once) is kept, and this build dropped: replacing it would pull
+    the folder from under a run already reading it. A user's path goes through outputs.new_folder, which never
+    replaces anything.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_staging(final)
@@ -87,9 +90,14 @@ def staging_folder(final: Path) -> Iterator[Path]:
         (tmp / COMPLETE_MARK).write_text("ok\n")
         unmark(tmp)
         publish_modes(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        for _ in range(3):  # another process may publish or remove between our tries
+            try:
+                rename_noreplace(tmp, final)
+                break
+            except FileExistsError:
+                if usable(final):
+                    break
+                shutil.rmtree(final, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

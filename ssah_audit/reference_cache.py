@@ -114,12 +114,10 @@ def save(folder: Path, block: dict, tensors: dict, calibration: dict) -> None:
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
     try:
-        with staging_folder(folder) as tmp:
+        with staging_folder(folder, usable=lambda entry: problem(entry) is None) as tmp:
             (tmp / "tensors.pt").write_bytes(buffer.getvalue())
             (tmp / "calibration.json").write_text(json.dumps(calibration) + "\n", encoding="utf-8")
             (tmp / "block.json").write_text(json.dumps(block) + "\n", encoding="utf-8")
     except OSError as exc:
-        if problem(folder) is None:  # another audit of the same reference published it first
-            return
         warn(f"warning: could not cache the reference's measurements in {folder} ({exc.strerror or exc}); the audit "
              "goes on without caching them")

@@ -457,3 +457,22 @@ def test_a_bad_jsonl_record_is_reported_at_its_line(cli, tmp_path):
     prompts.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(5000)) + "{bad\n")
     code, _, stderr = cli("prompts", "show", str(prompts))
     one_line(code, stderr, "is not valid JSONL: line 5001, column 2")
+
+
+@pytest.mark.parametrize("meanwhile", ["a complete entry", "an incomplete entry"])
+def test_a_cache_entry_published_meanwhile_by_another_run_is_kept_not_pulled(tmp_path, meanwhile):
+    """Two runs building one content-keyed entry at once: the second used to remove the first's published folder
+    (rmtree, then rename) while a run could be reading it. A usable entry is kept and the later build dropped;
+    an incomplete one is replaced."""
+    from ssah_audit.cache import COMPLETE_MARK, staging_folder
+
+    final = tmp_path / "organisms" / "organism-aligned-0123456789abcdef"
+    with staging_folder(final) as tmp:
+        (tmp / "weights").write_text("ours\n")
+        final.mkdir(parents=True)
+        (final / "weights").write_text("theirs\n")
+        if meanwhile == "a complete entry":
+            (final / COMPLETE_MARK).write_text("ok\n")
+    kept = "theirs\n" if meanwhile == "a complete entry" else "ours\n"
+    assert (final / "weights").read_text() == kept and (final / COMPLETE_MARK).is_file()
+    assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
