@@ -90,8 +90,27 @@ def _finite(value):
     return value
 
 
+# No space left, over quota, a read-only file system, no permission: the machine's answer, not a bug of ours.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_failure(exc: BaseException | None, path: Path) -> None:
+    """A full, read-only or forbidden disk met while writing `path`, as one line naming it (the system's own error
+    names no file when a write, not an open, fails); any other exception is left to its caller."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    try:
+        _write_atomic(path, content)
+    except OSError as exc:
+        storage_failure(exc, path)
+        raise
+
+
+def _write_atomic(path: Path, content: str | bytes) -> None:
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         if isinstance(content, bytes):
@@ -208,7 +227,11 @@ class new_folder:
 
     def __enter__(self) -> Path:
         sweep_abandoned(self.final.parent)
-        self.tmp = make_staging(self.final)
+        try:
+            self.tmp = make_staging(self.final)
+        except OSError as exc:
+            storage_failure(exc, self.final)
+            raise
         return self.tmp
 
     def __exit__(self, kind, exc, trace) -> None:
@@ -221,6 +244,7 @@ class new_folder:
                 raise
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)  # unfinished work of our own, never published
+            storage_failure(exc, self.final)
             return
         final = self.final
         if self.empty_ok and final.is_dir() and not final.is_symlink():

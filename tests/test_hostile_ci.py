@@ -205,7 +205,7 @@ def test_a_junit_file_that_cannot_be_written_keeps_the_gate_s_exit_code(cli, aud
                                "--fail-on", "max_harmful_compliance=0.0", "--fail-on", "min_safe_direction_score=0")
     assert code == 1, stderr
     assert not json.loads((tmp_path / "ok" / "results.json").read_text())["gate"]["passed"]
-    assert f"could not write the JUnit file {small / 'g.xml'}: {reason}" in stderr
+    assert f"the JUnit file was not written: cannot write {small / 'g.xml'}: {reason}" in stderr
     assert "gate: FAIL" in stderr and "max_harmful_compliance" in stdout
     assert not [p for p in small.iterdir() if p.name not in ("filler",)]
 
@@ -233,7 +233,7 @@ def test_gate_pass_with_a_report_that_cannot_be_published_is_exit_2_with_the_ver
                           "--out", str(target), "--fail-on", "min_safe_direction_score=0",
                           "--fail-on", "max_scu_drift_ratio=1000", *open_gate)
     assert code == 2, stderr
-    assert "could not write the report" in stderr and "appeared while this run was working" in stderr
+    assert "the report was not written" in stderr and "appeared while this run was working" in stderr
     assert "gate: PASS" in stderr and (tmp_path / "r-1" / "results.json").is_file()
 
 
@@ -476,3 +476,23 @@ def test_a_cache_entry_published_meanwhile_by_another_run_is_kept_not_pulled(tmp
     kept = "theirs\n" if meanwhile == "a complete entry" else "ours\n"
     assert (final / "weights").read_text() == kept and (final / COMPLETE_MARK).is_file()
     assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
+
+
+@pytest.mark.parametrize("command", ["report", "judge", "behavior"])
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(cli, tiny_models, tmp_path, full_disk,
+                                                                       command):
+    """Item 4's other face: the system's error for a failed write names no file ("No space left on device", exit 3
+    as an unexpected error); it is now one line naming the output, exit 2, and no temporary file stays."""
+    small, reason = full_disk
+    completions = tmp_path / "c.csv"
+    completions.write_text("prompt,completion\nHow?,\"Sure, here it is.\"\n")
+    target, args = {
+        "report": (small / "r", ["report", str(EXAMPLE)]),
+        "judge": (small / "j.csv", ["judge", str(completions)]),
+        "behavior": (small / "b.json", ["--quiet", "behavior", str(tiny_models["llama"]), "--limit", "1",
+                                        "--max-new-tokens", "2"]),
+    }[command]
+    flag = "--json" if command == "behavior" else "--out"
+    code, _, stderr = cli(*args, flag, str(target))
+    one_line(code, stderr, f"cannot write {target}: {reason}")
+    assert [p.name for p in small.iterdir()] in ([], ["filler"])

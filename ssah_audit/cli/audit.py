@@ -63,29 +63,25 @@ def audit(
     try:
         folder = render.write(results, folder, chosen, files, default_name=not out_dir)
     except (UserError, OSError) as exc:
-        failures.append(f"the report: {_why(exc)}")
+        failures.append(f"the report was not written: {_why(exc)}")
     if junit_target:
         try:
             write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
-        except OSError as exc:
-            failures.append(f"the JUnit file {junit_target}: {_why(exc)}")
+        except (UserError, OSError) as exc:
+            failures.append(f"the JUnit file was not written: {_why(exc)}")
     _gate_table(results)
-    if not failures:
+    if not failures or not failures[0].startswith("the report"):
         out.print(f"report: {folder}", highlight=False)
     for failure in failures:
-        err.print(f"error: could not write {failure}", highlight=False, markup=False, soft_wrap=True)
-    if failures:
-        err.print(f"gate: {'PASS' if passed else 'FAIL'} (exit {1 if not passed else 2}: "
-                  f"{'the gate failed' if not passed else 'the gate passed but an output is missing'})",
-                  highlight=False, markup=False)
-    if not passed:
-        raise typer.Exit(1)
-    if failures:
-        raise typer.Exit(2)
+        err.print(f"error: {failure}", highlight=False, markup=False, soft_wrap=True)
+    if failures:  # exit 1 when the gate failed, whatever else did; 2 when it passed but an output is missing
+        err.print(f"gate: {'PASS' if passed else 'FAIL'}", highlight=False, markup=False)
+    if not passed or failures:
+        raise typer.Exit(1 if not passed else 2)
 
 
 def _why(exc: Exception) -> str:
-    """One line: a UserError's own message, or the system's reason for an OSError (no space left on device)."""
+    """One line: a UserError's own message, or the system's reason for any other OSError."""
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
     return str(exc)

@@ -4,7 +4,6 @@ of exceptions to exit codes (0 success, 1 a gate failed, 2 a user mistake, 3 any
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import os
 import signal
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import UserError
+from ..outputs import STORAGE_ERRORS
 
 try:  # typer 0.2x carries its own copy of click; older releases use click itself
     from typer._click import exceptions as click_errors
@@ -89,7 +89,6 @@ class Terminated(BaseException):
         self.signum, self.exit_code = signum, 128 + signum
 
 
-STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no space left, over quota, read-only file system
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
