@@ -26,6 +26,14 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(set(ids))
 
 
+def padding_id(tokenizer, stops: list[int]) -> int:
+    """The id that fills left padding and rows that ended. A base LM may have no pad and no eos token: its
+    padding is masked and no row ends early, so any valid id does, and 0 always is one."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return stops[0] if stops else 0
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, system: str | None = None, description: str = "generating",
@@ -47,7 +55,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
         check_context(model, max(map(len, encoded)) + max_new_tokens, "the longest prompt plus the new tokens")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    pad_id = padding_id(tokenizer, stops)
     device = next(model.parameters()).device
     sampling = sample_seed is not None
     if sampling:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,17 +56,56 @@ def read_config(folder: Path) -> dict:
         raise UserError(f"{folder} is an adapter of type {kind or 'unknown'}; only LoRA adapters are supported")
     if config.get("use_dora"):
         raise UserError(f"{folder} is a DoRA adapter (use_dora); only plain LoRA adapters are supported")
+    check_fields(folder / CONFIG, config)
     return config
 
 
+def check_fields(where: Path, config: dict) -> None:
+    """peft takes these fields on trust: lora_alpha "big" failed deep inside it (TypeError), and inspect, which
+    never calls peft, showed r 0. Every command reads the config through here, so all refuse alike."""
+    r, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
+    if "r" in config and (type(r) is not int or r < 1):
+        raise UserError(f"{where}: r must be a whole number >= 1, not {r!r}")
+    if "lora_alpha" in config and (type(alpha) not in (int, float) or not math.isfinite(alpha)):
+        raise UserError(f"{where}: lora_alpha must be a number, not {alpha!r}")
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise UserError(f"{where}: target_modules {targets!r} is not a valid regular expression: {exc}") from exc
+    elif targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise UserError(f"{where}: target_modules must be a module name, a list of them or a regular expression, "
+                        f"not {targets!r}")
+
+
 def base_spec(folder: Path, override: str | None) -> str:
-    """The model the adapter applies to: --base, else the adapter's own base_model_name_or_path."""
+    """The model the adapter applies to: --base, else the adapter's own base_model_name_or_path. The config is
+    checked either way, before any base loads."""
+    base = read_config(folder).get("base_model_name_or_path")
     if override:
         return override
-    base = read_config(folder).get("base_model_name_or_path")
     if not base:
         raise UserError(f"the adapter {folder} does not name its base model; give it with --base MODEL")
+    refuse_cycle(folder, str(base))
     return str(base)
+
+
+def refuse_cycle(folder: Path, base: str) -> None:
+    """An adapter naming itself as its base, or adapters naming each other, sent whatever follows bases round
+    until a RecursionError: name the loop instead. --base skips the adapter's own base, and this with it."""
+    names, seen = [str(folder)], [folder.resolve()]
+    while base and is_adapter_folder(path := Path(base).expanduser()):
+        names.append(base)
+        if path.resolve() in seen:
+            loop = names[seen.index(path.resolve()):]
+            if len(loop) == 2:
+                raise UserError(f"the adapter {loop[0]} names itself as its base; give its base with --base MODEL")
+            raise UserError(f"adapters form a cycle: {' -> '.join(loop)}; give the base with --base MODEL")
+        seen.append(path.resolve())
+        try:
+            base = str(read_config(path).get("base_model_name_or_path") or "")
+        except UserError:
+            return  # not a loop: loading says what is wrong with that adapter
 
 
 def weights_file(folder: Path, allow_pickle: bool) -> Path:
@@ -94,6 +134,7 @@ def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, wei
     if missing:
         raise UserError(f"the adapter {folder} adapts {missing[0]}, which its base {base_name} "
                         f"({base.model.config.model_type}) does not have")
+    check_targets(folder, config.get("target_modules"), shapes, base.model, base_name)
     factors, model = None, base.model
     if weights:
         from peft import PeftModel
@@ -116,6 +157,31 @@ def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, wei
         tokenizer = load_tokenizer(str(folder), LoadOptions())
     return LoadedModel(spec=spec, source="adapter", location=str(folder), model=model, tokenizer=tokenizer,
                        units=units, fingerprint=fingerprint, adapter=info, low_rank=factors)
+
+
+def check_targets(folder: Path, targets, adapted: dict[str, int], model, base_name: str) -> None:
+    """peft skips a target the base lacks, and the weights of a module no target names, without a word: the
+    merged model would change less than the adapter says. Checked on module names alone, so inspect (the base on
+    the meta device) refuses what behavior refuses."""
+    if targets is None or (isinstance(targets, str) and targets.lower() == "all-linear"):
+        return
+    names = [name for name, _ in model.named_modules()]
+    entries = [targets] if isinstance(targets, str) else targets
+
+    def named(entry: str, name: str) -> bool:
+        """peft's rule: a string is a regular expression; a list entry is a module's name or the end of it."""
+        if isinstance(targets, str):
+            return re.fullmatch(entry, name) is not None
+        return name == entry or name.endswith("." + entry)
+
+    for entry in entries:
+        if not any(named(entry, name) for name in names):
+            raise UserError(f"the adapter {folder} targets {entry}, which its base {base_name} "
+                            f"({model.config.model_type}) does not have")
+    stray = [name for name in adapted if not any(named(entry, name) for entry in entries)]
+    if stray:
+        raise UserError(f"the adapter {folder} has weights for {stray[0]}, which its target_modules do not name "
+                        f"({len(stray)} module(s)); peft would leave them out")
 
 
 def _has_module(model, name: str) -> bool:
