@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .outputs import make_staging, publish_modes, rename_noreplace, unmark
+from .progress import warn
 
 COMPLETE_MARK = ".complete"
 KINDS = ("gguf", "zoo", "organisms", "audit-references")  # every folder the cache makes below its root
@@ -72,8 +73,29 @@ def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE_MARK).is_file()
 
 
+def damage(folder: Path) -> str | None:
+    """Why a complete build cannot be loaded (None when it can): a safetensors file cut short or whose header is
+    not one. Cheap (headers only), so every use checks: a truncated build once stuck, failing every run."""
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(weights, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size)) if 0 < size < 100 * 2**20 else None
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+            return f"{weights.name} is not a safetensors file"
+        if weights.stat().st_size != 8 + size + end:
+            return f"{weights.name} holds {weights.stat().st_size:,} bytes where its header needs {8 + size + end:,}"
+    return None
+
+
+def usable(folder: Path) -> bool:
+    """A build that finished and is still whole."""
+    return is_complete(folder) and damage(folder) is None
+
+
 @contextmanager
-def staging_folder(final: Path, usable: Callable[[Path], bool] = is_complete) -> Iterator[Path]:
+def staging_folder(final: Path, usable: Callable[[Path], bool] = usable) -> Iterator[Path]:
     """Build a folder next to `final`, then move it into place in one rename.
 
     A crash leaves only a temporary folder behind, never a half-written `final`; the
@@ -104,8 +126,11 @@ def staging_folder(final: Path, usable: Callable[[Path], bool] = is_complete) ->
 
 
 def cached_folder(final: Path, build: Callable[[Path], None]) -> Path:
-    """Return `final`, building it atomically with `build(tmp_folder)` when it is missing or incomplete."""
-    if not is_complete(final):
+    """Return `final`, building it atomically with `build(tmp_folder)` when it is missing, incomplete or damaged
+    (said in a warning naming it: a build is measured by what it holds, and a damaged one holds nothing usable)."""
+    if not usable(final):
+        if is_complete(final):
+            warn(f"warning: the cached build {final} is damaged ({damage(final)}); building it again")
         with staging_folder(final) as tmp:
             build(tmp)
     return final

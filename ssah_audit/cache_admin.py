@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import KINDS, MARKER, cache_root, is_complete, is_ours
+from .cache import KINDS, MARKER, cache_root, damage, is_complete, is_ours
 from .errors import UserError
 from .outputs import staging_owner
 
@@ -76,12 +76,14 @@ def _status(path: Path, kind: str, in_use: set[Path], now: float) -> str:
             return "abandoned" if owner == "gone" else "building"
         return "building" if now - _newest_change(path) < STAGING_GRACE_SECONDS else "abandoned"
     if path in in_use:
-        return "in use"
+        return "damaged" if is_complete(path) and damage(path) else "in use"
     if kind in KEPT_KINDS:
         from .reference_cache import problem
 
         return "damaged" if problem(path) else "kept"
-    return "superseded" if is_complete(path) else "incomplete"
+    if not is_complete(path):
+        return "incomplete"
+    return "damaged" if damage(path) else "superseded"
 
 
 def is_our_entry(path: Path, kind: str) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .batching import check_context, pad
+from .behavior.generate import padding_id
 from .errors import UserError
 from .models.chat import encode_exchange
 from .progress import progress_bar
@@ -135,7 +136,8 @@ def train(model, tokenizer, pairs: list[tuple[str, str] | tuple[str, str, bool]]
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total)))
     device = next(model.parameters()).device
     bf16 = use_bf16(settings.precision, device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer, [eos] if eos is not None else [])  # padding is masked: a base LM without either
     rng = random.Random(settings.seed)
     losses, epoch_means, step = [], [], 0
     model.train()

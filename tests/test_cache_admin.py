@@ -19,8 +19,11 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SSAH_AUDIT_CACHE", str(root))
 
     def folder(path, size=1000):
+        import torch
+        from safetensors.torch import save_file
+
         path.mkdir(parents=True)
-        (path / "model.safetensors").write_bytes(b"x" * size)
+        save_file({"w": torch.zeros(size // 4)}, str(path / "model.safetensors"))
         (path / ".complete").write_text("ok\n")
         return path
 

@@ -36,7 +36,7 @@ def base_lm(tmp_path_factory, tokenizer, families):
     return folder
 
 
-@pytest.mark.parametrize("command", ["behavior", "probe"])
+@pytest.mark.parametrize("command", ["behavior", "probe", "finetune"])
 def test_a_model_without_eos_or_pad_generates_to_max_new_tokens(cli, base_lm, tmp_path, command):
     """Issue 35, item 12: such a model exited 3 (IndexError in generate's `stops[0]`); its rows now run to
     max_new_tokens, left padding with a valid id that the attention mask hides."""
@@ -48,6 +48,13 @@ def test_a_model_without_eos_or_pad_generates_to_max_new_tokens(cli, base_lm, tm
     texts, finished = generate(loaded.model, loaded.tokenizer, ["Hi", "How do I boil an egg?"], max_new_tokens=5,
                                with_finished=True)
     assert finished == [False, False] and all(isinstance(text, str) for text in texts)
+    if command == "finetune":  # it pads its batches too (it took the eos id, None here, and failed in pad())
+        code, _, stderr = cli("--quiet", "finetune", str(base_lm), "--data", "benign:train", "--limit", "2",
+                              "--max-steps", "1", "--batch-size", "2", "--max-length", "32", "--out",
+                              str(tmp_path / "ft"))
+        assert code == 0, stderr
+        assert (tmp_path / "ft" / "model.safetensors").is_file()
+        return
     out = tmp_path / "out.json"
     code, stdout, stderr = cli("--quiet", command, str(base_lm), "--limit", "2", "--json", str(out))
     assert code == 0, stderr

@@ -496,3 +496,33 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(cli, tiny_
     code, _, stderr = cli(*args, flag, str(target))
     one_line(code, stderr, f"cannot write {target}: {reason}")
     assert [p.name for p in small.iterdir()] in ([], ["filler"])
+
+
+def test_a_damaged_build_in_the_cache_is_named_rebuilt_and_prunable(cli, tmp_path, monkeypatch, capsys):
+    """A complete build whose weights were cut short (a full disk under an older version, a bad copy) failed every
+    later run that loaded it. It is now listed as damaged, pruned, and built again with a warning naming it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ssah_audit.cache import cached_folder, usable
+
+    monkeypatch.setenv("SSAH_AUDIT_CACHE", str(tmp_path / "cache"))
+    final = tmp_path / "cache" / "organisms" / "organism-aligned-0123456789abcdef"
+
+    def build(folder):
+        save_file({"w": torch.arange(1000.0)}, str(folder / "model.safetensors"))
+
+    cached_folder(final, build)
+    weights = final / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:len(whole) - 100])
+    assert not usable(final)
+    code, stdout, _ = cli("cache", "list", "--json")
+    assert [row["status"] for row in json.loads(stdout)["entries"]] == ["damaged"]
+    capsys.readouterr()
+    cached_folder(final, build)
+    assert f"the cached build {final} is damaged (model.safetensors holds" in capsys.readouterr().err
+    assert weights.read_bytes() == whole and usable(final)
+    weights.write_bytes(b"\xff" * 16)
+    code, stdout, _ = cli("cache", "prune", "--json")
+    assert [row["status"] for row in json.loads(stdout)["removed"]] == ["damaged"] and not final.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import is_complete
+from ..cache import usable
 from ..progress import notice
 from . import smollm2_gguf
 
@@ -77,9 +77,9 @@ def folders_in_use() -> set[Path]:
 
 
 def cached_path(name: str) -> Path | None:
-    """Where a zoo model's loadable folder is, if it has been built already."""
+    """Where a zoo model's loadable folder is, if it has been built already (and is still whole)."""
     path = folder(name)
-    return path if is_complete(path) else None
+    return path if usable(path) else None
 
 
 def materialize(name: str) -> Path:
