@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import make_staging, publish_modes, rename_noreplace, unmark
+from .outputs import publish_modes, rename_noreplace
 from .progress import warn
+from .staging import make_staging, unmark
 
 COMPLETE_MARK = ".complete"
 KINDS = ("gguf", "zoo", "organisms", "audit-references")  # every folder the cache makes below its root

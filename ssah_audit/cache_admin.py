@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .cache import KINDS, MARKER, cache_root, damage, is_complete, is_ours
 from .errors import UserError
-from .outputs import staging_owner
+from .staging import staging_owner
 
 STAGING_GRACE_SECONDS = 6 * 3600  # a staging folder younger than this may belong to a build still running
 KEPT_KINDS = ("audit-references",)

@@ -7,13 +7,12 @@ import errno
 import json
 import math
 import os
-import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .staging import make_staging, sweep_abandoned, unmark
 
 
 def check_output(path: Path, overwrite: bool) -> Path:
@@ -147,78 +146,12 @@ def _mode_for(path: Path) -> int:
     return path.stat().st_mode & 0o7777 if path.exists() else default_mode()
 
 
-STAGING_MARK = ".ssah-audit-staging"  # inside every staging folder we make: who made it, so a later run can tell
-
-
-def make_staging(final: Path) -> Path:
-    """A hidden staging folder beside `final`, marked with its owner (host, boot, pid): a run killed with SIGKILL
-    cannot clean up, and the mark lets a later run, or `cache prune`, remove it once that process is gone."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        (tmp / STAGING_MARK).write_text(json.dumps(_owner()) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return tmp
-
-
-def _owner() -> dict:
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid()}
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def staging_owner(folder: Path) -> str:
-    """"gone" when `folder` carries our staging mark and the process that made it has certainly ended (same host
-    and boot, no such pid); "alive" when that process still runs; "unknown" for an unmarked, unreadable or
-    foreign folder (another host, another boot), which is never called abandoned here."""
-    try:
-        owner = json.loads((folder / STAGING_MARK).read_text())
-        pid = int(owner["pid"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return "unknown"
-    if owner.get("host") != socket.gethostname() or owner.get("boot") != _boot_id():
-        return "unknown"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "gone"
-    except OSError:  # alive, owned by another user
-        pass
-    return "alive"
-
-
-def sweep_abandoned(parent: Path) -> list[Path]:
-    """Remove our hidden staging folders in `parent` whose process has ended (SIGKILL, power loss); returns them.
-    Only folders named as make_staging names them and carrying its mark are candidates."""
-    removed = []
-    try:
-        candidates = [p for p in parent.iterdir() if p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return removed
-    for folder in candidates:
-        if re.fullmatch(r"\..+\.[a-z0-9_]{8}", folder.name) and staging_owner(folder) == "gone":
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
-
-
-def unmark(tmp: Path) -> None:
-    """Drop the staging mark before a folder is published: it describes the build, not the result."""
-    (tmp / STAGING_MARK).unlink(missing_ok=True)
-
-
 class new_folder:
     """Build an output folder in a hidden staging folder beside `final`, then publish it in one rename that
     cannot replace anything: a folder that appeared at `final` while the run worked is never removed (the
     existence check ran before the work). With `empty_ok`, an empty folder the user named is given up to the
     rename (os.rmdir removes only an empty folder, so nothing put there meanwhile can be lost). With `next_free`
-    (a name we chose, such as the default report folder), a taken name means the next free one, `<final>-2`...;
+    (a name we chose, such as the default report folder), a taken name means the next free one, `<final>-1`...;
     `published` says where the folder went. Unfinished work (an error, Ctrl-C, SIGTERM) is removed."""
 
     def __init__(self, final: Path, empty_ok: bool = False, next_free: bool = False):
@@ -235,17 +168,16 @@ class new_folder:
         return self.tmp
 
     def __exit__(self, kind, exc, trace) -> None:
-        if kind is None:
-            try:
-                unmark(self.tmp)
-                publish_modes(self.tmp)
-            except BaseException:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                raise
-        else:
+        if kind is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)  # unfinished work of our own, never published
             storage_failure(exc, self.final)
-            return
+            return  # the exception goes on
+        try:
+            unmark(self.tmp)
+            publish_modes(self.tmp)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         final = self.final
         if self.empty_ok and final.is_dir() and not final.is_symlink():
             try:

@@ -105,7 +105,7 @@ def test_sigterm_while_a_finetune_is_saved_leaves_no_folder(tmp_path, tiny_model
 def test_staging_left_by_a_killed_run_is_swept_by_the_next_run_and_by_cache_prune(cli, tmp_path, monkeypatch):
     """Item 1: SIGKILL cannot be caught; the staging folder's mark names its process, so a later run writing into
     the same folder, and `cache prune` in the cache, remove it once that process is gone, and nothing else."""
-    from ssah_audit import outputs
+    from ssah_audit import staging
 
     (tmp_path / "sig").mkdir()
     child = _child(tmp_path, SLOW_RENDER, ["report", str(EXAMPLE), "--out", "sig/r"])
@@ -113,8 +113,8 @@ def test_staging_left_by_a_killed_run_is_swept_by_the_next_run_and_by_cache_prun
     child.kill()
     child.communicate(timeout=60)
     [left] = (tmp_path / "sig").iterdir()
-    assert left.name.startswith(".r.") and outputs.staging_owner(left) == "gone"
-    running = outputs.make_staging(tmp_path / "sig" / "other")  # a run of this process: still going
+    assert left.name.startswith(".r.") and staging.staging_owner(left) == "gone"
+    running = staging.make_staging(tmp_path / "sig" / "other")  # a run of this process: still going
     unmarked = tmp_path / "sig" / ".user.abcdefgh"  # looks like staging, but nobody marked it: not ours
     unmarked.mkdir()
     code, _, stderr = cli("report", str(EXAMPLE), "--out", str(tmp_path / "sig" / "r2"))
@@ -124,10 +124,10 @@ def test_staging_left_by_a_killed_run_is_swept_by_the_next_run_and_by_cache_prun
     cache = tmp_path / "cache"
     monkeypatch.setenv("SSAH_AUDIT_CACHE", str(cache))
     (cache / "organisms").mkdir(parents=True)
-    dead = outputs.make_staging(cache / "organisms" / "organism-aligned-0123456789abcdef")
-    (dead / outputs.STAGING_MARK).write_text(json.dumps({**json.loads((dead / outputs.STAGING_MARK).read_text()),
+    dead = staging.make_staging(cache / "organisms" / "organism-aligned-0123456789abcdef")
+    (dead / staging.STAGING_MARK).write_text(json.dumps({**json.loads((dead / staging.STAGING_MARK).read_text()),
                                                          "pid": _dead_pid()}))
-    alive = outputs.make_staging(cache / "organisms" / "organism-unaligned-0123456789abcdef")
+    alive = staging.make_staging(cache / "organisms" / "organism-unaligned-0123456789abcdef")
     code, stdout, stderr = cli("cache", "prune", "--json")
     assert code == 0, stderr
     assert [row["path"] for row in json.loads(stdout)["removed"]] == [str(dead)]
