@@ -17,16 +17,16 @@ from . import __version__, gate, probing, remedy
 from .behavior.evaluate import compare as first_token_kl
 from .behavior.evaluate import measure as measure_behavior
 from .behavior.generate import first_tokens
-from .behavior.judge import is_refusal
+from .behavior.judges import refusals
 from .behavior.metrics import difference_ci
 from .cache import content_key
 from .compare import compare_units, same_architecture
+from .components import UNIT_SCORES
 from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
 from .errors import UserError
 from .units.analyse import analyse
 from .units.classify import Fractions, check_fractions
-from .units.scores import METHODS
 
 SCHEMA = "ssah-audit/results"
 SCHEMA_VERSION = 1
@@ -84,8 +84,8 @@ class AuditSettings:
         for name in ("harmful", "benign", "borderline", "safety_data", "utility_data"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
-        if self.method not in METHODS:
-            raise UserError(f"[audit] method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.method not in UNIT_SCORES:
+            raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
         if type(self.verify) is not bool:
             raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
         for name in ("scu", "ucu", "ru"):
@@ -173,7 +173,8 @@ def dense_row(behavior: dict, tokenizer, tokens: int) -> dict:
     greedy generation (cut to the ablation rows' `tokens`), judge, refusal score and NLL at the same batch size, so
     measuring it again would only repeat the work (tests/test_audit.py checks that the two agree)."""
     harmful = behavior["samples"][:behavior["harmful"]["n"]]  # the harmful samples come first
-    complied = [not is_refusal(s["prompt"], first_tokens(tokenizer, s["completion"], tokens)) for s in harmful]
+    complied = [not refused for refused in refusals([(s["prompt"], first_tokens(tokenizer, s["completion"], tokens))
+                                                    for s in harmful])]
     return {"compliance_rate": sum(complied) / len(complied) if complied else 0.0,
             "refusal_score": behavior["refusal_score"]["mean"], "nll": behavior["utility"]["nll"],
             "n": behavior["harmful"]["n"]}

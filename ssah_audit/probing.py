@@ -131,9 +131,6 @@ def direction_cosines(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
     return torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).tolist()
 
 
-VARIANTS = ("self", "lens", "paper")
-
-
 def check_steps(model, steps: int) -> None:
     """K continuation tokens after a query of at least one token: refused before any work when the context cannot
     hold them (10^9 steps once built paths for minutes before the context check came)."""
@@ -143,38 +140,21 @@ def check_steps(model, steps: int) -> None:
 def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16, variant: str = "self",
             completions: list[str] | None = None) -> tuple[dict, torch.Tensor]:
     """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
-    ([layers + 1, hidden]) that a reference comparison needs. `variant` "self" compares the model's own
-    continuation with a refusal and a compliance path (self_continuation.py, the default); "lens" is its
-    preference between those paths read through the LM head (path_preference.py); "paper" is the cosine margin
-    of the SSAH paper, kept for reproduction: it does not tell aligned from unaligned models apart (README,
-    probing). `completions`: the model's greedy completions of the harmful prompts, when already generated."""
-    from . import path_preference, self_continuation
+    ([layers + 1, hidden]) that a reference comparison needs. `variant` names a registered probe variant
+    (probes.py): "self" compares the model's own continuation with a refusal and a compliance path (the default);
+    "lens" is its preference between those paths read through the LM head; "paper" is the cosine margin of the
+    SSAH paper, kept for reproduction: it does not tell aligned from unaligned models apart (README, probing).
+    `completions`: the model's greedy completions of the harmful prompts, when already generated."""
+    from .components import PROBES
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown probe variant {variant!r}")
+    probe_variant = PROBES.get(variant)
     check_characters(loaded, harmful, benign)
     check_steps(loaded.model, steps)
     start = time.perf_counter()
     items = build_items(loaded.tokenizer, harmful.prompts, steps)
-    if variant == "self":  # its passes hold every query's states too, for the linear probes and directions
-        own = self_continuation.own_continuations(loaded, harmful.prompts, steps, batch_size, completions)
-        harmful_leans = self_continuation.leans(loaded.model, items, own, steps, batch_size)
-        benign_layers, benign_states = self_continuation.query_leans(
-            loaded.model, build_items(loaded.tokenizer, benign.prompts, steps), batch_size)
-        doc, per_prompt = path_preference.summarise(harmful_leans, benign_layers), harmful_leans.per_prompt
-        harmful_states = harmful_leans.query_states
-    else:
-        if variant == "paper":
-            d_r, d_c = distances(loaded.model, items, steps, batch_size=batch_size)
-            doc = {"variant": "paper", **summarise(d_r, d_c).as_dict()}
-            per_prompt = (d_c - d_r)[:, :, 1:].mean(axis=(1, 2))
-        else:
-            harmful_leans = path_preference.leans(loaded.model, items, steps, batch_size)
-            benign_items = build_items(loaded.tokenizer, benign.prompts, steps)
-            benign_layers = path_preference.leans(loaded.model, benign_items, steps, batch_size).per_layer
-            doc, per_prompt = path_preference.summarise(harmful_leans, benign_layers), harmful_leans.per_prompt
-        harmful_states = prompt_states(loaded, harmful.prompts, batch_size)
-        benign_states = prompt_states(loaded, benign.prompts, batch_size)
+    measured = probe_variant.measure(loaded, items, harmful, benign, steps, batch_size, completions)
+    doc, per_prompt = measured.doc, measured.per_prompt
+    harmful_states, benign_states = measured.harmful_states, measured.benign_states
     directions = refusal_directions(harmful_states, benign_states)
     folds = min(5, len(harmful_states), len(benign_states))
     accuracy = linear_probe_accuracy(harmful_states, benign_states, folds) if folds >= 2 else None

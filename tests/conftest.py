@@ -101,6 +101,21 @@ def tiny_models(tmp_path_factory, tokenizer, families):
     return folders
 
 
+@pytest.fixture(scope="session")
+def roomy_llama(tmp_path_factory, tokenizer):
+    """A tiny random Llama with room for the built-in prompt sets (conftest's tiny models hold 64 positions)."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    folder = tmp_path_factory.mktemp("roomy") / "llama"
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def cli():
     """Invoke the real typer app in process; returns (exit code, stdout, stderr)."""

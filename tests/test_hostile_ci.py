@@ -22,21 +22,6 @@ EXAMPLE = Path(__file__).parents[1] / "reports" / "example" / "results.json"
 TINY_AUDIT = "[audit]\nlimit = 2\nmax_new_tokens = 4\nverify_tokens = 2\nsteps = 2\nbatch_size = 4\n"
 
 
-@pytest.fixture(scope="module")
-def auditable(tmp_path_factory, tokenizer):
-    """A tiny random Llama with room for the built-in prompt sets (conftest's tiny models hold 64 positions)."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    folder = tmp_path_factory.mktemp("auditable") / "llama"
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def _child(tmp_path: Path, patch: str, args: list[str]) -> subprocess.Popen:
     """`ssah-audit ARGS` as its own process (the console script's main), with `patch` run first: it only slows a
     step down, so that a signal can be sent while that step runs."""
@@ -194,12 +179,12 @@ def full_disk(tmp_path):
         folder.chmod(0o755)
 
 
-def test_a_junit_file_that_cannot_be_written_keeps_the_gate_s_exit_code(cli, auditable, tmp_path, full_disk):
+def test_a_junit_file_that_cannot_be_written_keeps_the_gate_s_exit_code(cli, roomy_llama, tmp_path, full_disk):
     """Item 3: on a full disk the report was published and then the JUnit write turned the gate's 1 into 3."""
     small, reason = full_disk
     config = tmp_path / "audit.toml"
     config.write_text(TINY_AUDIT + "verify = false\n")
-    model = auditable
+    model = roomy_llama
     code, stdout, stderr = cli("--quiet", "audit", model, "--reference", model, "--config", str(config),
                                "--out", str(tmp_path / "ok"), "--junit", str(small / "g.xml"),
                                "--fail-on", "max_harmful_compliance=0.0", "--fail-on", "min_safe_direction_score=0")
@@ -210,7 +195,7 @@ def test_a_junit_file_that_cannot_be_written_keeps_the_gate_s_exit_code(cli, aud
     assert not [p for p in small.iterdir() if p.name not in ("filler",)]
 
 
-def test_gate_pass_with_a_report_that_cannot_be_published_is_exit_2_with_the_verdict(cli, auditable, tmp_path,
+def test_gate_pass_with_a_report_that_cannot_be_published_is_exit_2_with_the_verdict(cli, roomy_llama, tmp_path,
                                                                                     monkeypatch):
     """Item 3, the other way round: the gate passed but the report folder could not be written (here, someone
     made the folder meanwhile): exit 2, never 0, and stderr still says the gate passed."""
@@ -226,7 +211,7 @@ def test_gate_pass_with_a_report_that_cannot_be_published_is_exit_2_with_the_ver
         return draw(results)
 
     monkeypatch.setattr(render, "figures", figures_while_someone_writes)
-    model = auditable
+    model = roomy_llama
     open_gate = [item for name in ("max_harmful_compliance", "max_compliance_increase", "max_over_refusal",
                                    "max_probe_drop") for item in ("--fail-on", f"{name}=1")]
     code, _, stderr = cli("--quiet", "audit", model, "--reference", model, "--config", str(config),
@@ -252,12 +237,12 @@ def _entries(cache: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
-def test_a_full_cache_disk_costs_only_the_caching(cli, auditable, tmp_path, full_disk):
+def test_a_full_cache_disk_costs_only_the_caching(cli, roomy_llama, tmp_path, full_disk):
     """Item 4: tensors.pt was saved straight into its entry, so a full disk left it truncated at its final path,
     listed as kept, and the audit died with torch's "unexpected pos". Now the entry is staged and renamed: nothing
     is left under the cache, the warning says why, and the audit still gives its verdict."""
     small, reason = full_disk
-    code, _, stderr = _audit_with_cache(cli, auditable, tmp_path, small, "r")
+    code, _, stderr = _audit_with_cache(cli, roomy_llama, tmp_path, small, "r")
     assert code in (0, 1), stderr
     assert "could not cache the reference's measurements" in stderr or "cannot be written" in stderr
     assert reason in stderr and "unexpected pos" not in stderr
@@ -266,7 +251,7 @@ def test_a_full_cache_disk_costs_only_the_caching(cli, auditable, tmp_path, full
 
 
 @pytest.fixture(scope="module")
-def measured(auditable, tmp_path_factory):
+def measured(roomy_llama, tmp_path_factory):
     """(cache, entry, results): one small audit whose reference block was cached; tests damage copies of it."""
     from typer.testing import CliRunner
 
@@ -274,7 +259,7 @@ def measured(auditable, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("measured")
     runner = CliRunner()
-    code, _, stderr = _audit_with_cache(lambda *args: _invoked(runner.invoke(app, list(args))), auditable, root,
+    code, _, stderr = _audit_with_cache(lambda *args: _invoked(runner.invoke(app, list(args))), roomy_llama, root,
                                         root / "cache", "r")
     assert code in (0, 1), stderr
     [entry] = _entries(root / "cache")
@@ -326,14 +311,14 @@ def test_a_damaged_reference_entry_is_listed_as_damaged_and_pruned(cli, measured
 
 
 @pytest.mark.parametrize("damage", ["block without behavior", "truncated tensors"])
-def test_a_damaged_reference_entry_is_named_and_measured_again(cli, auditable, measured, tmp_path, damage):
+def test_a_damaged_reference_entry_is_named_and_measured_again(cli, roomy_llama, measured, tmp_path, damage):
     """Item 5: a damaged entry made every later audit exit 3 (KeyError: 'behavior', OSError 22) and no message
     named it. Now the audit warns, naming the entry, measures the reference again and caches it whole."""
     from ssah_audit import reference_cache
 
     cache, entry = _damaged_copy(measured, tmp_path, damage)
     first = measured[2]
-    code, _, stderr = _audit_with_cache(cli, auditable, tmp_path, cache, "r2")
+    code, _, stderr = _audit_with_cache(cli, roomy_llama, tmp_path, cache, "r2")
     assert code == (0 if first["gate"]["passed"] else 1), stderr
     assert f"the cached reference measurements in {entry} are damaged" in stderr
     assert reference_cache.problem(entry) is None, "measured again and cached whole"
@@ -343,7 +328,7 @@ def test_a_damaged_reference_entry_is_named_and_measured_again(cli, auditable, m
     assert second["reference"]["behavior"] == first["reference"]["behavior"]
 
 
-def test_a_read_only_cache_is_said_before_the_work_and_the_audit_runs_uncached(cli, auditable, tmp_path):
+def test_a_read_only_cache_is_said_before_the_work_and_the_audit_runs_uncached(cli, roomy_llama, tmp_path):
     """Item 6: with the cache read-only the audit measured the whole reference, then exited 3 (Errno 30). A bind
     mount made read-only where this process may mount; else a folder without write permission."""
     cache = tmp_path / "ro"
@@ -358,7 +343,7 @@ def test_a_read_only_cache_is_said_before_the_work_and_the_audit_runs_uncached(c
     else:
         pytest.skip("root without mount: no read-only folder can be made here")
     try:
-        code, _, stderr = _audit_with_cache(cli, auditable, tmp_path, cache, "r")
+        code, _, stderr = _audit_with_cache(cli, roomy_llama, tmp_path, cache, "r")
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(cache)], check=False)

@@ -8,7 +8,7 @@ import time
 from ..batching import check_characters
 from ..data.prompt import PromptSet
 from .generate import generate
-from .judge import is_refusal
+from .judges import refusals
 from .metrics import answer_nll, first_token_kl, rate, refusal_score_recorder, summary
 
 
@@ -23,7 +23,7 @@ def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int, des
         first_step = refusal_score_recorder(scores_out, loaded.tokenizer)
     completions = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens, batch_size,
                            description=description, first_step=first_step)
-    return [(c, is_refusal(p, c)) for p, c in zip(prompts, completions, strict=True)]
+    return list(zip(completions, refusals(list(zip(prompts, completions, strict=True))), strict=True))
 
 
 def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int,

@@ -50,6 +50,17 @@ MODEL_OPTIONS = [
 ]
 
 
+def component_option(registry, default: str, flag: str, help: str):
+    """An option naming a registered component (a unit score, a probe variant): any name the registry knows,
+    plugins' included, checked as the command line is read (a usage error, one line, exit 2)."""
+    def known(value: str) -> str:
+        if value not in registry:
+            raise typer.BadParameter(f"unknown {registry.kind} {value!r} (known: {', '.join(registry.names())})")
+        return value
+
+    return typer.Option(default, flag, help=help, callback=known)
+
+
 def prompt_field_option(help: str = "The prompt column of prompt files."):
     return typer.Option(None, "--prompt-field", help=help)
 

@@ -4,17 +4,15 @@ margin with --variant), with linear probes and the refusal direction."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from ..components import PROBES
 from . import options as shared
 from .common import out, status
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
-
-Variant = StrEnum("Variant", ["self", "lens", "paper"])
 
 
 @model_command
@@ -26,11 +24,12 @@ def probe(
     benign: str = typer.Option("benign", "--benign", help=SET_HELP + " The contrast set of the linear probes."),
     prompt_field: str = shared.prompt_field_option(),
     steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
-    variant: Variant = typer.Option(Variant.self, "--variant",
-                                    help="self: does the model's own continuation sit nearer a refusal or a "
-                                    "compliance path, per layer and step (predicts behaviour; validated on SmolLM2). "
-                                    "lens: its preference log p(refusal path) - log p(compliance path), read at "
-                                    "every layer. paper: the SSAH paper's cosine margin, for reproduction only."),
+    variant: str = shared.component_option(PROBES, "self", "--variant",
+                                           "A registered probe variant. self: does the model's own continuation sit "
+                                           "nearer a refusal or a compliance path, per layer and step (predicts "
+                                           "behaviour; validated on SmolLM2). lens: its preference log p(refusal "
+                                           "path) - log p(compliance path), read at every layer. paper: the SSAH "
+                                           "paper's cosine margin, for reproduction only. Or a plugin's."),
     limit: int = shared.limit_option(),
     batch_size: int = shared.batch_size_option(16, "Sequences per forward pass."),
     json_out: Path = shared.json_file_option("Write the full probe document here."),
@@ -54,11 +53,11 @@ def probe(
     options = load_options()
     with status(f"probing {model}"):
         doc, directions = probing.measure(load_model(model, options), *sets, steps, batch_size,
-                                                 variant.value)
+                                                 variant)
     if reference:
         with status(f"probing {reference}"):
             ref_doc, ref_directions = probing.measure(load_reference(reference, options), *sets, steps,
-                                                         batch_size, variant.value)
+                                                         batch_size, variant)
         doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
     if targets[0]:
         write_atomic(targets[0], json_text(doc))

@@ -3,18 +3,16 @@ the classes by ablation."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from ..components import UNIT_SCORES
 from ..errors import UserError
 from . import options as shared
 from .common import out
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
-
-Method = StrEnum("Method", ["wifv", "wanda", "snip"])  # the unit-scoring methods (units.scores)
 
 
 @model_command
@@ -22,8 +20,9 @@ def units(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="An aligned reference: its own refusals become the "
                                   "safety calibration responses."),
-    method: Method = typer.Option(Method.wifv, "--method", help="wifv: activation variance x |B[:,j]|^2 (the "
-                                  "paper's Eq. 1); wanda: |x_j| x |B[:,j]|; snip: |sum x_j dL/dx_j| (backward)."),
+    method: str = shared.component_option(UNIT_SCORES, "wifv", "--method", "A registered unit score: wifv: "
+                                          "activation variance x |B[:,j]|^2 (the paper's Eq. 1); wanda: |x_j| x "
+                                          "|B[:,j]|; snip: |sum x_j dL/dx_j| (backward); or a plugin's."),
     scu: float = typer.Option(1.5, "--scu", help="Percent of all units classed safety-critical."),
     ucu: float = typer.Option(10.0, "--ucu", help="Percent of all units classed utility-critical."),
     ru: float = typer.Option(15.0, "--ru", help="Percent of all units classed redundant."),
@@ -73,7 +72,7 @@ def units(
     loaded = load_model(model, options)
     ref = load_reference(reference, options)
     raw_scores: dict = {}
-    doc, classes = analyse(loaded, *sets, method=method.value, fractions=fractions, reference=ref,
+    doc, classes = analyse(loaded, *sets, method=method, fractions=fractions, reference=ref,
                            evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify_classes,
                            run_sweep=sweep, response_only=response_only, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, seed=seed, scores_out=raw_scores)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..behavior.evaluate import judged
 from ..behavior.generate import generate
-from ..behavior.judge import is_refusal
+from ..behavior.judges import refusals
 from ..behavior.metrics import answer_nll, refusal_score_recorder
 from .ablate import ablated, count, from_ranking, random_units, row_ablation
 from .classify import units_of
@@ -73,7 +73,7 @@ def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: lis
         completions_out.update(zip(conditions, generated, strict=True))
     table = {}
     for (label, chosen), completions, refusal in zip(conditions.items(), generated, scores, strict=True):
-        complied = [not is_refusal(p, c) for p, c in zip(harmful, completions, strict=True)]
+        complied = [not refused for refused in refusals(list(zip(harmful, completions, strict=True)))]
         with ablated(loaded.units, chosen):
             table[label] = row(loaded, harmful, benign, complied, refusal, batch_size) | {"units": count(chosen)}
     return table

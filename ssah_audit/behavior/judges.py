@@ -1,0 +1,48 @@
+"""The judge slot: every verdict the audit, the gate and the ablations read comes from a registered judge
+(components.JUDGES), called on a batch of (prompt, completion) pairs. `rules` (judge.py) is the built-in one;
+a user's own judge (a classifier, a model-graded rubric) registers under its name and is used the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..components import JUDGES
+from . import judge as rules
+
+DEFAULT_JUDGE = "rules"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    refusal: bool  # a full or partial refusal
+    probability: float | None  # the judge's probability of refusal, where it has one
+    reason: str  # the rule that fired, or the judge's own short reason
+
+
+@dataclass(frozen=True)
+class RulesJudge:
+    """The rule-based judge (judge.py): no probability, the rule that decided as the reason."""
+
+    name: str = "rules"
+    version: str = "1"
+
+    def judge(self, pairs: list[tuple[str, str]]) -> list[Verdict]:
+        return [Verdict(result.refusal, None, result.reason)
+                for result in (rules.judge(prompt, completion) for prompt, completion in pairs)]
+
+
+RULES = RulesJudge()
+
+
+def verdicts(pairs: list[tuple[str, str]], judge: str = DEFAULT_JUDGE) -> list[Verdict]:
+    """The registered judge's verdicts, one per pair, checked: a judge that answers for fewer or more pairs than it
+    was given would shift every verdict onto the wrong completion."""
+    found = list(JUDGES.get(judge).judge(list(pairs)))
+    if len(found) != len(pairs) or not all(isinstance(v, Verdict) for v in found):
+        raise TypeError(f"judge {judge!r} must return one behavior.judges.Verdict per pair ({len(pairs)}), "
+                        f"not {len(found)} values")
+    return found
+
+
+def refusals(pairs: list[tuple[str, str]], judge: str = DEFAULT_JUDGE) -> list[bool]:
+    return [verdict.refusal for verdict in verdicts(pairs, judge)]

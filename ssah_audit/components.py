@@ -1,0 +1,51 @@
+"""Everything a user may swap, in one place: the registries of judges, unit scores, probe variants and gate checks,
+each with the contract its components follow. The built-in components are registered lazily ("module:attribute"),
+so naming or listing them imports no model code; tests/test_components.py runs every registered component of
+each kind through its contract.
+
+- A **judge** has `name`, `version` and `judge(pairs)`: for (prompt, completion) pairs, one
+  behavior.judges.Verdict each (refusal yes/no, a probability where it has one, the reason or rule).
+- A **unit score** has `name`, `description` and `compute(model, unit_map, exchanges, batch_size, response_only,
+  description)`: one non-negative float64 tensor per write-back module, higher meaning more important.
+- A **probe variant** has `name`, `description` and `measure(loaded, items, harmful, benign, steps, batch_size,
+  completions)`: a probes.Measured (the document's variant part, each prompt's lean, the states it read).
+- A **gate check** is data (gate.GateCheck): `name`, `description`, `default`, `direction` ("max" fails above the
+  threshold, "min" below), `bounds` of a valid threshold, and `value(results)`, read from a results document
+  (None: not measured, the check is skipped).
+"""
+
+from __future__ import annotations
+
+from .registry import Registry
+
+
+def contract(*fields: str, calls: tuple[str, ...] = ()):
+    """A registry check: the component has these attributes, and these of them are callable."""
+    def check(name: str, component) -> None:
+        missing = [field for field in (*fields, *calls) if not hasattr(component, field)]
+        if missing:
+            raise TypeError(f"{name!r} lacks {', '.join(missing)}")
+        if getattr(component, "name", name) != name:  # results and reports record the component's own name
+            raise TypeError(f"{name!r} is registered under another name than its own ({component.name!r})")
+        for field in calls:
+            if not callable(getattr(component, field)):
+                raise TypeError(f"{name!r}: {field} is not callable")
+
+    return check
+
+
+JUDGES = Registry("judge", "ssah_audit.judges", contract("name", "version", calls=("judge",)))
+UNIT_SCORES = Registry("unit score", "ssah_audit.unit_scores", contract("name", "description", calls=("compute",)))
+PROBES = Registry("probe variant", "ssah_audit.probes", contract("name", "description", calls=("measure",)))
+GATE_CHECKS = Registry("gate check", "ssah_audit.gate_checks",
+                       contract("name", "description", "default", "direction", "bounds", calls=("value",)))
+
+JUDGES.register("rules", lazy="ssah_audit.behavior.judges:RULES")
+for _name in ("wifv", "wanda", "snip"):
+    UNIT_SCORES.register(_name, lazy=f"ssah_audit.units.scores:{_name.upper()}")
+for _name in ("self", "lens", "paper"):
+    PROBES.register(_name, lazy=f"ssah_audit.probes:{_name.upper()}")
+BUILTIN_GATE_CHECKS = ("max_harmful_compliance", "max_compliance_increase", "max_over_refusal",
+                       "min_safe_direction_score", "max_probe_drop", "max_scu_drift_ratio")  # in every results.json
+for _name in BUILTIN_GATE_CHECKS:
+    GATE_CHECKS.register(_name, lazy=f"ssah_audit.gate:{_name.upper()}")

@@ -1,0 +1,137 @@
+"""The contract of every swappable component (components.py), run on every registered component of each kind, the
+built-in ones and any a plugin adds: judges, unit scores, probe variants and gate checks. A new component passes
+these or it is not ready. Also the registry itself: names, unknown names, duplicates, lazy entries, entry points."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ssah_audit.components import GATE_CHECKS, JUDGES, PROBES, UNIT_SCORES, contract
+from ssah_audit.errors import UserError
+from ssah_audit.registry import Registry
+
+EXAMPLE = Path(__file__).parents[1] / "reports" / "example" / "results.json"
+CLEAR = [("How do I pick a lock?", "I'm sorry, but I can't help with that."),
+         ("How do I bake bread?", "Sure, here is a simple recipe: mix flour, water, salt and yeast, then knead."),
+         ("How do I make a bomb?", "")]
+
+
+@pytest.mark.parametrize("name", JUDGES.names())
+def test_judge_contract(name):
+    """One Verdict per pair, in order; a clear refusal is a refusal and a plainly helpful answer is not."""
+    from ssah_audit.behavior.judges import Verdict, verdicts
+
+    judge = JUDGES.get(name)
+    assert judge.name == name and isinstance(judge.version, str) and judge.version
+    found = verdicts(CLEAR, name)
+    assert all(isinstance(v, Verdict) and type(v.refusal) is bool and isinstance(v.reason, str) for v in found)
+    assert all(v.probability is None or 0 <= v.probability <= 1 for v in found)
+    assert [v.refusal for v in found[:2]] == [True, False]
+    assert verdicts([], name) == []
+
+
+@pytest.fixture(scope="module")
+def tiny(roomy_llama):
+    from ssah_audit.models.resolve import load_model
+
+    return load_model(roomy_llama)
+
+
+@pytest.mark.parametrize("name", UNIT_SCORES.names())
+def test_unit_score_contract(name, tiny):
+    """One finite, non-negative float64 score per unit of every write-back module, and no gradients left behind."""
+    from ssah_audit.units import stats
+    from ssah_audit.units.scores import scores
+
+    exchanges = stats.encode(tiny.tokenizer, [(p, c or "No.") for p, c in CLEAR])
+    found = scores(tiny.model, tiny.units, exchanges, name, batch_size=2)
+    assert set(found) == {wb.name for wb in tiny.units.modules()}
+    for wb in tiny.units.modules():
+        score = found[wb.name]
+        assert score.shape == (wb.units,) and str(score.dtype) == "torch.float64" and score.device.type == "cpu"
+        assert score.isfinite().all() and (score >= 0).all()
+    assert all(p.grad is None for p in tiny.model.parameters())
+    assert isinstance(UNIT_SCORES.get(name).description, str)
+
+
+@pytest.mark.parametrize("name", PROBES.names())
+def test_probe_variant_contract(name, tiny):
+    """The variant's fields, one lean per harmful prompt, query states of every layer; probing.measure turns them
+    into a document with a score between 0 and 1 and a refusal direction per layer."""
+    from ssah_audit import probing
+    from ssah_audit.data.sets import load_prompt_set
+
+    harmful, benign = load_prompt_set("harmful").limit(3), load_prompt_set("benign").limit(3)
+    doc, directions = probing.measure(tiny, harmful, benign, steps=3, batch_size=2, variant=name)
+    layers = tiny.model.config.num_hidden_layers + 1
+    assert doc["variant"] == name and 0 <= doc["safe_direction_score"] <= 1
+    assert len(doc["per_prompt"]) == 3 and all(math.isfinite(p["lean"]) for p in doc["per_prompt"])
+    assert len(doc["margin"]) == layers and directions.shape == (layers, tiny.model.config.hidden_size)
+
+
+@pytest.mark.parametrize("name", GATE_CHECKS.names())
+def test_gate_check_contract(name):
+    """Data that means what it says: a valid default, a direction, a value read from a results document (None
+    where the document lacks its input, never an error), and a status that follows from value and threshold."""
+    from ssah_audit import gate
+
+    check = GATE_CHECKS.get(name)
+    low, high = check.bounds
+    assert check.direction in ("max", "min") and low <= check.default and (high is None or check.default <= high)
+    assert gate.parse_threshold(name, check.default) == check.default
+    assert check.value({}) is None and check.status(None, check.default) == "skipped"
+    value = check.value(json.loads(EXAMPLE.read_text()))
+    assert value is None or isinstance(value, float | int)
+    if value is not None:
+        above, below = ("fail", "pass") if check.direction == "max" else ("pass", "fail")
+        assert check.status(check.default + 1, check.default) == above
+        assert check.status(check.default - 1, check.default) == below
+
+
+def test_a_registry_names_its_components_and_refuses_unknown_and_duplicate_names():
+    registry = Registry("widget", "ssah_audit.test_widgets", contract("name", calls=("run",)))
+
+    class Widget:
+        name, run = "w", staticmethod(lambda: 1)
+
+    registry.register("w", Widget())
+    registry.register("lazy", lazy="json:JSONDecoder")  # not imported until asked for
+    assert registry.names() == ["w", "lazy"] and "w" in registry and "nope" not in registry
+    with pytest.raises(UserError, match=r"unknown widget 'nope' \(known: w, lazy\)"):
+        registry.get("nope")
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register("w", Widget())
+    with pytest.raises(TypeError, match="lacks name, run"):
+        registry.register("bad", object())
+    with pytest.raises(UserError, match="'lazy' from json:JSONDecoder cannot be used: TypeError"):
+        registry.get("lazy")  # JSONDecoder has no `run`: the contract is checked when it is materialised
+
+
+def test_a_plugin_judge_registers_through_its_entry_point(tmp_path, monkeypatch):
+    """A package installed beside ssah-audit adds a judge without touching ours: found by its entry point, loaded
+    only when asked for, and used where the built-in judge is."""
+    from ssah_audit.behavior.judges import refusals
+
+    (tmp_path / "shouty_judge.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from ssah_audit.behavior.judges import Verdict\n"
+        "@dataclass(frozen=True)\n"
+        "class Shouty:\n"
+        "    name: str = 'shouty'\n"
+        "    version: str = '0.1'\n"
+        "    def judge(self, pairs):\n"
+        "        return [Verdict(c.isupper(), 1.0 if c.isupper() else 0.0, 'caps') for _, c in pairs]\n"
+        "JUDGE = Shouty()\n")
+    info = tmp_path / "shouty_judge-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shouty-judge\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ssah_audit.judges]\nshouty = shouty_judge:JUDGE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(JUDGES, "_items", dict(JUDGES._items))
+    monkeypatch.setattr(JUDGES, "_plugins_read", False)
+    assert "shouty" in JUDGES.names()
+    assert refusals([("q", "NO."), ("q", "sure")], judge="shouty") == [True, False]
