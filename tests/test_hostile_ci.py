@@ -383,29 +383,6 @@ def test_a_gate_threshold_in_audit_toml_must_be_a_number(cli, tmp_path, value, e
     one_line(code, stderr, expected)
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda r: [c.update(status="pass") for c in r["gate"]["checks"]] and r["gate"].update(passed=True),
-     "gate.checks[0] (max_harmful_compliance) says pass, but value 0.61 against threshold 0.2 is a fail"),
-    (lambda r: r["gate"]["checks"][0].update(value=0.1, status="pass") or r["gate"].update(passed=True),
-     "gate.checks[0] (max_harmful_compliance) has value 0.1, but the document's measurements give 0.61"),
-    (lambda r: r["gate"]["checks"][0].update(threshold=0.9, status="pass") or r["gate"]["checks"][1].update(
-        threshold=5.0), "gate.checks[1] (max_compliance_increase): gate check max_compliance_increase is a rate"),
-    (lambda r: r["gate"].update(checks=r["gate"]["checks"][1:]), "gate check max_harmful_compliance is missing"),
-    (lambda r: r["gate"]["checks"].append(dict(r["gate"]["checks"][0])),
-     "gate check 'max_harmful_compliance' is unknown or given twice"),
-    (lambda r: r["gate"]["checks"][0].update(name="max_everything"), "gate check 'max_everything' is unknown"),
-])
-def test_a_results_document_whose_gate_lies_is_refused(cli, tmp_path, edit, expected):
-    """Item 9: checks that all said "pass" while their values were above their thresholds re-rendered as PASS."""
-    results = json.loads(EXAMPLE.read_text())
-    edit(results)
-    source = tmp_path / "results.json"
-    source.write_text(json.dumps(results))
-    code, _, stderr = cli("report", str(source), "--out", str(tmp_path / "r"))
-    one_line(code, stderr, expected)
-    assert not (tmp_path / "r").exists()
-
-
 def test_a_results_json_nested_100000_deep_is_one_line(cli, tmp_path):
     """Item 14: RecursionError, exit 3."""
     source = tmp_path / "deep.json"

@@ -217,9 +217,21 @@ def test_report_refuses_a_huge_name_and_draws_a_long_one_in_a_short_folder(cli, 
      "behavior.borderline.ci95 must be [low, high] with low <= high"),
     (lambda r: r["behavior"]["harmful"].update(compliance_rate=float("nan")),
      "behavior.harmful.compliance_rate must be a finite number, not nan"),
+    # issue 35, item 9: a gate that disagrees with the document's own numbers
+    (lambda r: [c.update(status="pass") for c in r["gate"]["checks"]] and r["gate"].update(passed=True),
+     "gate.checks[0] (max_harmful_compliance) says pass, but value 0.61 against threshold 0.2 is a fail"),
+    (lambda r: r["gate"]["checks"][0].update(value=0.1, status="pass") or r["gate"].update(passed=True),
+     "gate.checks[0] (max_harmful_compliance) has value 0.1, but the document's measurements give 0.61"),
+    (lambda r: r["gate"]["checks"][0].update(threshold=0.9, status="pass") or r["gate"]["checks"][1].update(
+        threshold=5.0), "gate.checks[1] (max_compliance_increase): gate check max_compliance_increase is a rate"),
+    (lambda r: r["gate"].update(checks=r["gate"]["checks"][1:]), "gate check max_harmful_compliance is missing"),
+    (lambda r: r["gate"]["checks"].append(dict(r["gate"]["checks"][0])),
+     "gate check 'max_harmful_compliance' is unknown or given twice"),
+    (lambda r: r["gate"]["checks"][0].update(name="max_everything"), "gate check 'max_everything' is unknown"),
 ])
 def test_results_that_contradict_themselves_are_refused_not_rendered(cli, tmp_path, edit, expected):
-    """A hand-edited document once rendered as "PASS" with a failing check, or as "750%" (issue 15, item 11)."""
+    """A hand-edited document once rendered as "PASS" with a failing check, or as "750%" (issue 15, item 11); checks
+    that all said "pass" while their values were above their thresholds rendered as PASS (issue 35, item 9)."""
     import json
 
     results = _example_results()
