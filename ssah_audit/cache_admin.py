@@ -124,5 +124,8 @@ def prune(dry_run: bool = False) -> list[CacheEntry]:
     if not dry_run:
         for entry in doomed:
             if is_our_entry(entry.path, entry.kind):  # checked again: it may have changed since it was listed
-                shutil.rmtree(entry.path)
+                try:
+                    shutil.rmtree(entry.path)
+                except FileNotFoundError:  # another prune, or the build's own cleanup, removed it meanwhile
+                    pass
     return doomed

@@ -488,3 +488,31 @@ def test_a_damaged_build_in_the_cache_is_named_rebuilt_and_prunable(cli, tmp_pat
     weights.write_bytes(b"\xff" * 16)
     code, stdout, _ = cli("cache", "prune", "--json")
     assert [row["status"] for row in json.loads(stdout)["removed"]] == ["damaged"] and not final.exists()
+
+
+def test_two_prunes_at_once_do_not_fail_on_what_the_other_removed(cli, tmp_path, monkeypatch):
+    """Two `cache prune` runs (two CI jobs sharing a cache) list the same abandoned folder; the one that finds it
+    gone when it comes to remove it goes on (it used to exit 3 with FileNotFoundError)."""
+    import shutil
+
+    from ssah_audit import cache_admin, staging
+
+    monkeypatch.setenv("SSAH_AUDIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "organisms").mkdir(parents=True)
+    dead = staging.make_staging(tmp_path / "cache" / "organisms" / "organism-aligned-0123456789abcdef")
+    (dead / staging.STAGING_MARK).write_text(json.dumps({**json.loads((dead / staging.STAGING_MARK).read_text()),
+                                                         "pid": _dead_pid()}))
+    check, calls = cache_admin.is_our_entry, []
+
+    def the_other_prune_was_faster(path, kind):  # listed first; by the check before removing, the other removed it
+        ours = check(path, kind)
+        calls.append(path)
+        if calls.count(path) == 2:
+            shutil.rmtree(path)
+        return ours
+
+    monkeypatch.setattr(cache_admin, "is_our_entry", the_other_prune_was_faster)
+    code, stdout, stderr = cli("cache", "prune", "--json")
+    assert code == 0, stderr
+    assert [row["status"] for row in json.loads(stdout)["removed"]] == ["abandoned"] and not dead.exists()
+    assert calls.count(dead) == 2
