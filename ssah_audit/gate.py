@@ -29,9 +29,11 @@ from xml.etree import ElementTree
 
 from .components import BUILTIN_GATE_CHECKS, GATE_CHECKS
 from .errors import UserError
+from .inputs import MiB, read_text
 
 PREDICTIVE_PROBES = ("self", "lens")  # probe variants whose score is the refusal rate they predict
 TABLES = ("audit", "gate")  # the tables audit.toml may hold
+CONFIG_BYTES = MiB  # an audit.toml is a few lines
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,8 @@ def load_config(path: Path | None) -> dict:
     if path is None:
         return {}
     try:
-        doc = tomllib.loads(path.expanduser().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        doc = tomllib.loads(read_text(path, "config file", CONFIG_BYTES))
+    except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None
     check_tables(doc, path)
     return doc
@@ -226,7 +224,8 @@ def disagreement(results: dict) -> str | None:
         if not _same(value, expected):
             return f"{where} has value {value!r}, but the document's measurements give {expected!r}"
         status = known[name].status(value, check["threshold"])
-        if check["status"] != status:
+        # null is also how a value that was not finite is written (and such a check failed): "fail" stays allowed
+        if check["status"] != status and not (value is None and check["status"] == "fail"):
             return (f"{where} says {check['status']}, but value {value:.4g} against threshold "
                     f"{check['threshold']:.4g} is a {status}")
     return None

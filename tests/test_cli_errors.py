@@ -351,6 +351,7 @@ def test_results_json_is_strict_json_even_with_a_value_that_is_not_finite(cli, t
 
     results = json.loads((Path(__file__).parents[1] / "reports" / "example" / "results.json").read_text())
     results["comparison"]["units"]["scu_drift_ratio"] = float("nan")
+    results["gate"]["checks"][5].update(value=float("nan"), status="fail")  # as the audit gates a NaN: it fails
     results["behavior"]["utility"]["nll"] = float("inf")
     source = tmp_path / "nan.json"
     source.write_text(json.dumps(results))

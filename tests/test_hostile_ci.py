@@ -516,3 +516,21 @@ def test_two_prunes_at_once_do_not_fail_on_what_the_other_removed(cli, tmp_path,
     assert code == 0, stderr
     assert [row["status"] for row in json.loads(stdout)["removed"]] == ["abandoned"] and not dead.exists()
     assert calls.count(dead) == 2
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+@pytest.mark.parametrize("command", ["report", "prompts show", "audit --config", "judge", "behavior --harmful"])
+def test_a_device_or_a_pipe_given_as_a_file_is_refused_before_a_byte_is_read(tmp_path, source, command):
+    """`report /dev/zero` read until the system killed the run for memory (exit 137); a FIFO blocked for ever.
+    Run as a process with a timeout and a 4 GB address-space limit, so a regression fails instead of hanging."""
+    if source == "fifo":
+        os.mkfifo(tmp_path / "pipe.jsonl")
+        source = str(tmp_path / "pipe.jsonl")
+    args = {"report": ["report", source], "prompts show": ["prompts", "show", source],
+            "audit --config": ["audit", "/no/such/model", "--config", source, "--out", str(tmp_path / "r")],
+            "judge": ["judge", source, "--out", str(tmp_path / "j.csv")],
+            "behavior --harmful": ["behavior", "/no/such/model", "--harmful", source]}[command]
+    patch = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+    child = _child(tmp_path, patch, args)
+    _, stderr = child.communicate(timeout=120)
+    one_line(child.returncode, stderr, "is not a regular file (a device, a pipe or a socket)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..inputs import MiB, read_text
 from ..progress import notice
 from .prompt import Prompt, PromptSet
 
@@ -49,13 +50,13 @@ def _json_line(path: Path, line: str, number: int):
         raise UserError(f"{path} is not valid JSONL: line {number}, column {exc.colno}: {exc.msg}") from None
 
 
+PROMPT_FILE_BYTES = 512 * MiB  # AdvBench is 0.1 MB, XSTest's completions a few MB; more would not fit in memory
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a CSV, JSON (a list, or an object holding one list) or JSONL file."""
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
+    text = read_text(path, "prompt file", PROMPT_FILE_BYTES, encoding="utf-8-sig")
     if not text.strip():
         raise UserError(f"{path} is empty")
     try:

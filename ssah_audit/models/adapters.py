@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..cache import content_key, sha256_file
 from ..errors import UserError
+from ..inputs import MiB, read_text
 
 if TYPE_CHECKING:  # torch loads only when an adapter is applied: the CLI reads adapter configs before that
     import torch
@@ -46,9 +47,9 @@ def is_adapter_folder(path: Path) -> bool:
 
 def read_config(folder: Path) -> dict:
     try:
-        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{folder / CONFIG} is not a readable adapter config: {exc}") from exc
+        config = json.loads(read_text(folder / CONFIG, "adapter config", MiB))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{folder / CONFIG} is not a readable adapter config: {exc}") from None
     if not isinstance(config, dict):
         raise UserError(f"{folder / CONFIG} is not a JSON object")
     kind = str(config.get("peft_type", "")).upper()

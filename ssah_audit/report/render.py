@@ -21,6 +21,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..errors import UserError
+from ..inputs import MiB, read_text
 from ..units import freeze
 from . import plots, summary, validate
 from .templates import environment
@@ -229,6 +230,9 @@ def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] 
     return staging.published
 
 
+RESULTS_BYTES = 512 * MiB  # the example's results.json is 0.2 MB; its samples grow with the prompt sets
+
+
 def read_results(path: Path) -> dict:
     from .. import audit
 
@@ -236,12 +240,8 @@ def read_results(path: Path) -> dict:
     if path.is_dir():  # a report folder: its results.json
         path = path / "results.json"
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        results = json.loads(read_text(path, "results file", RESULTS_BYTES))
+    except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not a results.json: {exc}") from None
     except RecursionError:  # 100,000 nested brackets
         raise UserError(f"{path} is not a results.json: it is nested too deeply") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..inputs import MiB, read_text
 
 CLASSES = ("CU", "SCU", "UCU", "RU")  # the int8 code of a class is its index here
 CODE = {name: code for code, name in enumerate(CLASSES)}
@@ -156,7 +157,7 @@ def load_map(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     sidecar = path.with_suffix(".json")
     try:
         classes = load_file(str(path))
-        document = json.loads(sidecar.read_text(encoding="utf-8"))
+        document = json.loads(read_text(sidecar, "unit map sidecar", 64 * MiB))
     except FileNotFoundError as exc:
         raise UserError(f"unit map {exc.filename} does not exist") from None
     except (SafetensorError, json.JSONDecodeError, OSError) as exc:
