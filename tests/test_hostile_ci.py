@@ -64,6 +64,22 @@ def test_a_stop_signal_while_the_report_is_written_leaves_no_folder(tmp_path, st
     assert list((tmp_path / "sig").iterdir()) == []
 
 
+def test_sigterm_while_an_audit_publishes_leaves_no_folder_and_no_cache_entry(tmp_path, roomy_llama):
+    """Item 1, the issue's reproduction: `audit ... --out sig/r2 &`, then SIGTERM when `sig/.r2.*` appears."""
+    (tmp_path / "sig").mkdir()
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT + "verify = false\n")
+    patch = textwrap.dedent(SLOW_RENDER) + "import os\nos.environ['SSAH_AUDIT_CACHE'] = 'cache'\n"
+    child = _child(tmp_path, patch, ["--quiet", "audit", roomy_llama, "--reference", roomy_llama, "--config",
+                                     "audit.toml", "--out", "sig/r2", "--junit", "sig/gate.xml"])
+    _wait_for(tmp_path / "ready", child)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 143, stderr
+    assert list((tmp_path / "sig").iterdir()) == [], "no report, no staging, no JUnit file"
+    entries = list((tmp_path / "cache" / "audit-references").iterdir())
+    assert [p.name.startswith(".") for p in entries] == [False], "the reference block was published whole before"
+
+
 def test_sigterm_while_a_finetune_is_saved_leaves_no_folder(tmp_path, tiny_models):
     """Item 1: `finetune ... --out sigft/ft` left `sigft/.ft.XXXX/config.json`."""
     (tmp_path / "sigft").mkdir()
