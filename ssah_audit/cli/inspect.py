@@ -22,7 +22,7 @@ def inspect(
 ) -> None:
     """Show a model's architecture and unit map (write-back modules and units per layer).
 
-    Reads the config and tokenizer only: the weights are not loaded, so any size inspects in seconds.
+    Reads the config and tokenizer only: the weights are not loaded (nor needed), so any size inspects in seconds.
     """
     from ..models.loading import describe
     from ..models.resolve import load_model
@@ -40,9 +40,10 @@ def inspect(
 
         typer.echo(render("inspect.md.j2", doc=doc), nl=False)
         return
+    template = "yes" if doc["chat_template"] else "no (plain fallback)" if loaded.tokenizer else "no tokenizer here"
     out.print(f"[bold]{doc['model']}[/]  {doc['architecture']} ({doc['model_type']}), "
-              f"{doc['num_parameters']:,} parameters, hidden {doc['hidden_size']}, "
-              f"chat template: {'yes' if doc['chat_template'] else 'no (plain fallback)'}", highlight=False)
+              f"{doc['num_parameters']:,} parameters, hidden {doc['hidden_size']}, chat template: {template}",
+              highlight=False)
     if doc["adapter"]:
         out.print(_adapter_line(doc["adapter"]), highlight=False)
     table = Table(title=f"unit map: {doc['units']['attn']:,} attention + {doc['units']['mlp']:,} MLP = "

@@ -11,6 +11,7 @@ import hashlib
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +20,11 @@ from safetensors import SafetensorError
 from torch import nn
 
 from ..errors import UserError
+from .sizes import check_config_json, check_parameters, check_sizes, weight_bytes
 from .units import UnitMap, build_unit_map, text_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -43,7 +46,7 @@ class LoadedModel:
     source: str  # "folder", "hub", "gguf", "zoo" or "adapter"
     location: str  # the folder or hub id transformers loaded from
     model: nn.Module
-    tokenizer: object
+    tokenizer: object  # None only for `inspect` of a folder that holds a config and no tokenizer
     units: UnitMap
     fingerprint: str = field(default="")
     adapter: dict | None = None  # a LoRA adapter merged into `model`: what it is (models.adapters)
@@ -69,27 +72,31 @@ def first_line(exc: BaseException, most: int = 400) -> str:
     return text if len(text) <= most else text[:most - 3] + "..."
 
 
-def check_folder(folder: Path, allow_pickle: bool) -> None:
-    """Refuse folders that are not model folders, and pickle-only weights unless allowed."""
+def check_folder(folder: Path, allow_pickle: bool, weights: bool = True) -> list[Path]:
+    """Refuse folders that are not model folders, and pickle-only weights unless allowed; the weight files that
+    will load. Without weights (`inspect`) a folder holding only config.json will do."""
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} has no config.json: not a Hugging Face model folder")
-    files = [p.name for p in folder.iterdir() if p.is_file()]
-    safetensors = [f for f in files if f.endswith(".safetensors")]
-    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
-    if not safetensors and not pickles:
+    files = [p for p in folder.iterdir() if p.is_file()]
+    safetensors = [p for p in files if p.name.endswith(".safetensors")]
+    pickles = [p for p in files if p.name.endswith(PICKLE_SUFFIXES) and p.name != "training_args.bin"]
+    if not safetensors and not pickles and weights:
         raise UserError(f"{folder} has no weight files (*.safetensors)")
-    if not safetensors and not allow_pickle:
-        raise UserError(f"{folder} has only pickle weights ({', '.join(sorted(pickles))}), which can run code "
-                        "when loaded; convert them to safetensors or pass --allow-pickle")
+    if not safetensors and pickles and not allow_pickle:
+        raise UserError(f"{folder} has only pickle weights ({', '.join(sorted(p.name for p in pickles))}), which "
+                        "can run code when loaded; convert them to safetensors or pass --allow-pickle")
+    return safetensors or pickles
 
 
 def load_config(location: str, source: str, options: LoadOptions):
     from huggingface_hub.errors import StrictDataclassError  # transformers 5 checks field types with it
     from transformers import AutoConfig
 
+    if source != "hub":
+        check_config_json(Path(location))
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code)
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, StrictDataclassError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError, StrictDataclassError) as exc:
         message = first_line(exc)
         if "trust_remote_code" in message or "custom code" in message:
             raise UserError(f"{location} needs its own code to load; pass --trust-remote-code "
@@ -101,21 +108,6 @@ def load_config(location: str, source: str, options: LoadOptions):
     check_causal(config, location)
     check_sizes(config, location)
     return config
-
-
-SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-               "intermediate_size", "head_dim", "max_position_embeddings")
-
-
-def check_sizes(config, location: str) -> None:
-    """The sizes a model is built from must be whole numbers >= 1: transformers does not check them all, and a
-    bad one surfaces later as a puzzling error (no layers to find) or as nothing at all."""
-    config = text_config(config)
-    for name in SIZE_FIELDS:
-        value = getattr(config, name, None)
-        if value is not None and (type(value) is not int or value < 1):
-            raise UserError(f"the config.json of {location} says {name} = {value!r:.40}; it must be a whole "
-                            "number >= 1")
 
 
 def check_causal(config, location: str) -> None:
@@ -193,41 +185,20 @@ def load_resolved(spec: str, resolved: Resolved, options: LoadOptions | None = N
     its tokenizer and unit map.
 
     With weights=False the model is built on the meta device from its config alone: enough for the unit
-    map and parameter counts of a model of any size, without reading its weights.
+    map and parameter counts of a model of any size, without reading its weights, or needing them.
     """
-    from transformers import AutoModelForCausalLM
-
     options = options or LoadOptions()
-    if resolved.source != "hub":
-        check_folder(Path(resolved.location), options.allow_pickle)
+    folder = Path(resolved.location) if resolved.source != "hub" else None
+    files = check_folder(folder, options.allow_pickle, weights) if folder else None
     device_map = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device_map)
     config = load_config(resolved.location, resolved.source, options)
-    tokenizer = load_tokenizer(resolved.location, options)
-    try:
-        if weights:
-            # Shapes that do not match are reported below with the missing keys, not raised as a bare RuntimeError.
-            model, info = AutoModelForCausalLM.from_pretrained(
-                resolved.location, config=config, dtype=dtype, device_map=device_map,
-                trust_remote_code=options.trust_remote_code,
-                use_safetensors=None if options.allow_pickle else True,
-                output_loading_info=True, ignore_mismatched_sizes=True)
-        else:
-            from accelerate import init_empty_weights
-
-            with init_empty_weights():
-                model = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code,
-                                                         dtype=dtype)
-            model.tie_weights()  # meta initialisation can leave tied embeddings as two tensors
-    except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f" ({refused.group(1)})" if refused else ""
-        raise UserError(f"the pickle weights of {spec} hold more than tensors{what}; torch's weights-only loader "
-                        "refused them, so nothing in them ran (convert trusted weights to safetensors)") from exc
-    except (OSError, ValueError, SafetensorError) as exc:
-        hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
-        raise UserError(f"cannot load the weights of {spec}: {first_line(exc)}{hint}") from exc
+    model = build_on_meta(config, resolved.location, options, dtype)  # sizes checked before a byte is allocated
+    check_parameters(model, resolved.location, weight_bytes(files, spec) if weights and files else None)
+    config_only = not weights and folder is not None and not has_tokenizer(folder)
+    tokenizer = None if config_only else load_tokenizer(resolved.location, options)
     if weights:
+        model, info = load_weights(spec, resolved, config, options, dtype, device_map)
         mismatch = checkpoint_mismatch(info)
         if mismatch:
             raise UserError(f"the weights of {spec} do not match its config: {mismatch}; transformers would fill "
@@ -239,6 +210,50 @@ def load_resolved(spec: str, resolved: Resolved, options: LoadOptions | None = N
     return LoadedModel(spec=spec, source=resolved.source, location=resolved.location, model=model,
                        tokenizer=tokenizer, units=build_unit_map(model),
                        fingerprint=fingerprint(resolved.location, resolved.source, config))
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def build_on_meta(config, location: str, options: LoadOptions, dtype: torch.dtype) -> nn.Module:
+    """The model its config describes, on the meta device: shapes and counts of any size with not a byte
+    allocated (accelerate's init_empty_weights allocates each parameter before moving it to meta)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as exc:  # on the meta device, only the config can be at fault
+        raise UserError(f"cannot build {location} from its config: {first_line(exc)}") from exc
+    model.tie_weights()  # meta initialisation can leave tied embeddings as two tensors
+    return model
+
+
+def load_weights(spec: str, resolved: Resolved, config, options: LoadOptions, dtype: torch.dtype, device_map: str):
+    """(model, loading info) from the checkpoint. Shapes that do not match are reported with the missing keys by
+    the caller, not raised as a bare RuntimeError."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return AutoModelForCausalLM.from_pretrained(
+                resolved.location, config=config, dtype=dtype, device_map=device_map,
+                trust_remote_code=options.trust_remote_code, use_safetensors=None if options.allow_pickle else True,
+                output_loading_info=True, ignore_mismatched_sizes=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc) or "_load_from_bytes" in str(exc):  # pickle.dump, not torch.save
+            raise UserError(f"the pickle weights of {spec} are a plain pickle, not torch.save's format; torch's "
+                            "weights-only loader cannot read them, so nothing in them ran (convert trusted weights "
+                            "to safetensors)") from exc
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise UserError(f"the pickle weights of {spec} hold more than tensors{what}; torch's weights-only loader "
+                        "refused them, so nothing in them ran (convert trusted weights to safetensors)") from exc
+    except (OSError, ValueError, SafetensorError) as exc:
+        hint = "; it may have only pickle weights (--allow-pickle)" if resolved.source == "hub" else ""
+        raise UserError(f"cannot load the weights of {spec}: {first_line(exc)}{hint}") from exc
 
 
 def load_folder(folder: Path | str, options: LoadOptions | None = None) -> LoadedModel:
