@@ -224,10 +224,10 @@ def test_a_cached_reference_gives_the_same_audit_without_measuring_it_again(tmp_
     """The reference's block, unit map, safety scores and calibration refusals (which calibrate the audited model's
     safety score) come back from the cache as they were measured: a second audit of the same pair runs no reference
     stage and reports the same numbers."""
-    from ssah_audit import audit
+    from ssah_audit import audit, reference_cache
     from ssah_audit.models.resolve import load_model
 
-    monkeypatch.setattr(audit, "cache_root", lambda: tmp_path)
+    monkeypatch.setattr(reference_cache, "cache_root", lambda: tmp_path)  # the organisms stay where they are
     model, reference = load_model("organism-unaligned"), load_model("organism-aligned")
     settings = audit.AuditSettings.quick()
     first_timings, second_timings = {}, {}
