@@ -550,3 +550,22 @@ def test_a_device_or_a_pipe_given_as_a_file_is_refused_before_a_byte_is_read(tmp
     child = _child(tmp_path, patch, args)
     _, stderr = child.communicate(timeout=120)
     one_line(child.returncode, stderr, "is not a regular file (a device, a pipe or a socket)")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors"])
+def test_a_model_folder_holding_a_device_or_a_pipe_is_refused(tiny_models, tmp_path, name):
+    """A model folder whose config.json, tokenizer or weights is /dev/zero (a symlink) or a FIFO: transformers would
+    read it for ever. Refused in one line before anything reads it; run as a process with a timeout."""
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_models["llama"], folder)
+    (folder / name).unlink(missing_ok=True)
+    if name == "tokenizer.json":
+        os.mkfifo(folder / name)
+    else:
+        (folder / name).symlink_to("/dev/zero")
+    child = _child(tmp_path, "", ["inspect", str(folder)] if name != "model.safetensors" else
+                   ["behavior", str(folder), "--limit", "1"])
+    _, stderr = child.communicate(timeout=120)
+    one_line(child.returncode, stderr, f"{folder / name} is not a regular file (a device, a pipe or a socket)")

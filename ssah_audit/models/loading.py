@@ -75,9 +75,14 @@ def first_line(exc: BaseException, most: int = 400) -> str:
 def check_folder(folder: Path, allow_pickle: bool, weights: bool = True) -> list[Path]:
     """Refuse folders that are not model folders, and pickle-only weights unless allowed; the weight files that
     will load. Without weights (`inspect`) a folder holding only config.json will do."""
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    odd = [p.name for p in entries if p.exists() and not p.is_file() and not p.is_dir()]
+    if odd:  # a FIFO blocks the reader for ever and /dev/zero fills memory: nothing in a model folder may be one
+        raise UserError(f"{folder / odd[0]} is not a regular file (a device, a pipe or a socket); a model folder "
+                        "holds files")
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} has no config.json: not a Hugging Face model folder")
-    files = [p for p in folder.iterdir() if p.is_file()]
+    files = [p for p in entries if p.is_file()]
     safetensors = [p for p in files if p.name.endswith(".safetensors")]
     pickles = [p for p in files if p.name.endswith(PICKLE_SUFFIXES) and p.name != "training_args.bin"]
     if not safetensors and not pickles and weights:

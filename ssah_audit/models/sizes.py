@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import UserError
+from ..inputs import read_text
 from .units import text_config
 
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -18,6 +19,7 @@ SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
 RAW_SIZE_KEYS = frozenset(SIZE_FIELDS + ("n_embd", "n_layer", "n_head", "n_inner", "n_positions", "n_ctx", "ffn_dim"))
 SHOWN_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size")
 MAX_PARAMETERS = 10**13  # ten trillion: several times the largest model ever published
+CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; a 70B model's is 1 KB
 MIN_BITS_PER_PARAMETER = 1  # the fewest any checkpoint stores a parameter in (1-bit and ternary packs)
 
 
@@ -25,9 +27,11 @@ def check_config_json(folder: Path) -> None:
     """The raw sizes in a folder's config.json (and in the configs nested in it, such as text_config), before
     transformers reads it: some config classes divide by them while validating themselves."""
     try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = json.loads(read_text(folder / "config.json", "model config", CONFIG_BYTES))
+    except ValueError:
         return  # transformers says what is wrong with the file
+    except RecursionError:
+        raise UserError(f"{folder / 'config.json'} is nested too deeply to be a model config") from None
     for name, value in _raw_sizes(raw):
         _check_whole(name, value, str(folder))
 
