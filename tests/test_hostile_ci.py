@@ -534,8 +534,9 @@ def test_two_prunes_at_once_do_not_fail_on_what_the_other_removed(cli, tmp_path,
     assert calls.count(dead) == 2
 
 
-@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
-@pytest.mark.parametrize("command", ["report", "prompts show", "audit --config", "judge", "behavior --harmful"])
+@pytest.mark.parametrize("command, source", [("report", "/dev/zero"), ("prompts show", "fifo"),
+                                             ("audit --config", "/dev/zero"), ("judge", "fifo"),
+                                             ("behavior --harmful", "/dev/zero")])
 def test_a_device_or_a_pipe_given_as_a_file_is_refused_before_a_byte_is_read(tmp_path, source, command):
     """`report /dev/zero` read until the system killed the run for memory (exit 137); a FIFO blocked for ever.
     Run as a process with a timeout and a 4 GB address-space limit, so a regression fails instead of hanging."""
