@@ -73,7 +73,7 @@ def _predicted(results: dict) -> bool:
 
 
 def _probe_score(results: dict) -> float | None:
-    return results["probe"].get("safe_direction_score") if _predicted(results) else None  # _predicted: a probe
+    return results["probe"].get("safe_direction_score") if _predicted(results) else None
 
 
 def _probe_drop(results: dict) -> float | None:

@@ -60,8 +60,9 @@ def audit(
                            folder=folder)
     passed = results["gate"]["passed"]
     failures = []  # an output that cannot be written must not hide the gate's verdict or change its exit code
+    published = None
     try:
-        folder = render.write(results, folder, chosen, files, default_name=not out_dir)
+        published = render.write(results, folder, chosen, files, default_name=not out_dir)
     except (UserError, OSError) as exc:
         failures.append(f"the report was not written: {_why(exc)}")
     if junit_target:
@@ -70,8 +71,8 @@ def audit(
         except (UserError, OSError) as exc:
             failures.append(f"the JUnit file was not written: {_why(exc)}")
     _gate_table(results)
-    if not failures or not failures[0].startswith("the report"):
-        out.print(f"report: {folder}", highlight=False)
+    if published:
+        out.print(f"report: {published}", highlight=False)
     for failure in failures:
         err.print(f"error: {failure}", highlight=False, markup=False, soft_wrap=True)
     if failures:  # exit 1 when the gate failed, whatever else did; 2 when it passed but an output is missing
