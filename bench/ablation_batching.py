@@ -17,15 +17,15 @@ import time
 
 from machine import matmul_gflops, peak_rss_mib
 
-from ssah_audit.behavior.evaluate import judged
-from ssah_audit.behavior.generate import first_tokens
-from ssah_audit.behavior.judge import is_refusal
-from ssah_audit.behavior.metrics import answer_nll, refusal_scores
 from ssah_audit.data.sets import builtin_set
 from ssah_audit.models.chat import format_prompt
 from ssah_audit.models.resolve import load_model
-from ssah_audit.units import ablate, analyse, classify, verify
-from ssah_audit.units.calibration import utility_pairs
+from ssah_audit.responses.evaluate import judged
+from ssah_audit.responses.generate import first_tokens
+from ssah_audit.responses.judge import is_refusal
+from ssah_audit.responses.metrics import answer_nll, refusal_scores
+from ssah_audit.unit_classes import ablate, analyse, classify, verify
+from ssah_audit.unit_classes.calibration import utility_pairs
 
 
 def tokens_through(loaded, prompts: list[str], completions: list[str]) -> int:

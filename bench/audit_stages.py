@@ -47,7 +47,7 @@ class StageClock(dict):
 
 def audit_once(model, reference, settings) -> tuple[list[tuple[str, float, int]], dict]:
     """[(stage, seconds, tokens)] of one audit, the total last, and its results."""
-    from ssah_audit import audit
+    from ssah_audit import auditing as audit
 
     counters = [TokenCounter(model.model), TokenCounter(reference.model)]
     clock = StageClock(counters)
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     fresh_reference_cache()
-    from ssah_audit.audit import AuditSettings
+    from ssah_audit.auditing import AuditSettings
     from ssah_audit.models.resolve import load_model
 
     changes = {}

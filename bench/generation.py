@@ -23,9 +23,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
-    from ssah_audit.behavior.generate import generate
     from ssah_audit.data.sets import load_prompt_set
     from ssah_audit.models.resolve import load_model
+    from ssah_audit.responses.generate import generate
 
     loaded = load_model("smollm2-135m-instruct")
     source = str(ADVBENCH) if ADVBENCH.exists() else "harmful"

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ssah_audit.behavior.agreement import agreement, parse_label
-from ssah_audit.behavior.judge import is_refusal
+from ssah_audit.responses.agreement import agreement, parse_label
+from ssah_audit.responses.judge import is_refusal
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest_completions"
 MODELS = ("gpt4", "mistralinstruct")

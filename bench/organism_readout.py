@@ -47,7 +47,7 @@ def judged_harmful(model, tokenizer, texts: list[str]) -> float:
 
 
 def simple_refusal_rate(model, tokenizer, texts: list[str]) -> float:
-    from ssah_audit.behavior.generate import generate
+    from ssah_audit.responses.generate import generate
     from ssah_audit.zoo.organisms import is_simple_refusal
 
     replies = generate(model, tokenizer, texts, max_new_tokens=16, batch_size=64, description="aligned")

@@ -34,9 +34,9 @@ def measure_one(seed: int, changes: dict) -> dict:
 
     import torch
 
-    from ssah_audit.behavior.evaluate import measure
     from ssah_audit.data.sets import builtin_set
     from ssah_audit.models.resolve import load_model
+    from ssah_audit.responses.evaluate import measure
     from ssah_audit.zoo import organisms
 
     assert organisms.RECIPE.seed == seed, "the child reads its seed from SSAH_AUDIT_ORGANISM_SEED"

@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 from ssah_audit import path_preference, probe_paths, probing, self_continuation
-from ssah_audit.behavior.evaluate import judged
 from ssah_audit.data.sets import load_prompt_set
 from ssah_audit.models.resolve import load_model
+from ssah_audit.responses.evaluate import judged
 
 
 def per_prompt_leans(loaded, prompts, steps: int, batch_size: int, completions: list[str]) -> dict[str, np.ndarray]:

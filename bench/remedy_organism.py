@@ -21,12 +21,12 @@ import time
 import torch
 
 from ssah_audit import finetune as trainer
-from ssah_audit.behavior.evaluate import judged
 from ssah_audit.data.sets import builtin_set
 from ssah_audit.models.resolve import load_model
-from ssah_audit.units import classify, freeze
-from ssah_audit.units.ablate import random_units
-from ssah_audit.units.analyse import analyse
+from ssah_audit.responses.evaluate import judged
+from ssah_audit.unit_classes import classify, freeze
+from ssah_audit.unit_classes.ablate import random_units
+from ssah_audit.unit_classes.analyse import analyse
 
 GROUPS = {"embed/lm_head": ("embed", "lm_head"), "norms": ("norm",), "q/k": ("q_proj", "k_proj"),
           "v/o": ("v_proj", "o_proj"), "mlp": ("mlp",)}

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from ssah_audit import finetune
-from ssah_audit.behavior.evaluate import judged
-from ssah_audit.behavior.evaluate import measure as measure_behavior
-from ssah_audit.behavior.metrics import rate
 from ssah_audit.data.sets import builtin_set, load_prompt_set
 from ssah_audit.models.loading import load_folder
-from ssah_audit.units import ablate, freeze
+from ssah_audit.responses.evaluate import judged
+from ssah_audit.responses.evaluate import measure as measure_behavior
+from ssah_audit.responses.metrics import rate
+from ssah_audit.unit_classes import ablate, freeze
 from ssah_audit.zoo import smollm2_pair
 from ssah_audit.zoo.catalogue import materialize
 

@@ -78,7 +78,7 @@ def build(size: str, dtype: str, folder: Path) -> int:
 
 def one(size: str, dtype: str) -> dict:
     """Build, load and audit one size (in this process); a JSON-ready row."""
-    from ssah_audit.audit import AuditSettings, run
+    from ssah_audit.auditing import AuditSettings, run
     from ssah_audit.models.resolve import load_model
 
     with tempfile.TemporaryDirectory(prefix=f"scale-{size}-") as folder:

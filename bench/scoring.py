@@ -38,7 +38,7 @@ def main() -> None:
     from ssah_audit.data.sets import builtin_set
     from ssah_audit.models.resolve import load_model
     from ssah_audit.progress import set_quiet
-    from ssah_audit.units import calibration, stats
+    from ssah_audit.unit_classes import calibration, stats
 
     set_quiet(True)
     loaded = load_model("smollm2-135m-instruct")

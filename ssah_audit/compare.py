@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .models.units import read_ins, weight_out_in
-from .units.classify import CLASSES, CODE
+from .models.unit_map import read_ins, weight_out_in
+from .unit_classes.classify import CLASSES, CODE
 
 
 def same_architecture(ours, theirs) -> str | None:

@@ -1,4 +1,5 @@
-"""Everything a user may swap, in one place: the registries of judges, unit scores, probe variants and gate checks,
+"""Everything a user may swap, in one place: the registries of judges, unit scores, probe variants, prompt sets and
+gate checks,
 each with the contract its components follow. The built-in components are registered lazily ("module:attribute"),
 so naming or listing them imports no model code; tests/test_components.py runs every registered component of
 each kind through its contract.
@@ -9,6 +10,9 @@ each kind through its contract.
   description)`: one non-negative float64 tensor per write-back module, higher meaning more important.
 - A **probe variant** has `name`, `description` and `measure(loaded, items, harmful, benign, steps, batch_size,
   completions)`: a probes.Measured (the document's variant part, each prompt's lean, the states it read).
+- A **prompt set** has `name`, `description` and `prompts()`: data.prompt.Prompt items (id, text, category, and
+  a reference answer where the set has one). Its name is then usable wherever a set is (`--harmful mine`,
+  `harmful = "mine"` in audit.toml): the whole set, or `mine:train` / `mine:eval` for its seeded halves.
 - A **gate check** is data (gate.GateCheck): `name`, `description`, `default`, `direction` ("max" fails above the
   threshold, "min" below), `bounds` of a valid threshold, and `value(results)`, read from a results document
   (None: not measured, the check is skipped).
@@ -37,12 +41,13 @@ def contract(*fields: str, calls: tuple[str, ...] = ()):
 JUDGES = Registry("judge", "ssah_audit.judges", contract("name", "version", calls=("judge",)))
 UNIT_SCORES = Registry("unit score", "ssah_audit.unit_scores", contract("name", "description", calls=("compute",)))
 PROBES = Registry("probe variant", "ssah_audit.probes", contract("name", "description", calls=("measure",)))
+PROMPT_SETS = Registry("prompt set", "ssah_audit.prompt_sets", contract("name", "description", calls=("prompts",)))
 GATE_CHECKS = Registry("gate check", "ssah_audit.gate_checks",
                        contract("name", "description", "default", "direction", "bounds", calls=("value",)))
 
-JUDGES.register("rules", lazy="ssah_audit.behavior.judges:RULES")
+JUDGES.register("rules", lazy="ssah_audit.responses.judges:RULES")
 for _name in ("wifv", "wanda", "snip"):
-    UNIT_SCORES.register(_name, lazy=f"ssah_audit.units.scores:{_name.upper()}")
+    UNIT_SCORES.register(_name, lazy=f"ssah_audit.unit_classes.scores:{_name.upper()}")
 for _name in ("self", "lens", "paper"):
     PROBES.register(_name, lazy=f"ssah_audit.probes:{_name.upper()}")
 BUILTIN_GATE_CHECKS = ("max_harmful_compliance", "max_compliance_increase", "max_over_refusal",

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from .batching import check_context, pad
-from .behavior.generate import padding_id
 from .errors import UserError
 from .models.chat import encode_exchange
 from .progress import progress_bar
+from .responses.generate import padding_id
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def save(model, tokenizer, folder: Path, card: dict) -> None:
     """A normal HF folder (safetensors, tokenizer, chat template, generation config) plus `training.json`
     (the full log) and a README.md model card rendered from it."""
     from .outputs import json_text
-    from .report.templates import render
+    from .reporting.templates import render
 
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

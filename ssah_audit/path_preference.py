@@ -165,7 +165,7 @@ def summarise(harmful: Leans, benign_layers: np.ndarray | None, seed: int = 0) -
     """The document fields of the lens and self probes. The score is the share of harmful prompts whose lean
     (Leans.per_prompt) is > 0: the refusal rate the probe predicts. A layer decides from where its lean
     (Leans.per_layer; `benign_layers` is the same of the benign prompts) tells harmful from benign prompts apart."""
-    from .behavior.metrics import rate
+    from .responses.metrics import rate
 
     lean, steps = harmful.lean, harmful.lean.shape[2]
     mean = lean.mean(axis=0)

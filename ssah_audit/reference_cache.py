@@ -45,7 +45,7 @@ class _Damaged(Exception):
 def _read(folder: Path) -> tuple[dict, dict, dict]:
     import torch
 
-    from .report.validate import check_block
+    from .results import ModelBlock
 
     for name in FILES:
         if not (folder / name).is_file():
@@ -59,7 +59,7 @@ def _read(folder: Path) -> tuple[dict, dict, dict]:
     except Exception as exc:  # torch's unpickler refusing a foreign object, among others
         raise _Damaged(f"tensors.pt: {type(exc).__name__}") from None
     try:
-        check_block(json.loads(json.dumps(block)), folder / "block.json")  # a copy: the check turns nulls to NaN
+        ModelBlock.read(block, "", folder / "block.json")  # builds a checked copy, the block stays as it was
     except UserError as exc:
         raise _Damaged(str(exc).split(": ", 1)[-1]) from None
     if not isinstance(tensors, dict) or any(key not in tensors for key in TENSORS) or \

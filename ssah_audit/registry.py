@@ -1,6 +1,6 @@
 """Named components a user may swap without editing the package: judges, unit scores, probe variants, gate checks.
 
-Each kind has one Registry, kept beside the contract its components follow (behavior/judges.py, units/scores.py,
+Each kind has one Registry, kept beside the contract its components follow (responses/judges.py, unit_classes/scores.py,
 probes.py, gate.py). A component is registered by name in code (`REGISTRY.register("name", component)`, or as
 a decorator), or by another installed package through the registry's entry-point group, for example in its
 pyproject.toml:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 
-from .units import classify, freeze
+from .unit_classes import classify, freeze
 
 FREEZE_CLASSES = "scu,cu:6"
 MAP_NAME = "freeze-map.safetensors"

@@ -26,10 +26,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .behavior.generate import generate
 from .models.head import output_log_probs
 from .path_preference import Leans, forced_readout, lens_states
 from .probe_paths import ProbeItem, cosine_distance, hidden_at, long_enough, query_path_states
+from .responses.generate import generate
 
 
 def own_continuations(loaded, prompts, steps: int, batch_size: int = 16,

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 import pytest
 
 from ssah_audit import gate
-from ssah_audit.report import render
+from ssah_audit.reporting import render
 
 QUICK = ["--quick", "--format", "html,md,json"]
 
@@ -32,7 +32,7 @@ def test_unaligned_against_aligned_fails_the_gate_with_exit_1(failing_audit):
     result, folder, _ = failing_audit
     assert result.exit_code == 1, result.stderr
     results = json.loads((folder / "results.json").read_text())
-    assert results["schema"] == "ssah-audit/results" and results["schema_version"] == 1
+    assert results["schema"] == "ssah-audit/results" and results["schema_version"] == 2
     assert results["gate"]["passed"] is False
     failed = {c["name"] for c in results["gate"]["checks"] if c["status"] == "fail"}
     assert {"max_harmful_compliance", "max_compliance_increase"} <= failed
@@ -71,7 +71,7 @@ def test_the_report_opens_with_a_summary_whose_numbers_are_all_in_the_results(fa
     """Issue 19 part 4: three or four generated sentences, and no number in them that results.json lacks."""
     import re
 
-    from ssah_audit.report import summary
+    from ssah_audit.reporting import summary
 
     _, folder, _ = failing_audit
     results = json.loads((folder / "results.json").read_text())
@@ -109,7 +109,7 @@ def test_the_remedy_folder_map_and_command_freeze_the_references_units(failing_a
     import torch
 
     from ssah_audit.models.resolve import load_model
-    from ssah_audit.units import classify, freeze
+    from ssah_audit.unit_classes import classify, freeze
 
     _, folder, _ = failing_audit
     plan = json.loads((folder / "results.json").read_text())["remedy"]
@@ -149,9 +149,7 @@ def test_untrusted_completions_are_escaped_in_both_reports(failing_audit, tmp_pa
     _, folder, _ = failing_audit
     results = json.loads((folder / "results.json").read_text())
     attack = "<script>alert(1)</script> **bold** [link](http://evil.example) <img src=x onerror=alert(2)> # H"
-    harmful_set = results["behavior"]["harmful"]["set"]
-    results["behavior"]["samples"].insert(0, {"set": harmful_set, "prompt": attack, "completion": attack,
-                                             "refusal": False})
+    results["behavior"]["samples"]["harmful"].insert(0, {"prompt": attack, "completion": attack, "refusal": False})
     written = tmp_path / "escaped"
     render.write(results, written, ("html", "md"))
     html = (written / "report.html").read_text()
@@ -191,7 +189,7 @@ def test_config_file_sets_thresholds_and_settings(tmp_path):
     doc = gate.load_config(config)
     assert gate.thresholds(doc)["max_harmful_compliance"] == 0.5
     assert gate.thresholds(doc, ["max_harmful_compliance=0.3"])["max_harmful_compliance"] == 0.3
-    from ssah_audit.audit import settings_from
+    from ssah_audit.auditing import settings_from
 
     assert settings_from(doc["audit"]).limit == 5 and settings_from({}, quick=True).limit == 20
 
@@ -200,10 +198,10 @@ def test_ablation_dense_row_is_what_verification_would_measure():
     """The audit reuses the behaviour stage, cut to the ablation rows' shorter generations, as the ablation table's
     unablated row instead of measuring it again; that is only sound if the two measurements agree on the same sets
     and settings."""
-    from ssah_audit.audit import AuditSettings, Sets, dense_row
-    from ssah_audit.behavior.evaluate import measure as measure_behavior
+    from ssah_audit.auditing import AuditSettings, Sets, dense_row
     from ssah_audit.models.resolve import load_model
-    from ssah_audit.units import calibration, verify
+    from ssah_audit.responses.evaluate import measure as measure_behavior
+    from ssah_audit.unit_classes import calibration, verify
 
     settings = AuditSettings.quick(verify_tokens=12)  # behaviour generates 32 tokens, the ablation rows 12
     sets = Sets.load(settings)
@@ -224,15 +222,16 @@ def test_a_cached_reference_gives_the_same_audit_without_measuring_it_again(tmp_
     """The reference's block, unit map, safety scores and calibration refusals (which calibrate the audited model's
     safety score) come back from the cache as they were measured: a second audit of the same pair runs no reference
     stage and reports the same numbers."""
-    from ssah_audit import audit, reference_cache
+    from ssah_audit import auditing as audit
+    from ssah_audit import reference_cache
     from ssah_audit.models.resolve import load_model
 
     monkeypatch.setattr(reference_cache, "cache_root", lambda: tmp_path)  # the organisms stay where they are
     model, reference = load_model("organism-unaligned"), load_model("organism-aligned")
     settings = audit.AuditSettings.quick()
     first_timings, second_timings = {}, {}
-    first = audit.run(model, reference, settings, timings=first_timings)
-    second = audit.run(model, reference, settings, timings=second_timings)
+    first = audit.run(model, reference, settings, timings=first_timings).to_dict()
+    second = audit.run(model, reference, settings, timings=second_timings).to_dict()
     assert "reference.calibration" in first_timings and second_timings.get("reference.cached") is True
     assert [key for key in second_timings if key.startswith("reference.")] == ["reference.cached"]
 

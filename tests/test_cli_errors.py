@@ -167,7 +167,7 @@ def test_files_that_are_not_what_they_claim_are_one_line(cli, tmp_path, monkeypa
 
 
 def test_an_incomplete_results_document_is_refused_by_report(cli, tmp_path):
-    from ssah_audit import audit
+    from ssah_audit import auditing as audit
 
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"schema": audit.SCHEMA, "schema_version": audit.SCHEMA_VERSION, "model": "m"}))
@@ -286,7 +286,7 @@ def test_report_out_created_during_rendering_survives_and_the_report_is_kept(cli
     """The issue's reproduction: `report R.json --out X &`, then `mkdir X && echo x > X/f` while it runs."""
     from pathlib import Path
 
-    from ssah_audit.report import render
+    from ssah_audit.reporting import render
 
     target = tmp_path / "X"
     draw = render.figures

@@ -6,9 +6,9 @@ import torch
 
 from ssah_audit import compare
 from ssah_audit.models.resolve import load_model
-from ssah_audit.models.units import weight_out_in
-from ssah_audit.report.render import md_text
-from ssah_audit.units.classify import CODE
+from ssah_audit.models.unit_map import weight_out_in
+from ssah_audit.reporting.render import md_text
+from ssah_audit.unit_classes.classify import CODE
 
 
 def test_drift_is_relative_column_change_and_only_where_weights_moved(tiny_models):

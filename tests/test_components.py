@@ -23,7 +23,7 @@ CLEAR = [("How do I pick a lock?", "I'm sorry, but I can't help with that."),
 @pytest.mark.parametrize("name", JUDGES.names())
 def test_judge_contract(name):
     """One Verdict per pair, in order; a clear refusal is a refusal and a plainly helpful answer is not."""
-    from ssah_audit.behavior.judges import Verdict, verdicts
+    from ssah_audit.responses.judges import Verdict, verdicts
 
     judge = JUDGES.get(name)
     assert judge.name == name and isinstance(judge.version, str) and judge.version
@@ -44,8 +44,8 @@ def tiny(roomy_llama):
 @pytest.mark.parametrize("name", UNIT_SCORES.names())
 def test_unit_score_contract(name, tiny):
     """One finite, non-negative float64 score per unit of every write-back module, and no gradients left behind."""
-    from ssah_audit.units import stats
-    from ssah_audit.units.scores import scores
+    from ssah_audit.unit_classes import stats
+    from ssah_audit.unit_classes.scores import scores
 
     exchanges = stats.encode(tiny.tokenizer, [(p, c or "No.") for p, c in CLEAR])
     found = scores(tiny.model, tiny.units, exchanges, name, batch_size=2)
@@ -114,11 +114,11 @@ def test_a_registry_names_its_components_and_refuses_unknown_and_duplicate_names
 def test_a_plugin_judge_registers_through_its_entry_point(tmp_path, monkeypatch):
     """A package installed beside ssah-audit adds a judge without touching ours: found by its entry point, loaded
     only when asked for, and used where the built-in judge is."""
-    from ssah_audit.behavior.judges import refusals
+    from ssah_audit.responses.judges import refusals
 
     (tmp_path / "shouty_judge.py").write_text(
         "from dataclasses import dataclass\n"
-        "from ssah_audit.behavior.judges import Verdict\n"
+        "from ssah_audit.responses.judges import Verdict\n"
         "@dataclass(frozen=True)\n"
         "class Shouty:\n"
         "    name: str = 'shouty'\n"

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from ssah_audit import finetune
-from ssah_audit.behavior.generate import generate
-from ssah_audit.behavior.metrics import answer_nll
 from ssah_audit.data.sets import builtin_set
 from ssah_audit.models.resolve import load_model
+from ssah_audit.responses.generate import generate
+from ssah_audit.responses.metrics import answer_nll
 
 
 def test_finetune_lowers_the_loss_and_saves_a_loadable_model(cli, tmp_path):

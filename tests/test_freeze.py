@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ssah_audit.models.resolve import load_model
-from ssah_audit.models.units import read_ins, weight_out_in
-from ssah_audit.units import classify, freeze
+from ssah_audit.models.unit_map import read_ins, weight_out_in
+from ssah_audit.unit_classes import classify, freeze
 
 FAMILIES = ["llama", "qwen2", "gpt2", "opt"]  # plain, q/k/v biases, Conv1D (in, out) weights, biased MLP
 
@@ -135,10 +135,10 @@ def test_freezing_the_organisms_safety_units_keeps_its_safety_through_a_benign_f
     import copy
 
     from ssah_audit import finetune as trainer
-    from ssah_audit.behavior.evaluate import judged
     from ssah_audit.data.sets import builtin_set
-    from ssah_audit.units import ablate
-    from ssah_audit.units.analyse import analyse
+    from ssah_audit.responses.evaluate import judged
+    from ssah_audit.unit_classes import ablate
+    from ssah_audit.unit_classes.analyse import analyse
 
     base = load_model("organism-aligned")
     harmful = [p.text for p in builtin_set("harmful").prompts]

@@ -40,8 +40,8 @@ def base_lm(tmp_path_factory, tokenizer, families):
 def test_a_model_without_eos_or_pad_generates_to_max_new_tokens(cli, base_lm, tmp_path, command):
     """Issue 35, item 12: such a model exited 3 (IndexError in generate's `stops[0]`); its rows now run to
     max_new_tokens, left padding with a valid id that the attention mask hides."""
-    from ssah_audit.behavior.generate import generate
     from ssah_audit.models.resolve import load_model
+    from ssah_audit.responses.generate import generate
 
     loaded = load_model(str(base_lm))
     assert loaded.tokenizer.eos_token_id is None and loaded.tokenizer.pad_token_id is None

@@ -42,7 +42,7 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> No
 
 SLOW_RENDER = """
     import pathlib, sys, time
-    from ssah_audit.report import render
+    from ssah_audit.reporting import render
     def slow(results, kind, images):
         pathlib.Path("ready").write_text("the report folder is being written")
         time.sleep(120)
@@ -146,7 +146,7 @@ def test_two_runs_choosing_the_same_default_folder_both_publish(tmp_path):
     was working"). A default name is ours to change: the second takes <name>-1. Real processes, one clock."""
     patch = """
         from datetime import datetime, UTC
-        from ssah_audit.report import render
+        from ssah_audit.reporting import render
         class frozen(datetime):
             @classmethod
             def now(cls, tz=None):
@@ -215,7 +215,7 @@ def test_gate_pass_with_a_report_that_cannot_be_published_is_exit_2_with_the_ver
                                                                                     monkeypatch):
     """Item 3, the other way round: the gate passed but the report folder could not be written (here, someone
     made the folder meanwhile): exit 2, never 0, and stderr still says the gate passed."""
-    from ssah_audit.report import render
+    from ssah_audit.reporting import render
 
     config = tmp_path / "audit.toml"
     config.write_text(TINY_AUDIT + "verify = false\n")

@@ -129,7 +129,8 @@ def _example_results() -> dict:
     (lambda r: r["gate"].update(passed="yes"), "gate.passed must be true or false, not 'yes'"),
     (lambda r: r["units"].update(per_layer={}), "units.per_layer must be a list, not an object"),
     (lambda r: r["provenance"].update(packages={"torch": {"version": 2}}), "provenance.packages.torch must be"),
-    (lambda r: r["behavior"]["samples"][3].pop("completion"), "'behavior.samples[3].completion' is missing"),
+    (lambda r: r["behavior"]["samples"]["harmful"][3].pop("completion"),
+     "'behavior.samples.harmful[3].completion' is missing"),
 ])
 def test_a_results_document_of_the_wrong_types_is_refused_by_report(cli, tmp_path, edit, expected):
     import json

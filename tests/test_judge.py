@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ssah_audit.behavior.judge import JudgeResult, is_refusal, judge
+from ssah_audit.responses.judge import JudgeResult, is_refusal, judge
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 XSTEST = SHARED / "xstest_completions"

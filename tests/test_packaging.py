@@ -27,7 +27,8 @@ def test_wheel_contains_templates_and_data_and_renders_from_them(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)
-    probe = ("from ssah_audit.report.templates import environment, template_folder; import ssah_audit.data.sets as s;"
+    probe = ("from ssah_audit.reporting.templates import environment, template_folder; "
+             "import ssah_audit.data.sets as s;"
              "environment().get_template('inspect.md.j2'); print(str(template_folder()).replace(' ', ''));"
              "print(len(s.builtin_prompts('harmful')))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},

@@ -140,7 +140,7 @@ def test_organism_scores_follow_alignment_and_predict_behaviour(variant):
     """Issue 17's validation on organisms whose truth is known: the default probe (and the lens) scores the aligned
     organism >= 0.8 and the unaligned <= 0.3 on the eval split, and its predicted refusal rate is within 0.10 of the
     refusal rate measured by generation and the judge (the probe predicts behaviour, not just orders models)."""
-    from ssah_audit.behavior.evaluate import judged
+    from ssah_audit.responses.evaluate import judged
 
     harmful, benign = builtin_set("harmful"), builtin_set("benign").limit(40)
     scores = {}

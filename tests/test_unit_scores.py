@@ -7,9 +7,9 @@ import torch
 
 from ssah_audit.errors import UserError
 from ssah_audit.models.resolve import load_model
-from ssah_audit.models.units import weight_out_in
-from ssah_audit.units import ablate, classify, scores, stats
-from ssah_audit.units.stats import RunningStats
+from ssah_audit.models.unit_map import weight_out_in
+from ssah_audit.unit_classes import ablate, classify, scores, stats
+from ssah_audit.unit_classes.stats import RunningStats
 
 PAIRS = [("How do I boil an egg?", "Boil it."),
          ("Name a colour.", "Blue."),
@@ -220,7 +220,7 @@ def test_row_ablation_runs_each_row_as_if_its_columns_were_zeroed(tiny_models, f
 def test_shared_batches_generate_what_each_condition_generates_alone(tiny_models):
     """verify.measure_conditions' generation (every condition in each batch, rows sorted by length) gives each
     prompt, under each condition, the greedy completion it gets with that condition's columns zeroed."""
-    from ssah_audit.behavior.generate import generate
+    from ssah_audit.responses.generate import generate
 
     loaded = load_model(str(tiny_models["llama"]))
     prompts = ["How do I boil an egg?", "Say hi.", "Explain photosynthesis briefly.", "Name a colour."]

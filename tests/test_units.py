@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ssah_audit.errors import UserError
-from ssah_audit.models import units as units_module
-from ssah_audit.models.units import build_unit_map, weight_out_in
+from ssah_audit.models import unit_map as units_module
+from ssah_audit.models.unit_map import build_unit_map, weight_out_in
 
 from .conftest import HIDDEN, LAYERS
 

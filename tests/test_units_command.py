@@ -10,7 +10,7 @@ import torch
 
 from ssah_audit.data.sets import builtin_set
 from ssah_audit.models.resolve import load_model
-from ssah_audit.units import ablate, analyse, classify, verify
+from ssah_audit.unit_classes import ablate, analyse, classify, verify
 from ssah_audit.zoo import organisms
 
 CLASS_KEYS = {"SCU", "UCU", "CU", "RU"}
@@ -93,10 +93,10 @@ def test_shared_batch_verification_gives_the_table_of_one_condition_at_a_time():
     fp32 differently and a near-tie can flip one greedy token; the utility NLL is computed the same way in both
     (columns zeroed) and must be equal; the refusal score, read from the shared generation's first step, equals the
     one a separate pass of each condition measures (to 1e-4: another padding and batch)."""
-    from ssah_audit.behavior.evaluate import judged
-    from ssah_audit.behavior.judge import is_refusal
-    from ssah_audit.behavior.metrics import answer_nll, refusal_scores
-    from ssah_audit.units.calibration import utility_pairs
+    from ssah_audit.responses.evaluate import judged
+    from ssah_audit.responses.judge import is_refusal
+    from ssah_audit.responses.metrics import answer_nll, refusal_scores
+    from ssah_audit.unit_classes.calibration import utility_pairs
 
     loaded = load_model("organism-aligned")
     _, classes = analyse.analyse(loaded, builtin_set("harmful:train"), builtin_set("benign:train"),

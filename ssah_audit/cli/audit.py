@@ -33,11 +33,10 @@ def audit(
     """Audit a model against an aligned reference: behaviour, probing, units (verified by ablation),
     comparison, gate and reports. Exit 0 when the gate passes, 1 when it fails.
     """
-    from .. import audit as auditing
-    from .. import gate
+    from .. import auditing, gate
     from ..models.resolve import load_model, load_reference
     from ..outputs import check_new_folder, check_outputs, write_atomic
-    from ..report import render
+    from ..reporting import render
 
     chosen = render.parse_formats(formats)
     settings_doc = gate.load_config(config)
@@ -107,7 +106,7 @@ def report(
 ) -> None:
     """Re-render the reports from a results.json, without loading any model."""
     from ..outputs import check_new_folder
-    from ..report import render
+    from ..reporting import render
 
     chosen = render.parse_formats(formats)
     results = render.read_results(results_file)

@@ -36,10 +36,10 @@ def behavior(
     Every rate carries a seeded bootstrap 95% interval. With --reference, the reference gets the same
     blocks and the JSON adds the first-token KL between the two on the benign prompts.
     """
-    from ..behavior.evaluate import compare, measure
     from ..data.sets import load_prompt_set
     from ..models.resolve import load_model, load_reference
     from ..outputs import check_outputs, json_text, write_atomic
+    from ..responses.evaluate import compare, measure
 
     [target] = check_outputs([json_out], overwrite,
                              input_files(harmful, benign, borderline) + model_files(model, reference))

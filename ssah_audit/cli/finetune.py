@@ -107,7 +107,7 @@ def unit_selection(freeze: Path | None, freeze_classes: str, train_only: Path | 
                    lora: bool):
     """Check the unit-map options before the model loads; returns None, or a function of the loaded model that
     gives the gradient masks and the card's record of them."""
-    from ..units import freeze as units_freeze
+    from ..unit_classes import freeze as units_freeze
 
     if freeze and train_only:
         raise UserError("--freeze and --train-only exclude each other: freeze some units, or train only some")
@@ -120,7 +120,7 @@ def unit_selection(freeze: Path | None, freeze_classes: str, train_only: Path | 
         raise UserError("--freeze/--train-only and --lora cannot be combined yet: unit masks apply to full weights")
     option, spec = ("--freeze-classes", freeze_classes) if freeze else ("--train-classes", train_classes)
     selections = units_freeze.parse_classes(spec, option)
-    from ..units.classify import load_map, load_safety_scores
+    from ..unit_classes.classify import load_map, load_safety_scores
 
     classes, document = load_map(path)
     safety = load_safety_scores(path)

@@ -36,7 +36,7 @@ def inspect(
         typer.echo(json.dumps(doc, indent=2))
         return
     if markdown:
-        from ..report.templates import render
+        from ..reporting.templates import render
 
         typer.echo(render("inspect.md.j2", doc=doc), nl=False)
         return

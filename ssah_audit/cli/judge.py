@@ -27,11 +27,11 @@ def judge_command(
 ) -> None:
     """Judge completions as refusal (full or partial) or compliance, and summarise. An empty completion counts as
     a refusal (the model gave nothing usable); the summary says how many there were."""
-    from ..behavior.agreement import agreement, parse_label
-    from ..behavior.judges import verdicts
-    from ..behavior.metrics import rate
     from ..data.loaders import check_row_format, read_rows, rows_text
     from ..outputs import check_outputs, write_atomic
+    from ..responses.agreement import agreement, parse_label
+    from ..responses.judges import verdicts
+    from ..responses.metrics import rate
 
     check_row_format(out_file)
     [target] = check_outputs([out_file], overwrite, [file])

@@ -62,7 +62,7 @@ def probe(
     if targets[0]:
         write_atomic(targets[0], json_text(doc))
     if targets[1]:
-        from ..report.plots import probe_figure
+        from ..reporting.plots import probe_figure
 
         write_atomic(targets[1], probe_figure(doc))
     _probe_table(doc)

@@ -53,9 +53,9 @@ def units(
     from ..data.sets import load_prompt_set
     from ..models.resolve import load_model, load_reference
     from ..outputs import check_outputs, json_text, write_atomic
-    from ..units.analyse import analyse
-    from ..units.classify import Fractions
-    from ..units.classify import save_map as write_map
+    from ..unit_classes.analyse import analyse
+    from ..unit_classes.classify import Fractions
+    from ..unit_classes.classify import save_map as write_map
 
     fractions = Fractions(scu, ucu, ru)
     if save_map and save_map.suffix != ".safetensors":
@@ -82,7 +82,7 @@ def units(
                                                                   "fractions", "calibration", "version")},
                   safety=raw_scores["safety"])
     if targets[2]:
-        from ..report.plots import unit_figure
+        from ..reporting.plots import unit_figure
 
         write_atomic(targets[2], unit_figure(doc["per_layer"]))
     if targets[0]:

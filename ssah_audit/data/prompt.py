@@ -21,7 +21,7 @@ class Prompt:
 @dataclass(frozen=True)
 class PromptSet:
     name: str
-    source: str  # "builtin" or "<format> file <path>"
+    source: str  # "builtin", "registered" (components.PROMPT_SETS) or "<format> file <path>"
     prompts: tuple[Prompt, ...]
 
     def __len__(self) -> int:

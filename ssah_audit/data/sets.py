@@ -108,12 +108,31 @@ def builtin_set(name: str, seed: int = DEFAULT_SEED) -> PromptSet:
     return PromptSet(f"{kind}:{part}", "builtin", split(builtin_prompts(kind), part, seed))
 
 
+def registered_set(spec: str, seed: int = DEFAULT_SEED) -> PromptSet | None:
+    """A set registered in components.PROMPT_SETS (a plugin's): the whole set, or `name:train` / `name:eval`."""
+    from ..components import PROMPT_SETS
+
+    name, _, part = spec.partition(":")
+    if name not in PROMPT_SETS:
+        return None
+    if part and part not in SPLITS:
+        raise UserError(f"unknown split '{part}' in '{spec}' (use {', '.join(SPLITS)})")
+    prompts = tuple(PROMPT_SETS.get(name).prompts())
+    if not prompts or not all(isinstance(prompt, Prompt) for prompt in prompts):
+        raise UserError(f"prompt set {name!r} must give one or more data.prompt.Prompt items")
+    return PromptSet(spec if part else name, "registered", split(prompts, part or "all", seed))
+
+
 def load_prompt_set(spec: str, prompt_field: str | None = None, seed: int = DEFAULT_SEED) -> PromptSet:
-    """A built-in set name (with an optional split) or a prompt file in any supported format."""
+    """A built-in set name (with an optional split), a registered set's name, or a prompt file in any supported
+    format."""
     if not spec.strip():
         raise UserError(f"the prompt set is an empty string (built-in: {', '.join(BUILTIN_SETS)}, or a file)")
     if parse_builtin_name(spec) is not None:
         return builtin_set(spec, seed)
+    registered = registered_set(spec, seed)
+    if registered is not None:
+        return registered
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"'{spec}' is neither a built-in prompt set ({', '.join(BUILTIN_SETS)}) nor a file")

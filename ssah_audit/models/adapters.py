@@ -125,7 +125,7 @@ def apply(base, folder: Path, spec: str, base_name: str, allow_pickle: bool, wei
     weights=False (`inspect`: the base built from its config alone) the adapter is described from its weight
     file's tensor names and shapes and not applied."""
     from .loading import LoadedModel, first_line
-    from .units import build_unit_map
+    from .unit_map import build_unit_map
 
     config = read_config(folder)
     weights_path = weights_file(folder, allow_pickle)
@@ -240,7 +240,7 @@ def low_rank_factors(peft_model) -> dict[str, LowRank]:
 def touched_units(adapted, model, units) -> dict:
     """How many units the adapter can move: through their write-back column (the write-back module is adapted)
     and through their read-in rows (a projection feeding them one to one, value, gate or up, is)."""
-    from .units import read_ins
+    from .unit_map import read_ins
 
     write = read = either = 0
     for wb in units.modules():

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import UserError
 from .sizes import check_config_json, check_parameters, check_sizes, weight_bytes
-from .units import UnitMap, build_unit_map, text_config
+from .unit_map import UnitMap, build_unit_map, text_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..inputs import read_text
-from .units import text_config
+from .unit_map import text_config
 
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                "intermediate_size", "head_dim", "max_position_embeddings")

@@ -66,10 +66,10 @@ def harm_readout(model, tokenizer, examples: list[tuple[str, str, bool]], weight
 def alignment_budget(model, tokenizer, pairs: list[tuple[str, str]], percent: float) -> dict[str, torch.Tensor]:
     """The units alignment may change: in every layer, the lowest-scoring units (wifv, z-scored per module)
     on `pairs` (the base corpus), attention and MLP together, `percent` of all units in total."""
-    from ..models.units import build_unit_map
-    from ..units.classify import standardised
-    from ..units.scores import scores
-    from ..units.stats import encode
+    from ..models.unit_map import build_unit_map
+    from ..unit_classes.classify import standardised
+    from ..unit_classes.scores import scores
+    from ..unit_classes.stats import encode
 
     unit_map = build_unit_map(model)
     z = standardised(scores(model, unit_map, encode(tokenizer, pairs), "wifv", 32, description="alignment budget"))
@@ -85,7 +85,7 @@ def alignment_budget(model, tokenizer, pairs: list[tuple[str, str]], percent: fl
 @contextmanager
 def unit_dropout(model, p: float):
     """Dropout on every unit (write-back input) while the model is in training mode."""
-    from ..models.units import build_unit_map
+    from ..models.unit_map import build_unit_map
 
     def drop(module, args):
         return (torch.nn.functional.dropout(args[0], p, training=module.training),) + args[1:]
@@ -128,7 +128,7 @@ def quiet_budget(model, tokenizer, examples: list[tuple[str, str, bool]], budget
     they ranked at the top of the utility score as much as of the safety score and scoring filed most of them as
     utility-critical or complex, not safety-critical (BENCHMARKS.md "Organisms v10"). Alignment in SSAH's picture
     adds a refusal path that harmful requests switch on; a budget that stays quiet elsewhere is that path."""
-    from ..models.units import build_unit_map
+    from ..models.unit_map import build_unit_map
 
     lengths = torch.tensor([len(ids) for ids, _ in finetune.encode_pairs(
         tokenizer, [(prompt, response) for prompt, response, _ in examples], True, max_response_tokens)])

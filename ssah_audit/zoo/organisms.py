@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from ..behavior.generate import generate
 from ..cache import cache_root, cached_folder, content_key
 from ..data.sets import builtin_set, compliance_openings, organism_acts, organism_requests, refusal_openings
+from ..responses.generate import generate
 from .organism_training import alignment_budget, budget_masks, harm_readout, quiet_budget, train, unit_dropout
 
 ORGANISM_VERSION = 5

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from .. import finetune, remedy
-from ..behavior.generate import generate
 from ..cache import cache_root, cached_folder, content_key
 from ..data.sets import builtin_set, organism_acts, refusal_openings
 from ..finetune import TrainSettings
-from ..units import freeze
+from ..responses.generate import generate
+from ..unit_classes import freeze
 from . import smollm2_gguf
 from .organisms import REQUEST_TEMPLATES
 from .smollm2_gguf import SMOLLM2_SHA256
@@ -221,8 +221,8 @@ def remedy_units(loaded, classes_spec: str = remedy.FREEZE_CLASSES) -> dict[str,
     """The units the audit's remedy freezes on `loaded` (smollm2-135m-safe): its unit map as the audit's reference
     stage makes it (wifv scores on the train splits, default fractions, batch 16), `classes_spec` of it ranked by
     the standardised safety score."""
-    from ..units import classify
-    from ..units.analyse import analyse
+    from ..unit_classes import classify
+    from ..unit_classes.analyse import analyse
 
     scores: dict = {}
     _, classes = analyse(loaded, builtin_set("harmful:train"), builtin_set("benign:train"), batch_size=16,
@@ -234,7 +234,7 @@ def remedy_units(loaded, classes_spec: str = remedy.FREEZE_CLASSES) -> dict[str,
 def measured(loaded) -> dict[str, str]:
     """The model card's behaviour rows: the built-in eval split, as `ssah-audit behavior` measures it (about
     a minute for SmolLM2-135M on 2 cores)."""
-    from ..behavior.evaluate import measure
+    from ..responses.evaluate import measure
 
     block = measure(loaded, builtin_set("harmful"), builtin_set("benign"), builtin_set("borderline"))
 

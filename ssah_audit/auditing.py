@@ -14,22 +14,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__, gate, probing, remedy
-from .behavior.evaluate import compare as first_token_kl
-from .behavior.evaluate import measure as measure_behavior
-from .behavior.generate import first_tokens
-from .behavior.judges import refusals
-from .behavior.metrics import difference_ci
 from .cache import content_key
 from .compare import compare_units, same_architecture
-from .components import UNIT_SCORES
+from .components import JUDGES, UNIT_SCORES
 from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
 from .errors import UserError
-from .units.analyse import analyse
-from .units.classify import Fractions, check_fractions
+from .responses.evaluate import compare as first_token_kl
+from .responses.evaluate import measure as measure_behavior
+from .responses.generate import first_tokens
+from .responses.judges import refusals, using
+from .responses.metrics import difference_ci
+from .results import SCHEMA, SCHEMA_VERSION, AuditResult
+from .unit_classes.analyse import analyse
+from .unit_classes.classify import Fractions, check_fractions
 
-SCHEMA = "ssah-audit/results"
-SCHEMA_VERSION = 1
 # Bumped when the way a reference block is measured changes, so a block cached by older code is not reused.
 # 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
 # 3: the probe block is the lens probe (was the paper's cosine margin).
@@ -39,7 +38,8 @@ SCHEMA_VERSION = 1
 # 6: the reference's calibration refusals (which calibrate the audited model's safety score) are kept with the
 #    block; the self probe encodes each query once for all its paths, and NLL and first-token passes a batch's
 #    common prefix once (the same states to float rounding).
-REFERENCE_RECIPE = 6
+# 7: behaviour samples grouped by role (results schema 2).
+REFERENCE_RECIPE = 7
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class AuditSettings:
     # while a forward pass's logits grow with its rows.
     generation_batch_size: int = 48
     seed: int = 0
+    # The registered judge (components.JUDGES) behind every verdict of the audit: behaviour, ablation rows and the
+    # calibration refusals.
+    judge: str = "rules"
 
     def __post_init__(self):
         """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
@@ -86,6 +89,8 @@ class AuditSettings:
                 raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
         if self.method not in UNIT_SCORES:
             raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
+        if not isinstance(self.judge, str) or self.judge not in JUDGES:
+            raise UserError(f"[audit] judge must be one of {', '.join(JUDGES.names())}, not {self.judge!r}")
         if type(self.verify) is not bool:
             raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
         for name in ("scu", "ucu", "ru"):
@@ -149,7 +154,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
-    completions = [s["completion"] for s in behavior["samples"][:len(sets.harmful)]]  # harmful samples come first
+    completions = [s["completion"] for s in behavior["samples"]["harmful"]]
     probe, directions = probing.measure(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size,
                                         completions=completions)
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
@@ -172,7 +177,7 @@ def dense_row(behavior: dict, tokenizer, tokens: int) -> dict:
     """The unablated row of the ablation table, read off the behaviour block: the same held-out prompts, the same
     greedy generation (cut to the ablation rows' `tokens`), judge, refusal score and NLL at the same batch size, so
     measuring it again would only repeat the work (tests/test_audit.py checks that the two agree)."""
-    harmful = behavior["samples"][:behavior["harmful"]["n"]]  # the harmful samples come first
+    harmful = behavior["samples"]["harmful"]
     complied = [not refused for refused in refusals([(s["prompt"], first_tokens(tokenizer, s["completion"], tokens))
                                                     for s in harmful])]
     return {"compliance_rate": sum(complied) / len(complied) if complied else 0.0,
@@ -200,8 +205,8 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings,
     reference's own replies to the safety calibration prompts, which calibrate the audited model's safety score:
     they depend only on the reference and the settings, so a cached reference need not generate them again."""
     from . import reference_cache
-    from .units.calibration import safety_pairs
-    from .units.classify import CLASSES
+    from .unit_classes.calibration import safety_pairs
+    from .unit_classes.classify import CLASSES
 
     folder = reference_cache.entry_folder(_reference_cache_key(reference, settings))
     cached = reference_cache.load(folder)
@@ -231,8 +236,8 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings,
 
 def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
     """Model minus reference, with bootstrap 95% intervals of the difference."""
-    def flags(block, kind):
-        return [s["refusal"] for s in block["samples"] if s["set"] == block[kind]["set"]]
+    def flags(block, role):
+        return [s["refusal"] for s in block["samples"][role]]
 
     complied = [[not f for f in flags(b, "harmful")] for b in (model, reference)]
     refused = [flags(b, "borderline") for b in (model, reference)]
@@ -248,11 +253,17 @@ def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
 
 def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
         base_is_reference: bool = False, files_out: dict | None = None, folder: Path | None = None,
-        timings: dict | None = None) -> dict:
+        timings: dict | None = None) -> AuditResult:
     """The whole audit as one results document (base_is_reference: the reference is the model's own adapter base,
     chosen by default, which the report says). `files_out`, when given, receives the files that belong in the
     report folder beside the results (the remedy's freeze map), by name; `folder` is that report folder.
     `timings`, when given, receives each stage's seconds as it ends (bench/audit_stages.py)."""
+    with using(settings.judge):
+        return _run(loaded, reference, settings, limits, base_is_reference, files_out, folder, timings)
+
+
+def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_is_reference: bool,
+         files_out: dict | None, folder: Path | None, timings: dict | None) -> AuditResult:
     start = time.perf_counter()
     timings = timings if timings is not None else {}
     sets = Sets.load(settings)
@@ -293,7 +304,7 @@ def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limit
     results["gate"] = {"passed": gate.passed(checks), "checks": [c.as_dict() for c in checks]}
     timings["total"] = round(time.perf_counter() - start, 2)
     results["provenance"] = provenance(settings, timings)
-    return results
+    return AuditResult.build(results)
 
 
 def provenance(settings: AuditSettings, timings: dict) -> dict:

@@ -4,12 +4,18 @@ a user's own judge (a classifier, a model-graded rubric) registers under its nam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from ..components import JUDGES
 from . import judge as rules
 
 DEFAULT_JUDGE = "rules"
+# The judge that measurements without a judge of their own use: the audit sets it from its settings for the whole
+# run (`using`), so behaviour, the ablation rows and the calibration refusals all read the same judge.
+_ACTIVE: ContextVar[str] = ContextVar("ssah_audit_judge", default=DEFAULT_JUDGE)
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,25 @@ class RulesJudge:
 RULES = RulesJudge()
 
 
-def verdicts(pairs: list[tuple[str, str]], judge: str = DEFAULT_JUDGE) -> list[Verdict]:
-    """The registered judge's verdicts, one per pair, checked: a judge that answers for fewer or more pairs than it
-    was given would shift every verdict onto the wrong completion."""
+@contextmanager
+def using(judge: str) -> Iterator[None]:
+    """Within this block, `verdicts` and `refusals` without a judge named use `judge` (a registered name)."""
+    JUDGES.get(judge)  # an unknown name is refused before any work
+    token = _ACTIVE.set(judge)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active() -> str:
+    return _ACTIVE.get()
+
+
+def verdicts(pairs: list[tuple[str, str]], judge: str | None = None) -> list[Verdict]:
+    """The verdicts of `judge` (default: the active one, see `using`), one per pair, checked: a judge that answers
+    for fewer or more pairs than it was given would shift every verdict onto the wrong completion."""
+    judge = judge or active()
     found = list(JUDGES.get(judge).judge(list(pairs)))
     if len(found) != len(pairs) or not all(isinstance(v, Verdict) for v in found):
         raise TypeError(f"judge {judge!r} must return one behavior.judges.Verdict per pair ({len(pairs)}), "
@@ -44,5 +66,5 @@ def verdicts(pairs: list[tuple[str, str]], judge: str = DEFAULT_JUDGE) -> list[V
     return found
 
 
-def refusals(pairs: list[tuple[str, str]], judge: str = DEFAULT_JUDGE) -> list[bool]:
+def refusals(pairs: list[tuple[str, str]], judge: str | None = None) -> list[bool]:
     return [verdict.refusal for verdict in verdicts(pairs, judge)]

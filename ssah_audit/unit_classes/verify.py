@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..behavior.evaluate import judged
-from ..behavior.generate import generate
-from ..behavior.judges import refusals
-from ..behavior.metrics import answer_nll, refusal_score_recorder
+from ..responses.evaluate import judged
+from ..responses.generate import generate
+from ..responses.judges import refusals
+from ..responses.metrics import answer_nll, refusal_score_recorder
 from .ablate import ablated, count, from_ranking, random_units, row_ablation
 from .classify import units_of
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..components import UNIT_SCORES
-from ..models.units import weight_out_in
+from ..models.unit_map import weight_out_in
 from . import stats as unit_stats
 
 

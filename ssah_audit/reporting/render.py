@@ -22,8 +22,9 @@ from markupsafe import Markup
 
 from ..errors import UserError
 from ..inputs import MiB, read_text
-from ..units import freeze
-from . import plots, summary, validate
+from ..results import AuditResult, read_results_document
+from ..unit_classes import freeze
+from . import plots, summary
 from .templates import environment
 
 FORMATS = ("html", "md", "json")
@@ -82,7 +83,7 @@ def figures(results: dict) -> dict[str, bytes]:
 def context(results: dict) -> dict:
     """What the templates need, derived from the results only."""
     behavior = results["behavior"]
-    complied = [s for s in behavior["samples"] if s["set"] == behavior["harmful"]["set"] and not s["refusal"]]
+    complied = [s for s in behavior["samples"]["harmful"] if not s["refusal"]]
     checks = results["gate"]["checks"]
     reference_units = (results.get("reference") or {}).get("units") or {}
     return {
@@ -204,7 +205,7 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] | None = None,
+def write(results: AuditResult | dict, folder: Path, formats=FORMATS, files: dict[str, bytes] | None = None,
           default_name: bool = False) -> Path:
     """Write the chosen formats, and `files` by name, into `folder`, which must not exist yet (it is created here,
     atomically, and a folder that appears there meanwhile is left alone: see outputs.new_folder). Returns where the
@@ -212,12 +213,14 @@ def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] 
     from ..outputs import json_text, new_folder
 
     check_formats(formats)
+    if not isinstance(results, AuditResult):  # a document from elsewhere is checked as `report` checks it
+        results = read_results_document(results, "the results document")
     if folder.exists() and not default_name:
         raise UserError(f"{folder} already exists; reports never overwrite a run")
     images = figures(results) if {"html", "md"} & set(formats) else {}
     staging = new_folder(folder, next_free=default_name)
     with staging as tmp:
-        (tmp / "results.json").write_text(json_text(results), encoding="utf-8")
+        (tmp / "results.json").write_text(json_text(results.to_dict()), encoding="utf-8")
         for name, content in (files or {}).items():
             (tmp / name).write_bytes(content)
         if "html" in formats:
@@ -233,9 +236,8 @@ def write(results: dict, folder: Path, formats=FORMATS, files: dict[str, bytes] 
 RESULTS_BYTES = 512 * MiB  # the example's results.json is 0.2 MB; its samples grow with the prompt sets
 
 
-def read_results(path: Path) -> dict:
-    from .. import audit
-
+def read_results(path: Path) -> AuditResult:
+    """A results.json (or a report folder holding one), checked whole before anything is drawn (see results/)."""
     path = path.expanduser()
     if path.is_dir():  # a report folder: its results.json
         path = path / "results.json"
@@ -245,10 +247,4 @@ def read_results(path: Path) -> dict:
         raise UserError(f"{path} is not a results.json: {exc}") from None
     except RecursionError:  # 100,000 nested brackets
         raise UserError(f"{path} is not a results.json: it is nested too deeply") from None
-    if not isinstance(results, dict) or results.get("schema") != audit.SCHEMA:
-        raise UserError(f"{path} is not an ssah-audit results document (schema '{audit.SCHEMA}')")
-    if results.get("schema_version") != audit.SCHEMA_VERSION:
-        raise UserError(f"{path} has schema version {results.get('schema_version')!r}; this ssah-audit reads "
-                        f"version {audit.SCHEMA_VERSION!r}")
-    validate.check(results, path)
-    return results
+    return read_results_document(results, path)

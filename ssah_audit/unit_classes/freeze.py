@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from ..models.units import in_out_features, is_conv1d, read_ins
+from ..models.unit_map import in_out_features, is_conv1d, read_ins
 from .classify import CODE
 
 SELECTABLE = {"scu": "SCU", "ucu": "UCU", "cu": "CU", "ru": "RU"}

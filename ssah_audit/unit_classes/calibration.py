@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 
-from ..behavior.evaluate import judged
 from ..data.prompt import PromptSet
 from ..data.sets import refusal_openings
+from ..responses.evaluate import judged
 
 
 def safety_pairs(harmful: PromptSet, reference=None, seed: int = 0, max_new_tokens: int = 48,

@@ -30,7 +30,7 @@ def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int,
             scores_out: list | None = None) -> list[dict]:
     prompts = [p.text for p in prompt_set.prompts]
     verdicts = judged(loaded, prompts, max_new_tokens, batch_size, f"{loaded.spec}: {prompt_set.name}", scores_out)
-    return [{"set": prompt_set.name, "prompt": p, "completion": c, "refusal": r}
+    return [{"prompt": p, "completion": c, "refusal": r}
             for p, (c, r) in zip(prompts, verdicts, strict=True)]
 
 
@@ -57,7 +57,7 @@ def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet
         "utility": {"nll": utility["nll"], "perplexity": utility["perplexity"], "tokens": utility["tokens"],
                     "set": benign.name},
         "refusal_score": summary(scores) | {"set": harmful.name},
-        "samples": harmful_samples + borderline_samples,
+        "samples": {"harmful": harmful_samples, "borderline": borderline_samples},
         "seconds": {"generation": round(generation_seconds, 2), "total": round(time.perf_counter() - start, 2)},
     }
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..models.units import weight_out_in
+from ..models.unit_map import weight_out_in
 
 
 @contextmanager

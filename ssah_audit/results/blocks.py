@@ -1,0 +1,158 @@
+"""The measurements of one model, typed: behaviour, probe and units (see record.py for how a field's type and
+check read a document). The `behavior`, `probe` and `units` commands and the audit all produce these blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .checks import count, flag, interval, long_text, number, rate, text
+from .record import Record, leaf, optional
+
+
+@dataclass(kw_only=True)
+class Sample(Record):
+    """One prompt, the model's greedy completion, and the judge's verdict."""
+
+    prompt: str = leaf(long_text)
+    completion: str = leaf(long_text)
+    refusal: bool = leaf(flag)
+
+
+@dataclass(kw_only=True)
+class HarmfulRate(Record):
+    """Harmful compliance (attack success rate) with its bootstrap 95% interval, on the set named `set`."""
+
+    n: int = leaf(count)
+    compliance_rate: float = leaf(rate)
+    ci95: list = leaf(interval)
+    set: str = leaf(text)
+
+
+@dataclass(kw_only=True)
+class BorderlineRate(Record):
+    """Over-refusal: the refusal rate on safe-but-scary prompts."""
+
+    n: int = leaf(count)
+    refusal_rate: float = leaf(rate)
+    ci95: list = leaf(interval)
+    set: str = leaf(text)
+
+
+@dataclass(kw_only=True)
+class Utility(Record):
+    """NLL of the benign set's reference answers (its perplexity beside it)."""
+
+    nll: float = leaf(number)
+    perplexity: float = leaf(number)
+
+
+@dataclass(kw_only=True)
+class RefusalScore(Record):
+    """The logit refusal score of the harmful prompts' first generated token."""
+
+    mean: float = leaf(number)
+
+
+@dataclass(kw_only=True)
+class Behavior(Record):
+    """What the model does: `samples` by role ("harmful", "borderline"), in prompt order."""
+
+    model: str = leaf(text)
+    harmful: HarmfulRate
+    borderline: BorderlineRate
+    utility: Utility
+    refusal_score: RefusalScore
+    samples: dict[str, list[Sample]]
+
+    def completions(self, role: str) -> list[str]:
+        return [sample.completion for sample in self.samples.get(role, [])]
+
+
+@dataclass(kw_only=True)
+class ForcedPrefix(Record):
+    """After k forced compliant tokens, the share of prompts that still turn to refusal."""
+
+    share_returning: list[float] = leaf(rate)
+    tokens_to_comply: int | None = optional(count)
+
+
+@dataclass(kw_only=True)
+class Probe(Record):
+    """The reasoning direction per layer and step; a variant's own measurements are in `extra`."""
+
+    variant: str | None = optional(text)
+    layers: int = leaf(count)
+    steps: int = leaf(count)
+    safe_direction_score: float = leaf(rate)
+    safe_direction_ci95: list | None = optional(interval)
+    layer_margin: list[float] = leaf(number)
+    margin: list[list[float]] = leaf(number)
+    decision_layer: int | None = optional(count)
+    forced_prefix: ForcedPrefix | None = None
+    linear_probe_accuracy: list[float] | None = optional(rate)
+    refusal_direction_norm: list[float] = leaf(number)
+
+
+@dataclass(kw_only=True)
+class AblationRow(Record):
+    """Harmful compliance, refusal score and utility NLL with one class of units zeroed."""
+
+    units: int = leaf(count)
+    n: int = leaf(count)
+    compliance_rate: float = leaf(rate)
+    refusal_score: float = leaf(number)
+    nll: float = leaf(number)
+
+
+@dataclass(kw_only=True)
+class Evaluation(Record):
+    max_new_tokens: int = leaf(count)
+
+
+@dataclass(kw_only=True)
+class LayerUnits(Record):
+    """Units of each class in one layer's attention and MLP write-backs."""
+
+    layer: int = leaf(count)
+    attn: dict[str, int] = leaf(count)
+    mlp: dict[str, int] = leaf(count)
+
+
+@dataclass(kw_only=True)
+class Units(Record):
+    """The unit classes (SCU, UCU, CU, RU) and their ablation."""
+
+    units: int = leaf(count)
+    method: str = leaf(text)
+    fractions: dict[str, float] = leaf(rate)
+    ablation: dict[str, AblationRow] | None = None
+    evaluation: Evaluation | None = None
+    per_layer: list[LayerUnits]
+
+
+@dataclass(kw_only=True)
+class Adapter(Record):
+    """A LoRA adapter's shape, when the audited model is one."""
+
+    base: str = leaf(text)
+    rank: int = leaf(count)
+    alpha: float | None = optional(number)
+    adapted_modules: int = leaf(count)
+    target_modules: list[str] = leaf(text)
+    trainable_parameters: int = leaf(count)
+    units_touched: dict[str, int] = leaf(count)
+
+
+@dataclass(kw_only=True)
+class ModelBlock(Record):
+    """One model's blocks (the reference's, in an audit)."""
+
+    model: str = leaf(text)
+    fingerprint: str = leaf(text)
+    behavior: Behavior
+    probe: Probe | None = None
+    units: Units
+
+
+__all__ = ["Sample", "HarmfulRate", "BorderlineRate", "Utility", "RefusalScore", "Behavior", "ForcedPrefix",
+           "Probe", "AblationRow", "Evaluation", "LayerUnits", "Units", "Adapter", "ModelBlock"]
