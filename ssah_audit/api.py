@@ -28,41 +28,44 @@ def load_model(model: str | LoadedModel, *, dtype: str = "auto", device: str = "
     return load(model, LoadOptions(dtype, device, trust_remote_code, allow_pickle, base))
 
 
-def _reference(reference: str | LoadedModel | None) -> LoadedModel | None:
-    """A reference loads with its own base: `base` belongs to the model under study (see resolve.load_reference)."""
-    return None if reference is None else load_model(reference)
-
-
 def audit(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, quick: bool = False,
           settings: AuditSettings | dict | None = None, config: str | Path | None = None,
           thresholds: dict[str, float] | None = None, out: str | Path | None = None,
-          formats: tuple[str, ...] = ("html", "md", "json"), **load) -> AuditResult:
+          formats: tuple[str, ...] = ("html", "md", "json"), map_folder: str | Path | None = None,
+          **load) -> AuditResult:
     """The whole audit (`ssah-audit audit`): behaviour, probe and units of the model and the reference, their
-    comparison, the remedy and the gate. `settings`: an AuditSettings or a dict of its fields, over the defaults
-    (or the quick ones); `config`: an audit.toml whose [audit] and [gate] tables apply first; `thresholds`: gate
-    thresholds by check name, over both. Without a reference, a LoRA adapter is audited against its base. With
-    `out`, the report folder (which must not exist) is written as the CLI writes it. `load`: load_model's options
-    for the model."""
+    comparison, the remedy and the gate. `settings`: an AuditSettings, or a dict of its fields over the defaults
+    (the quick ones with `quick`); `config`: an audit.toml whose [audit] and [gate] tables apply first;
+    `thresholds`: gate thresholds by check name, over both. Without a reference, a LoRA adapter is audited
+    against its base. `out`: the report folder to write (checked before the work: it must not exist);
+    `map_folder`: where the remedy's freeze map will be, for a caller that writes the report itself (default:
+    `out`). `load`: load_model's options (dtype, device, trust_remote_code, allow_pickle, base) for the model."""
     from . import auditing, gate
+    from .outputs import check_new_folder
 
     table = gate.load_config(Path(config).expanduser()) if config is not None else {}
     limits = gate.thresholds(table)
     for name, value in (thresholds or {}).items():
         limits[name] = gate.parse_threshold(name, value)
     chosen = _settings(settings, table.get("audit") or {}, quick)
+    folder = check_new_folder(Path(out)) if out is not None else None
+    if folder is not None:
+        from .reporting.render import check_formats
+
+        check_formats(formats)
     loaded = load_model(model, **load)
     base_is_reference = reference is None and loaded.adapter is not None
     if base_is_reference:  # an adapter is audited against what it was tuned from, unless told otherwise
         reference = loaded.adapter["base"]
         warn(f"no --reference: auditing the adapter against its base, {reference}")
-    files: dict[str, bytes] = {}
-    folder = Path(out).expanduser() if out is not None else None
-    result = auditing.run(loaded, _reference(reference), chosen, limits, base_is_reference=base_is_reference,
-                          files_out=files, folder=folder)
+    if reference is not None:  # the model's options, but its own base (see resolve.load_reference)
+        reference = load_model(reference, **{**load, "base": None})
+    where = Path(map_folder).expanduser() if map_folder is not None else folder
+    result = auditing.run(loaded, reference, chosen, limits, base_is_reference=base_is_reference, folder=where)
     if folder is not None:
         from .reporting import render
 
-        render.write(result, folder, formats, files)
+        render.write(result, folder, formats)
     return result
 
 
@@ -75,56 +78,87 @@ def _settings(settings: AuditSettings | dict | None, table: dict, quick: bool) -
     return settings_from({**table, **(settings or {})}, quick)
 
 
-def behavior(model: str | LoadedModel, *, harmful: str = "harmful", benign: str = "benign",
-             borderline: str = "borderline", limit: int | None = None, max_new_tokens: int = 64,
-             batch_size: int = 16, seed: int = 0, judge: str | None = None) -> Behavior:
-    """Harmful compliance, over-refusal, utility NLL and refusal score, with bootstrap intervals
-    (`ssah-audit behavior`); `judge`: a registered judge's name (default: the rules)."""
+def _sets(specs, prompt_field: str | None, limit: int | None) -> list:
     from .data.sets import load_prompt_set
-    from .responses.evaluate import measure
+
+    return [load_prompt_set(spec, prompt_field).limit(limit) for spec in specs]
+
+
+def behavior(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, harmful: str = "harmful",
+             benign: str = "benign", borderline: str = "borderline", prompt_field: str | None = None,
+             limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0,
+             judge: str | None = None, **load) -> Behavior:
+    """Harmful compliance, over-refusal, utility NLL and refusal score, with bootstrap intervals
+    (`ssah-audit behavior`); `judge`: a registered judge's name (default: the rules). With a reference,
+    `result["reference"]` is its Behavior and `result["first_token_kl"]` KL(reference || model) of the first
+    token on the benign prompts. `load`: load_model's options."""
+    from .data.sets import load_prompt_set
+    from .responses.evaluate import compare, measure
     from .responses.judges import DEFAULT_JUDGE, using
 
-    sets = [load_prompt_set(spec) for spec in (harmful, benign, borderline)]
+    sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
     sets[2] = sets[2].safe_only()
     sets = [prompt_set.limit(limit) for prompt_set in sets]
     with using(judge or DEFAULT_JUDGE):
-        doc = measure(load_model(model), *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-    return Behavior.build(doc)
+        loaded = load_model(model, **load)
+        result = Behavior.build(measure(loaded, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                        seed=seed))
+        if reference is not None:
+            ref = load_model(reference, **{**load, "base": None})
+            result.extra["reference"] = Behavior.build(measure(ref, *sets, max_new_tokens=max_new_tokens,
+                                                               batch_size=batch_size, seed=seed))
+            result.extra["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
+    return result
 
 
-def probe(model: str | LoadedModel, *, variant: str = "self", harmful: str = "harmful", benign: str = "benign",
-          steps: int = 10, limit: int | None = None, batch_size: int = 16) -> Probe:
-    """The reasoning direction per layer and step (`ssah-audit probe`); `variant`: a registered probe variant."""
+def probe(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, variant: str = "self",
+          harmful: str = "harmful", benign: str = "benign", prompt_field: str | None = None, steps: int = 10,
+          limit: int | None = None, batch_size: int = 16, **load) -> Probe:
+    """The reasoning direction per layer and step (`ssah-audit probe`); `variant`: a registered probe variant.
+    With a reference, `result["reference"]` compares the two (its score, the drop, the directions' cosine)."""
     from . import probing
-    from .data.sets import load_prompt_set
+    from .components import PROBES
 
-    sets = [load_prompt_set(spec).limit(limit) for spec in (harmful, benign)]
-    loaded = load_model(model)
-    probing.check_steps(loaded.model, steps)
-    doc, _ = probing.measure(loaded, *sets, steps, batch_size, variant)
+    PROBES.get(variant)
+    sets = _sets((harmful, benign), prompt_field, limit)
+    loaded = load_model(model, **load)
+    ref = None if reference is None else load_model(reference, **{**load, "base": None})
+    for one in filter(None, (loaded, ref)):
+        probing.check_steps(one.model, steps)
+    doc, directions = probing.measure(loaded, *sets, steps, batch_size, variant)
+    if ref is not None:
+        ref_doc, ref_directions = probing.measure(ref, *sets, steps, batch_size, variant)
+        doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
     return Probe.build(doc)
 
 
 def units(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, method: str = "wifv",
           scu: float = 1.5, ucu: float = 10.0, ru: float = 15.0, safety_data: str = "harmful:train",
-          utility_data: str = "benign:train", verify: bool = False, harmful: str = "harmful",
-          benign: str = "benign", limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 8,
-          seed: int = 0) -> Units:
-    """Score, class and (with `verify`) ablate the units (`ssah-audit units`); `method`: a registered unit score.
-    The class vectors themselves: `units.analyse.analyse`, which this calls."""
+          utility_data: str = "benign:train", verify: bool = False, sweep: bool = False, harmful: str = "harmful",
+          benign: str = "benign", prompt_field: str | None = None, response_only: bool = False,
+          limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 8, seed: int = 0,
+          **load) -> Units:
+    """Score, class and (with `verify`) ablate the units (`ssah-audit units`); `method`: a registered unit score;
+    `sweep`: ablate the top 0.25-5% of the SCU ranking. The class vectors and raw scores, per module, come with
+    the result as `result.classes` and `result.scores` (not part of its document)."""
     from .components import UNIT_SCORES
-    from .data.sets import load_prompt_set
     from .unit_classes.analyse import analyse
     from .unit_classes.classify import Fractions, check_fractions
 
     UNIT_SCORES.get(method)
     check_fractions(scu, ucu, ru)
-    sets = [load_prompt_set(spec).limit(limit) for spec in (safety_data, utility_data)]
-    held_out = [load_prompt_set(spec).limit(limit) for spec in (harmful, benign)] if verify else [None, None]
-    doc, _ = analyse(load_model(model), *sets, method=method, fractions=Fractions(scu, ucu, ru),
-                     reference=_reference(reference), evaluate_harmful=held_out[0], evaluate_benign=held_out[1],
-                     run_verify=verify, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed)
-    return Units.build(doc)
+    sets = _sets((safety_data, utility_data), prompt_field, limit)
+    held_out = _sets((harmful, benign), prompt_field, limit) if verify or sweep else [None, None]
+    loaded = load_model(model, **load)
+    ref = None if reference is None else load_model(reference, **{**load, "base": None})
+    raw: dict = {}
+    doc, classes = analyse(loaded, *sets, method=method, fractions=Fractions(scu, ucu, ru), reference=ref,
+                           evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify,
+                           run_sweep=sweep, response_only=response_only, batch_size=batch_size,
+                           max_new_tokens=max_new_tokens, seed=seed, scores_out=raw)
+    result = Units.build(doc)
+    result.classes, result.scores = classes, raw
+    return result
 
 
 def judge(pairs, judge: str = "rules") -> list:

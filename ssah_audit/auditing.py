@@ -252,18 +252,18 @@ def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
 
 
 def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
-        base_is_reference: bool = False, files_out: dict | None = None, folder: Path | None = None,
-        timings: dict | None = None) -> AuditResult:
+        base_is_reference: bool = False, folder: Path | None = None, timings: dict | None = None) -> AuditResult:
     """The whole audit as one results document (base_is_reference: the reference is the model's own adapter base,
-    chosen by default, which the report says). `files_out`, when given, receives the files that belong in the
-    report folder beside the results (the remedy's freeze map), by name; `folder` is that report folder.
-    `timings`, when given, receives each stage's seconds as it ends (bench/audit_stages.py)."""
+    chosen by default, which the report says). The result's `files` are the files that belong in the report
+    folder beside the results (the remedy's freeze map), by name; `folder` is that report folder, which the
+    remedy's command names. `timings`, when given, receives each stage's seconds as it ends
+    (bench/audit_stages.py)."""
     with using(settings.judge):
-        return _run(loaded, reference, settings, limits, base_is_reference, files_out, folder, timings)
+        return _run(loaded, reference, settings, limits, base_is_reference, folder, timings)
 
 
 def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_is_reference: bool,
-         files_out: dict | None, folder: Path | None, timings: dict | None) -> AuditResult:
+         folder: Path | None, timings: dict | None) -> AuditResult:
     start = time.perf_counter()
     timings = timings if timings is not None else {}
     sets = Sets.load(settings)
@@ -295,16 +295,17 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
         "settings": asdict(settings),
         "sets": {name: {"name": s.name, "source": s.source, "n": len(s)} for name, s in vars(sets).items()},
     }
+    files = {}
     if reference is not None:
         where = str(folder / remedy.MAP_NAME) if folder else remedy.MAP_NAME
         results["remedy"], files = remedy.plan(reference.spec, ref_block, ref_classes, ref_safety, where)
-        if files_out is not None:
-            files_out.update(files)
     checks = gate.evaluate(results, limits or gate.thresholds())
     results["gate"] = {"passed": gate.passed(checks), "checks": [c.as_dict() for c in checks]}
     timings["total"] = round(time.perf_counter() - start, 2)
     results["provenance"] = provenance(settings, timings)
-    return AuditResult.build(results)
+    result = AuditResult.build(results)
+    result.files.update(files)
+    return result
 
 
 def provenance(settings: AuditSettings, timings: dict) -> dict:

@@ -33,8 +33,9 @@ def audit(
     """Audit a model against an aligned reference: behaviour, probing, units (verified by ablation),
     comparison, gate and reports. Exit 0 when the gate passes, 1 when it fails.
     """
-    from .. import auditing, gate
-    from ..models.resolve import load_model, load_reference
+    from dataclasses import asdict
+
+    from .. import api, auditing, gate
     from ..outputs import check_new_folder, check_outputs, write_atomic
     from ..reporting import render
 
@@ -47,26 +48,18 @@ def audit(
     inputs += model_files(model, reference)
     folder = check_new_folder(out_dir or render.new_folder(Path("reports"), model), make_parent=not out_dir)
     [junit_target] = check_outputs([junit_file], overwrite, inputs, folders=[folder])
-    options = load_options()
-    loaded = load_model(model, options)
-    base_is_reference = reference is None and loaded.adapter is not None
-    if base_is_reference:  # an adapter is audited against what it was tuned from, unless told otherwise
-        reference = loaded.adapter["base"]
-        err.print(f"no --reference: auditing the adapter against its base, {reference}", highlight=False)
-    ref = load_reference(reference, options)
-    files: dict[str, bytes] = {}
-    results = auditing.run(loaded, ref, settings, limits, base_is_reference=base_is_reference, files_out=files,
-                           folder=folder)
-    passed = results["gate"]["passed"]
+    results = api.audit(model, reference, settings=settings, thresholds=limits, map_folder=folder,
+                        **asdict(load_options()))
+    passed = results.gate.passed
     failures = []  # an output that cannot be written must not hide the gate's verdict or change its exit code
     published = None
     try:
-        published = render.write(results, folder, chosen, files, default_name=not out_dir)
+        published = render.write(results, folder, chosen, default_name=not out_dir)
     except (UserError, OSError) as exc:
         failures.append(f"the report was not written: {_why(exc)}")
     if junit_target:
         try:
-            write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results["gate"]["checks"]]))
+            write_atomic(junit_target, gate.junit([gate.Check(**c) for c in results.gate.checks]))
         except (UserError, OSError) as exc:
             failures.append(f"the JUnit file was not written: {_why(exc)}")
     _gate_table(results)

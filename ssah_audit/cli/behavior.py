@@ -36,23 +36,17 @@ def behavior(
     Every rate carries a seeded bootstrap 95% interval. With --reference, the reference gets the same
     blocks and the JSON adds the first-token KL between the two on the benign prompts.
     """
-    from ..data.sets import load_prompt_set
-    from ..models.resolve import load_model, load_reference
+    from dataclasses import asdict
+
+    from .. import api
     from ..outputs import check_outputs, json_text, write_atomic
-    from ..responses.evaluate import compare, measure
 
     [target] = check_outputs([json_out], overwrite,
                              input_files(harmful, benign, borderline) + model_files(model, reference))
-    sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
-    sets[2] = sets[2].safe_only()
-    sets = [prompt_set.limit(limit) for prompt_set in sets]
-    options = load_options()
-    loaded = load_model(model, options)
-    doc = measure(loaded, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-    if reference:
-        ref = load_reference(reference, options)
-        doc["reference"] = measure(ref, *sets, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-        doc["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
+    result = api.behavior(model, reference, harmful=harmful, benign=benign, borderline=borderline,
+                          prompt_field=prompt_field, limit=limit, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size, seed=seed, **asdict(load_options()))
+    doc = result.to_dict()
     doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit}
     if target:
         write_atomic(target, json_text(doc))

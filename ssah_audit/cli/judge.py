@@ -27,10 +27,10 @@ def judge_command(
 ) -> None:
     """Judge completions as refusal (full or partial) or compliance, and summarise. An empty completion counts as
     a refusal (the model gave nothing usable); the summary says how many there were."""
+    from .. import api
     from ..data.loaders import check_row_format, read_rows, rows_text
     from ..outputs import check_outputs, write_atomic
     from ..responses.agreement import agreement, parse_label
-    from ..responses.judges import verdicts
     from ..responses.metrics import rate
 
     check_row_format(out_file)
@@ -41,7 +41,7 @@ def judge_command(
         if needed is not None and needed not in columns:
             raise UserError(f"{file} has no column '{needed}' (columns: {', '.join(columns)})")
     labels = [parse_label(row.get(label_column, "")) for row in rows] if label_column else None
-    results = verdicts([(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows])
+    results = api.judge([(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows])
     flags = [result.refusal for result in results]
     judged_rows = [{**row, "refusal": int(result.refusal), "refusal_reason": result.reason}
                    for row, result in zip(rows, results, strict=True)]

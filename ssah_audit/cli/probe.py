@@ -43,22 +43,16 @@ def probe(
     or the paper's share of cells with a positive cosine margin (paper). Plus per-layer linear probes (harmful vs
     benign) and the difference-in-means refusal direction.
     """
-    from .. import probing
-    from ..data.sets import load_prompt_set
-    from ..models.resolve import load_model, load_reference
+    from dataclasses import asdict
+
+    from .. import api
     from ..outputs import check_outputs, json_text, write_atomic
 
     targets = check_outputs([json_out, plot], overwrite, input_files(harmful, benign) + model_files(model, reference))
-    sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)]
-    options = load_options()
-    with status(f"probing {model}"):
-        doc, directions = probing.measure(load_model(model, options), *sets, steps, batch_size,
-                                                 variant)
-    if reference:
-        with status(f"probing {reference}"):
-            ref_doc, ref_directions = probing.measure(load_reference(reference, options), *sets, steps,
-                                                         batch_size, variant)
-        doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
+    with status(f"probing {model}" + (f" and {reference}" if reference else "")):
+        doc = api.probe(model, reference, variant=variant, harmful=harmful, benign=benign,
+                        prompt_field=prompt_field, steps=steps, limit=limit, batch_size=batch_size,
+                        **asdict(load_options())).to_dict()
     if targets[0]:
         write_atomic(targets[0], json_text(doc))
     if targets[1]:

@@ -49,15 +49,14 @@ def units(
     """Find attribute-critical units: score every unit on safety and utility calibration data, class them
     SCU / UCU / CU / RU, and with --verify confirm the classes by ablation (the paper's Table 1).
     """
-    from .. import __version__
-    from ..data.sets import load_prompt_set
-    from ..models.resolve import load_model, load_reference
+    from dataclasses import asdict
+
+    from .. import __version__, api
     from ..outputs import check_outputs, json_text, write_atomic
-    from ..unit_classes.analyse import analyse
     from ..unit_classes.classify import Fractions
     from ..unit_classes.classify import save_map as write_map
 
-    fractions = Fractions(scu, ucu, ru)
+    Fractions(scu, ucu, ru)  # refused in one line before any output is touched or model loaded
     if save_map and save_map.suffix != ".safetensors":
         raise UserError(f"--save-map {save_map}: the class map is a .safetensors file (its .json sidecar is "
                         "written beside it)")
@@ -65,17 +64,11 @@ def units(
     targets = check_outputs([json_out, save_map, plot, sidecar], overwrite,
                             input_files(safety_data, utility_data, harmful, benign)
                             + model_files(model, reference))[:3]
-    sets = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (safety_data, utility_data)]
-    held_out = [load_prompt_set(spec, prompt_field).limit(limit) for spec in (harmful, benign)] \
-        if verify_classes or sweep else [None, None]
-    options = load_options()
-    loaded = load_model(model, options)
-    ref = load_reference(reference, options)
-    raw_scores: dict = {}
-    doc, classes = analyse(loaded, *sets, method=method, fractions=fractions, reference=ref,
-                           evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify_classes,
-                           run_sweep=sweep, response_only=response_only, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, seed=seed, scores_out=raw_scores)
+    result = api.units(model, reference, method=method, scu=scu, ucu=ucu, ru=ru, safety_data=safety_data,
+                       utility_data=utility_data, verify=verify_classes, sweep=sweep, harmful=harmful,
+                       benign=benign, prompt_field=prompt_field, response_only=response_only, limit=limit,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, **asdict(load_options()))
+    doc, classes, raw_scores = result.to_dict(), result.classes, result.scores
     doc["version"] = __version__
     if targets[1]:
         write_map(targets[1], classes, {key: doc[key] for key in ("model", "fingerprint", "method", "requested",
@@ -99,7 +92,7 @@ def _units_tables(doc: dict) -> None:
     shares = ", ".join(f"{name} {share:.2%}" for name, share in doc["fractions"].items())
     out.print(f"[bold]{doc['model']}[/]: {doc['units']:,} units scored with {doc['method']}: {shares}",
               highlight=False)
-    if "ablation" in doc:
+    if doc.get("ablation"):
         table = Table(title="ablation (held-out prompts)")
         for column in ("removed", "units", "harmful compliance", "refusal score", "utility NLL"):
             table.add_column(column, justify="right")

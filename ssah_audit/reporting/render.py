@@ -205,11 +205,11 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def write(results: AuditResult | dict, folder: Path, formats=FORMATS, files: dict[str, bytes] | None = None,
-          default_name: bool = False) -> Path:
-    """Write the chosen formats, and `files` by name, into `folder`, which must not exist yet (it is created here,
-    atomically, and a folder that appears there meanwhile is left alone: see outputs.new_folder). Returns where the
-    report went: `folder`, or with `default_name` (a name new_folder chose) the next free name if it was taken."""
+def write(results: AuditResult | dict, folder: Path, formats=FORMATS, default_name: bool = False) -> Path:
+    """Write the chosen formats, and the result's `files` by name, into `folder`, which must not exist yet (it is
+    created here, atomically, and a folder that appears there meanwhile is left alone: see outputs.new_folder).
+    Returns where the report went: `folder`, or with `default_name` (a name new_folder chose) the next free name
+    if it was taken."""
     from ..outputs import json_text, new_folder
 
     check_formats(formats)
@@ -221,7 +221,7 @@ def write(results: AuditResult | dict, folder: Path, formats=FORMATS, files: dic
     staging = new_folder(folder, next_free=default_name)
     with staging as tmp:
         (tmp / "results.json").write_text(json_text(results.to_dict()), encoding="utf-8")
-        for name, content in (files or {}).items():
+        for name, content in results.files.items():
             (tmp / name).write_bytes(content)
         if "html" in formats:
             (tmp / "report.html").write_text(render(results, "html", images), encoding="utf-8")

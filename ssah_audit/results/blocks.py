@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .checks import count, flag, interval, long_text, number, rate, text
-from .record import Record, leaf, optional
+from .record import Record, internal, leaf, optional
 
 
 @dataclass(kw_only=True)
@@ -128,6 +128,9 @@ class Units(Record):
     ablation: dict[str, AblationRow] | None = None
     evaluation: Evaluation | None = None
     per_layer: list[LayerUnits]
+    # Where `ssah_audit.units` measured them: the class codes and the raw scores ("safety", "utility"), per module.
+    classes: dict = internal(default_factory=dict)
+    scores: dict = internal(default_factory=dict)
 
 
 @dataclass(kw_only=True)

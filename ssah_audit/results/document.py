@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import UserError
 from .blocks import Adapter, Behavior, ModelBlock, Probe, Units
 from .checks import count, finite, flag, interval, number, rate, scalar, status, text
-from .record import Record, leaf, optional
+from .record import Record, internal, leaf, optional
 
 SCHEMA = "ssah-audit/results"
 # 2: behaviour samples are grouped by role ({"harmful": [...], "borderline": [...]}), not found by position; a
@@ -163,6 +163,8 @@ class AuditResult(Record):
     sets: dict[str, SetInfo]
     gate: Gate
     provenance: Provenance
+    # The files that belong beside results.json in the report folder (the remedy's freeze map), by name.
+    files: dict[str, bytes] = internal(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.model}: gate {'PASS' if self.gate.passed else 'FAIL'}"

@@ -71,9 +71,14 @@ class Record(Mapping):
         return _read(value, cls, None, "", "", strict=False)
 
 
+def internal(**kwargs):
+    """A field the object carries that is not part of the document (neither written nor read)."""
+    return field(repr=False, compare=False, metadata={"internal": True}, **kwargs)
+
+
 @cache
 def _names(cls) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls) if f.name != "extra")
+    return tuple(f.name for f in fields(cls) if f.name != "extra" and not f.metadata.get("internal"))
 
 
 @cache
@@ -101,7 +106,7 @@ def _read(value, kind, check, where: str, path: str, strict: bool = True):
         _expect(isinstance(value, dict), "an object", value, where, path)
         built, hints = {}, _hints(kind)
         for f in fields(kind):
-            if f.name == "extra":
+            if f.name not in _names(kind):
                 continue
             key = _join(where, f.name)
             if f.name not in value:
