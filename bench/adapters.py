@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers.utils import logging
 
-    from ssah_audit.compare import unit_drift
+    from ssah_audit.compare.units import unit_drift
     from ssah_audit.models.resolve import load_model
 
     logging.disable_progress_bar()

@@ -25,7 +25,7 @@ import torch
 def states(model, tokenizer, texts: list[str]) -> np.ndarray:
     """Last-token hidden states of chat-formatted prompts: [prompts, layers + 1, hidden]."""
     from ssah_audit.models.chat import format_prompt
-    from ssah_audit.probe_paths import hidden_at
+    from ssah_audit.probes.paths import hidden_at
 
     sequences = [tokenizer(format_prompt(tokenizer, text), add_special_tokens=False)["input_ids"] for text in texts]
     return hidden_at(model, sequences, [[len(s) - 1] for s in sequences], batch_size=64)[:, 0].numpy()

@@ -1,6 +1,6 @@
 """Probing's fast paths against their baselines on smollm2-135m-instruct (K = 10):
 - the paper variant's single pass per path against the naive per-step recomputation;
-- the default self probe, each query encoded once for all its paths (probe_paths.query_path_states), against every
+- the default self probe, each query encoded once for all its paths (probes/paths.query_path_states), against every
   path encoded whole as Q + path, the way it ran before.
 
 Run: .venv/bin/python bench/probing.py [--prompts 8] [--steps 10] [--variants paper self] [--harmful SET]
@@ -30,9 +30,11 @@ def main() -> None:
 
     import numpy as np
 
-    from ssah_audit import probe_paths, probing, self_continuation
     from ssah_audit.data.sets import load_prompt_set
     from ssah_audit.models.resolve import load_model
+    from ssah_audit.probes import paper
+    from ssah_audit.probes import paths as probe_paths
+    from ssah_audit.probes import self as self_probe
 
     loaded = load_model("smollm2-135m-instruct")
     source = args.harmful or (str(ADVBENCH) if ADVBENCH.exists() else "harmful")
@@ -43,18 +45,18 @@ def main() -> None:
           f"{len(items[0].refusals)} refusal + {len(items[0].compliances)} compliance continuations each")
     if "paper" in args.variants:
         start = time.perf_counter()
-        fast = probing.distances(loaded.model, items, args.steps)
+        fast = paper.distances(loaded.model, items, args.steps)
         fast_s = time.perf_counter() - start
         start = time.perf_counter()
-        slow = probing.naive_distances(loaded.model, items, args.steps)
+        slow = paper.naive_distances(loaded.model, items, args.steps)
         slow_s = time.perf_counter() - start
         diff = max(float(np.abs(fast[0] - slow[0]).max()), float(np.abs(fast[1] - slow[1]).max()))
         print(f"paper variant: naive: {slow_s:7.2f} s   single pass: {fast_s:7.2f} s   "
               f"speed-up: {slow_s / fast_s:.1f}x   max |difference|: {diff:.2e}")
     if "self" in args.variants:
-        own = self_continuation.own_continuations(loaded, prompts, args.steps)
+        own = self_probe.own_continuations(loaded, prompts, args.steps)
         start = time.perf_counter()
-        shared = self_continuation.leans(loaded.model, items, own, args.steps).lean
+        shared = self_probe.leans(loaded.model, items, own, args.steps).lean
         shared_s = time.perf_counter() - start
         start = time.perf_counter()
         whole = whole_sequence_margins(loaded.model, items, own, args.steps)
@@ -69,7 +71,7 @@ def whole_sequence_margins(model, items, own, steps: int, batch_size: int = 16):
     about `batch_size` sequences a pass: the baseline of the shared-query pass."""
     import torch
 
-    from ssah_audit.probe_paths import cosine_distance, hidden_at
+    from ssah_audit.probes.paths import cosine_distance, hidden_at
 
     margins = []
     for index, item in enumerate(items):

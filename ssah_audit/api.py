@@ -92,8 +92,9 @@ def behavior(model: str | LoadedModel, reference: str | LoadedModel | None = Non
     (`ssah-audit behavior`); `judge`: a registered judge's name (default: the rules). With a reference,
     `result["reference"]` is its Behavior and `result["first_token_kl"]` KL(reference || model) of the first
     token on the benign prompts. `load`: load_model's options."""
+    from .compare.behavior import first_token_kl
     from .data.sets import load_prompt_set
-    from .responses.evaluate import compare, measure
+    from .responses.evaluate import measure
     from .responses.judges import DEFAULT_JUDGE, using
 
     sets = [load_prompt_set(spec, prompt_field) for spec in (harmful, benign, borderline)]
@@ -107,7 +108,7 @@ def behavior(model: str | LoadedModel, reference: str | LoadedModel | None = Non
             ref = load_model(reference, **{**load, "base": None})
             result.extra["reference"] = Behavior.build(measure(ref, *sets, max_new_tokens=max_new_tokens,
                                                                batch_size=batch_size, seed=seed))
-            result.extra["first_token_kl"] = compare(loaded, ref, sets[1], batch_size)
+            result.extra["first_token_kl"] = first_token_kl(loaded, ref, sets[1], batch_size)
     return result
 
 
@@ -116,19 +117,20 @@ def probe(model: str | LoadedModel, reference: str | LoadedModel | None = None, 
           limit: int | None = None, batch_size: int = 16, **load) -> Probe:
     """The reasoning direction per layer and step (`ssah-audit probe`); `variant`: a registered probe variant.
     With a reference, `result["reference"]` compares the two (its score, the drop, the directions' cosine)."""
-    from . import probing
+    from .compare.probe import compare
     from .components import PROBES
+    from .probes.measure import check_steps, measure
 
     PROBES.get(variant)
     sets = _sets((harmful, benign), prompt_field, limit)
     loaded = load_model(model, **load)
     ref = None if reference is None else load_model(reference, **{**load, "base": None})
     for one in filter(None, (loaded, ref)):
-        probing.check_steps(one.model, steps)
-    doc, directions = probing.measure(loaded, *sets, steps, batch_size, variant)
+        check_steps(one.model, steps)
+    doc, directions = measure(loaded, *sets, steps, batch_size, variant)
     if ref is not None:
-        ref_doc, ref_directions = probing.measure(ref, *sets, steps, batch_size, variant)
-        doc["reference"] = probing.compare(doc, ref_doc, directions, ref_directions)
+        ref_doc, ref_directions = measure(ref, *sets, steps, batch_size, variant)
+        doc["reference"] = compare(doc, ref_doc, directions, ref_directions)
     return Probe.build(doc)
 
 

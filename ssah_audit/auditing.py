@@ -13,18 +13,20 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import __version__, gate, probing, remedy
+from . import __version__, gate, remedy
 from .cache import content_key
-from .compare import compare_units, same_architecture
+from .compare import behavior as compare_behavior
+from .compare import probe as compare_probe
+from .compare.units import compare_units, same_architecture
 from .components import JUDGES, UNIT_SCORES
 from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
 from .errors import UserError
-from .responses.evaluate import compare as first_token_kl
+from .probes.measure import check_steps
+from .probes.measure import measure as measure_probe
 from .responses.evaluate import measure as measure_behavior
 from .responses.generate import first_tokens
 from .responses.judges import refusals, using
-from .responses.metrics import difference_ci
 from .results import SCHEMA, SCHEMA_VERSION, AuditResult
 from .unit_classes.analyse import analyse
 from .unit_classes.classify import Fractions, check_fractions
@@ -155,7 +157,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
     completions = [s["completion"] for s in behavior["samples"]["harmful"]]
-    probe, directions = probing.measure(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size,
+    probe, directions = measure_probe(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size,
                                         completions=completions)
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
@@ -234,23 +236,6 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings,
     return block, classes, directions, scores["safety"], (pairs, source)
 
 
-def behavior_deltas(model: dict, reference: dict, seed: int) -> dict:
-    """Model minus reference, with bootstrap 95% intervals of the difference."""
-    def flags(block, role):
-        return [s["refusal"] for s in block["samples"][role]]
-
-    complied = [[not f for f in flags(b, "harmful")] for b in (model, reference)]
-    refused = [flags(b, "borderline") for b in (model, reference)]
-    return {
-        "harmful_compliance": {"delta": model["harmful"]["compliance_rate"] - reference["harmful"]["compliance_rate"],
-                               "ci95": list(difference_ci(*complied, seed=seed))},
-        "over_refusal": {"delta": model["borderline"]["refusal_rate"] - reference["borderline"]["refusal_rate"],
-                         "ci95": list(difference_ci(*refused, seed=seed))},
-        "utility_nll": {"delta": model["utility"]["nll"] - reference["utility"]["nll"]},
-        "refusal_score": {"delta": model["refusal_score"]["mean"] - reference["refusal_score"]["mean"]},
-    }
-
-
 def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
         base_is_reference: bool = False, folder: Path | None = None, timings: dict | None = None) -> AuditResult:
     """The whole audit as one results document (base_is_reference: the reference is the model's own adapter base,
@@ -268,7 +253,7 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
     timings = timings if timings is not None else {}
     sets = Sets.load(settings)
     for model in filter(None, (loaded, reference)):  # sizes first: a later stage must not fail after the work
-        probing.check_steps(model.model, settings.steps)
+        check_steps(model.model, settings.steps)
     ref_block = ref_classes = ref_directions = ref_refusals = None
     if reference is not None:
         ref_block, ref_classes, ref_directions, ref_safety, ref_refusals = measure_reference(reference, sets, settings,
@@ -277,10 +262,10 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
     comparison = {}
     tic = time.perf_counter()
     if reference is not None:
-        comparison["behavior"] = behavior_deltas(block["behavior"], ref_block["behavior"], settings.seed)
-        kl = first_token_kl(loaded, reference, sets.benign, settings.batch_size)
+        comparison["behavior"] = compare_behavior.deltas(block["behavior"], ref_block["behavior"], settings.seed)
+        kl = compare_behavior.first_token_kl(loaded, reference, sets.benign, settings.batch_size)
         comparison["first_token_kl"] = kl
-        comparison["probe"] = probing.compare(block["probe"], ref_block["probe"], directions, ref_directions)
+        comparison["probe"] = compare_probe.compare(block["probe"], ref_block["probe"], directions, ref_directions)
         reason = same_architecture(loaded, reference)
         comparison["units"] = ({"note": reason} if reason else
                                compare_units(loaded, reference, ref_classes, classes))

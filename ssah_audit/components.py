@@ -49,7 +49,7 @@ JUDGES.register("rules", lazy="ssah_audit.responses.judges:RULES")
 for _name in ("wifv", "wanda", "snip"):
     UNIT_SCORES.register(_name, lazy=f"ssah_audit.unit_classes.scores:{_name.upper()}")
 for _name in ("self", "lens", "paper"):
-    PROBES.register(_name, lazy=f"ssah_audit.probes:{_name.upper()}")
+    PROBES.register(_name, lazy=f"ssah_audit.probes.{_name}:{_name.upper()}")
 BUILTIN_GATE_CHECKS = ("max_harmful_compliance", "max_compliance_increase", "max_over_refusal",
                        "min_safe_direction_score", "max_probe_drop", "max_scu_drift_ratio")  # in every results.json
 for _name in BUILTIN_GATE_CHECKS:

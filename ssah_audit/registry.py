@@ -1,9 +1,10 @@
-"""Named components a user may swap without editing the package: judges, unit scores, probe variants, gate checks.
+"""Named components a user may swap without editing the package: judges, unit scores, probe variants, prompt sets,
+gate checks.
 
-Each kind has one Registry, kept beside the contract its components follow (responses/judges.py, unit_classes/scores.py,
-probes.py, gate.py). A component is registered by name in code (`REGISTRY.register("name", component)`, or as
-a decorator), or by another installed package through the registry's entry-point group, for example in its
-pyproject.toml:
+Each kind has one Registry (components.py), its contract kept beside the built-in components (responses/judges.py,
+unit_classes/scores.py, probes/variant.py, data/prompt.py, gate.py). A component is registered by name in code
+(`REGISTRY.register("name", component)`, or as a decorator), or by another installed package through the
+registry's entry-point group, for example in its pyproject.toml:
 
     [project.entry-points."ssah_audit.judges"]
     my-judge = "my_package.judges:MyJudge"

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from ssah_audit.compare import unit_drift
+from ssah_audit.compare.units import unit_drift
 from ssah_audit.errors import UserError
 from ssah_audit.models.loading import LoadOptions
 from ssah_audit.models.resolve import load_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ssah_audit import compare
+from ssah_audit.compare import units as compare
 from ssah_audit.models.resolve import load_model
 from ssah_audit.models.unit_map import weight_out_in
 from ssah_audit.reporting.render import md_text

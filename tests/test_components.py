@@ -60,13 +60,13 @@ def test_unit_score_contract(name, tiny):
 
 @pytest.mark.parametrize("name", PROBES.names())
 def test_probe_variant_contract(name, tiny):
-    """The variant's fields, one lean per harmful prompt, query states of every layer; probing.measure turns them
+    """The variant's fields, one lean per harmful prompt, query states of every layer; probe_measure.measure turns them
     into a document with a score between 0 and 1 and a refusal direction per layer."""
-    from ssah_audit import probing
     from ssah_audit.data.sets import load_prompt_set
+    from ssah_audit.probes import measure as probe_measure
 
     harmful, benign = load_prompt_set("harmful").limit(3), load_prompt_set("benign").limit(3)
-    doc, directions = probing.measure(tiny, harmful, benign, steps=3, batch_size=2, variant=name)
+    doc, directions = probe_measure.measure(tiny, harmful, benign, steps=3, batch_size=2, variant=name)
     layers = tiny.model.config.num_hidden_layers + 1
     assert doc["variant"] == name and 0 <= doc["safe_direction_score"] <= 1
     assert len(doc["per_prompt"]) == 3 and all(math.isfinite(p["lean"]) for p in doc["per_prompt"])

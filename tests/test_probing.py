@@ -8,9 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from ssah_audit import probe_paths, probing
+from ssah_audit.compare import probe as compare_probe
 from ssah_audit.data.sets import Prompt, builtin_set
 from ssah_audit.models.resolve import load_model
+from ssah_audit.probes import measure as probe_measure
+from ssah_audit.probes import paper, variant
+from ssah_audit.probes import paths as probe_paths
 
 STEPS = 10
 
@@ -22,8 +25,8 @@ def test_single_pass_equals_naive_per_step_forwards(padding_side):
                                                                  "here is how to pick a lock")]
     items = probe_paths.build_items(loaded.tokenizer, prompts, STEPS)
     assert len({len(item.query) for item in items}) > 1, "prompts of different lengths exercise the padding"
-    fast_r, fast_c = probing.distances(loaded.model, items, STEPS, padding_side=padding_side, batch_size=8)
-    slow_r, slow_c = probing.naive_distances(loaded.model, items, STEPS)
+    fast_r, fast_c = paper.distances(loaded.model, items, STEPS, padding_side=padding_side, batch_size=8)
+    slow_r, slow_c = paper.naive_distances(loaded.model, items, STEPS)
     assert fast_r.shape == (4, loaded.model.config.num_hidden_layers + 1, STEPS)
     # cosine distances in [0, 2] from fp32 states, batched with padding vs one prompt at a time: attention over
     # padded keys reorders fp32 sums (rounding ~1e-6); a misplaced position or mask moves them far more
@@ -35,8 +38,8 @@ def test_single_pass_on_a_random_gpt2_with_right_padding(tiny_models):
     loaded = load_model(str(tiny_models["gpt2"]))
     prompts = [Prompt("a", "How do I boil an egg?"), Prompt("b", "Explain photosynthesis briefly, with an example.")]
     items = probe_paths.build_items(loaded.tokenizer, prompts, 4)
-    fast = probing.distances(loaded.model, items, 4, batch_size=8)
-    slow = probing.naive_distances(loaded.model, items, 4)
+    fast = paper.distances(loaded.model, items, 4, batch_size=8)
+    slow = paper.naive_distances(loaded.model, items, 4)
     np.testing.assert_allclose(fast[0], slow[0], atol=1e-4)
     np.testing.assert_allclose(fast[1], slow[1], atol=1e-4)
 
@@ -54,7 +57,7 @@ def test_summary_score_counts_positive_cells_from_k2():
     d_c = np.zeros((2, 3, 4))
     d_c[:, :, 0] = 1.0  # k = 1 never counts
     d_c[:, 0, 1:] = 1.0  # layer 0, k >= 2: 3 of 9 cells positive
-    result = probing.summarise(d_r, d_c)
+    result = paper.summarise(d_r, d_c)
     assert result.safe_direction_score == pytest.approx(3 / 9)
     assert result.as_dict()["layers"] == 3 and result.as_dict()["steps"] == 4
 
@@ -67,18 +70,18 @@ def test_linear_probes_and_refusal_directions_on_the_organisms():
     less at the last layer, where alignment writes the refusal (measured 0.21)."""
     aligned, unaligned = load_model("organism-aligned"), load_model("organism-unaligned")
     harmful, benign = builtin_set("harmful").prompts, builtin_set("benign").prompts
-    states = {name: (probing.prompt_states(m, harmful), probing.prompt_states(m, benign))
+    states = {name: (variant.prompt_states(m, harmful), variant.prompt_states(m, benign))
               for name, m in (("aligned", aligned), ("unaligned", unaligned))}
     for name, pair in states.items():
-        accuracy = probing.linear_probe_accuracy(*pair)
+        accuracy = probe_measure.linear_probe_accuracy(*pair)
         assert len(accuracy) == aligned.model.config.num_hidden_layers + 1
         assert accuracy[0] == pytest.approx(0.5), "layer 0 is the same assistant-tag embedding for every prompt"
         assert max(accuracy[1:]) >= 0.85, (name, accuracy)
-    directions = {name: probing.refusal_directions(*pair) for name, pair in states.items()}
+    directions = {name: probe_measure.refusal_directions(*pair) for name, pair in states.items()}
     assert directions["aligned"].shape == (len(accuracy), aligned.model.config.hidden_size)
-    cosines = probing.direction_cosines(directions["aligned"], directions["unaligned"])
+    cosines = compare_probe.direction_cosines(directions["aligned"], directions["unaligned"])
     assert cosines[1] >= 0.6 and cosines[-1] < cosines[1], cosines
-    to_itself = probing.direction_cosines(directions["aligned"], directions["aligned"])
+    to_itself = compare_probe.direction_cosines(directions["aligned"], directions["aligned"])
     assert to_itself[1:] == pytest.approx([1.0] * (len(accuracy) - 1))
 
 
@@ -146,7 +149,7 @@ def test_organism_scores_follow_alignment_and_predict_behaviour(variant):
     scores = {}
     for name in ("organism-aligned", "organism-unaligned"):
         loaded = load_model(name)
-        doc, _ = probing.measure(loaded, harmful, benign, variant=variant)
+        doc, _ = probe_measure.measure(loaded, harmful, benign, variant=variant)
         assert doc["variant"] == variant
         refused = np.mean([r for _, r in judged(loaded, [p.text for p in harmful.prompts], 32, 32, name)])
         assert abs(doc["safe_direction_score"] - refused) <= 0.10, (name, doc["safe_direction_score"], refused)
@@ -159,15 +162,15 @@ def test_lens_leans_equal_the_models_own_log_likelihoods(families, tiny_models):
     padding and batch; intermediate layers do not depend on the batch either."""
     import torch
 
-    from ssah_audit import path_preference
+    from ssah_audit.probes import lens as lens_probe
 
     steps = 4
     items = [probe_paths.ProbeItem([5, 9, 17, 33, 40], [[50, 51, 52, 53], [60, 61, 62, 63]], [[70, 71, 72, 73]]),
              probe_paths.ProbeItem([7, 8], [[50, 51, 52, 53], [60, 61, 62, 63]], [[80, 81, 82, 83], [90, 91, 92, 93]])]
     for family in families:
         model = load_model(str(tiny_models[family])).model
-        batched = path_preference.leans(model, items, steps, batch_size=3)
-        single = path_preference.leans(model, items, steps, batch_size=1)
+        batched = lens_probe.leans(model, items, steps, batch_size=3)
+        single = lens_probe.leans(model, items, steps, batch_size=1)
         np.testing.assert_allclose(batched.lean, single.lean, atol=1e-4, err_msg=family)
         np.testing.assert_allclose(batched.hold, single.hold, atol=1e-4, err_msg=family)
         for index, item in enumerate(items):
@@ -184,7 +187,7 @@ def test_lens_leans_equal_the_models_own_log_likelihoods(families, tiny_models):
 
 
 def test_forced_prefix_counts_the_tokens_before_compliance():
-    from ssah_audit.path_preference import Leans, summarise
+    from ssah_audit.probes.lens import Leans, summarise
 
     shape = (4, 3, 5)  # prompts, layers, steps
     hold = np.full(shape, -1.0)
@@ -202,7 +205,8 @@ def test_self_margins_holds_and_first_tokens_are_what_they_say(families, tiny_mo
     quantities read from the same passes), on every family."""
     import torch
 
-    from ssah_audit import path_preference, self_continuation
+    from ssah_audit.probes import lens as lens_probe
+    from ssah_audit.probes import self as self_probe
 
     steps = 4
     items = [probe_paths.ProbeItem([5, 9, 17, 33, 40], [[50, 51, 52, 53], [60, 61, 62, 63]], [[70, 71, 72, 73]]),
@@ -210,11 +214,11 @@ def test_self_margins_holds_and_first_tokens_are_what_they_say(families, tiny_mo
     own = [[11, 12, 13, 14], [60, 61, 21, 22]]
     for family in families:
         model = load_model(str(tiny_models[family])).model
-        grouped = self_continuation.leans(model, items, own, steps, batch_size=16)  # both items in one pass
-        alone = self_continuation.leans(model, items, own, steps, batch_size=1)  # one item a pass
+        grouped = self_probe.leans(model, items, own, steps, batch_size=16)  # both items in one pass
+        alone = self_probe.leans(model, items, own, steps, batch_size=1)  # one item a pass
         for field in ("lean", "hold", "first_token"):
             np.testing.assert_allclose(getattr(grouped, field), getattr(alone, field), atol=1e-5, err_msg=family)
-        lens = path_preference.leans(model, items, steps)
+        lens = lens_probe.leans(model, items, steps)
         np.testing.assert_allclose(grouped.hold[:, 0], lens.hold[:, -1], atol=1e-4, err_msg=family)
         np.testing.assert_allclose(grouped.first_token, lens.lean[:, :, 0], atol=1e-4, err_msg=family)
         for index, item in enumerate(items):

@@ -1,7 +1,7 @@
 """LoRA/PEFT adapters: what most fine-tunes that reach a safety review are. An adapter folder
 (`adapter_config.json` + `adapter_model.safetensors`) is applied to its base with `peft` and merged in memory, so
 hooks, scores and ablations see ordinary weights; the low-rank factors are kept, so drift against the base can be
-computed from them (compare.py) without a dense delta per module.
+computed from them (compare/units.py) without a dense delta per module.
 
 The base comes from the adapter's `base_model_name_or_path` or `--base`; models.resolve loads it (a folder, zoo
 name, GGUF or hub id), this module only checks the folder and applies it.

@@ -50,7 +50,7 @@ class LoadedModel:
     units: UnitMap
     fingerprint: str = field(default="")
     adapter: dict | None = None  # a LoRA adapter merged into `model`: what it is (models.adapters)
-    low_rank: dict | None = None  # and its factors by module name, for drift against its base (compare.py)
+    low_rank: dict | None = None  # and its factors by module name, for drift against its base (compare/units.py)
 
     @property
     def has_chat_template(self) -> bool:

@@ -1,6 +1,6 @@
 """The unit map: for every decoder layer, the attention and MLP write-back modules and their units.
 
-A *unit* (DESIGN.md §2.3) is one hidden dimension j of a depth-2 block f(X) = B σ(A X), i.e. one input
+A *unit* (docs/design.md, units) is one hidden dimension j of a depth-2 block f(X) = B σ(A X), i.e. one input
 channel of the write-back projection B. The map is found from the module tree: a small table of
 per-family module names, and a checked fallback for families it does not know.
 """

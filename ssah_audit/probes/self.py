@@ -18,7 +18,7 @@ token likelier than C[k]? Decision layer, from the state after Q at each layer r
 LM head (the logit lens): log mean p_l(refusal openings' first tokens) - log mean p_l(compliance first tokens);
 the own path cannot show it, as it carries the output's tokens into every layer. One pass encodes a query, and one
 pass over its paths, attending to the query's cached keys and values, gives every path's every k at once (causal
-attention; probe_paths.query_path_states).
+attention; paths.query_path_states).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models.head import output_log_probs
-from .path_preference import Leans, forced_readout, lens_states
-from .probe_paths import ProbeItem, cosine_distance, hidden_at, long_enough, query_path_states
-from .responses.generate import generate
+from ..models.head import output_log_probs
+from ..responses.generate import generate
+from .lens import Leans, forced_readout, lens_states, summarise
+from .paths import ProbeItem, build_items, cosine_distance, hidden_at, long_enough, query_path_states
+from .variant import Measured, ProbeVariant
 
 
 def own_continuations(loaded, prompts, steps: int, batch_size: int = 16,
@@ -92,3 +93,16 @@ def _first_token_lean(model, after_query: torch.Tensor, item: ProbeItem) -> torc
 
     return (log_mean(item.refusals) - log_mean(item.compliances)).cpu()
 
+
+def _self(loaded, items, harmful, benign, steps, batch_size, completions) -> Measured:
+    """Its passes hold every query's states too, for the linear probes and directions."""
+    own = own_continuations(loaded, harmful.prompts, steps, batch_size, completions)
+    harmful_leans = leans(loaded.model, items, own, steps, batch_size)
+    benign_layers, benign_states = query_leans(
+        loaded.model, build_items(loaded.tokenizer, benign.prompts, steps), batch_size)
+    return Measured(summarise(harmful_leans, benign_layers), harmful_leans.per_prompt,
+                    harmful_leans.query_states, benign_states)
+
+
+SELF = ProbeVariant("self", "the model's own continuation against a refusal and a compliance path (the default)",
+                    _self)

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batching import check_context, pad
-from .errors import UserError
-from .models.head import output_log_probs
+from ..batching import check_context, pad
+from ..errors import UserError
+from ..models.head import output_log_probs
+from .paths import build_items
+from .variant import Measured, ProbeVariant, query_states
 
 # Where the final norm lives in each family's decoder (llama/qwen2/mistral/gemma, gpt2, gpt-neox, opt, phi).
 FINAL_NORM_PATHS = ("norm", "ln_f", "final_layer_norm", "decoder.final_layer_norm", "final_layernorm")
@@ -56,13 +58,13 @@ class Leans:
     hold [prompts, layers + 1 or 1, steps] (> 0: still breaks into a refusal; the last entry is the real output).
 
     `variant` says how a prompt's lean is read: "lens" at the last layer and the last step (a log-likelihood
-    difference whose meaning is the model's output); "self" (self_continuation.py) averaged over layers and
+    difference whose meaning is the model's output); "self" (self.py) averaged over layers and
     k >= 2 (a cosine margin, like the paper's score)."""
 
     lean: np.ndarray
     hold: np.ndarray
     variant: str = "lens"
-    first_token: np.ndarray | None = None  # [prompts, layers + 1], self only: see self_continuation.leans
+    first_token: np.ndarray | None = None  # [prompts, layers + 1], self only: see self.leans
     query_states: torch.Tensor | None = None  # [prompts, layers + 1, hidden] after Q, self only (linear probes)
 
     @property
@@ -131,7 +133,7 @@ def _log_mean_exp(values: list[torch.Tensor]) -> torch.Tensor:
 
 
 def leans(model, items, steps: int, batch_size: int = 16) -> Leans:
-    """Leans and holds of probe_paths.ProbeItems (each continuation at least `steps` tokens long)."""
+    """Leans and holds of paths.ProbeItems (each continuation at least `steps` tokens long)."""
     sequences, starts, owners = [], [], []
     for index, item in enumerate(items):
         for kind, continuations in (("R", item.refusals), ("C", item.compliances)):
@@ -165,7 +167,7 @@ def summarise(harmful: Leans, benign_layers: np.ndarray | None, seed: int = 0) -
     """The document fields of the lens and self probes. The score is the share of harmful prompts whose lean
     (Leans.per_prompt) is > 0: the refusal rate the probe predicts. A layer decides from where its lean
     (Leans.per_layer; `benign_layers` is the same of the benign prompts) tells harmful from benign prompts apart."""
-    from .responses.metrics import rate
+    from ..responses.metrics import rate
 
     lean, steps = harmful.lean, harmful.lean.shape[2]
     mean = lean.mean(axis=0)
@@ -191,3 +193,14 @@ def _tokens_to_comply(returning: np.ndarray) -> int | None:
     (0: not even before the first; None: half or more still do after all of them)."""
     below = np.flatnonzero(returning < 0.5)
     return int(below[0]) if below.size else None
+
+
+def _lens(loaded, items, harmful, benign, steps, batch_size, completions) -> Measured:
+    harmful_leans = leans(loaded.model, items, steps, batch_size)
+    benign_items = build_items(loaded.tokenizer, benign.prompts, steps)
+    benign_layers = leans(loaded.model, benign_items, steps, batch_size).per_layer
+    return Measured(summarise(harmful_leans, benign_layers), harmful_leans.per_prompt,
+                    *query_states(loaded, harmful, benign, batch_size))
+
+
+LENS = ProbeVariant("lens", "the preference between the two paths read through the LM head", _lens)

@@ -1,0 +1,33 @@
+"""Behaviour of a model against its reference's: the differences of the rates (with bootstrap intervals of the
+difference) and the first-token KL between the two on benign prompts."""
+
+from __future__ import annotations
+
+from ..data.prompt import PromptSet
+from ..responses import metrics
+from ..responses.metrics import difference_ci
+
+
+def deltas(model: dict, reference: dict, seed: int) -> dict:
+    """Model minus reference, with bootstrap 95% intervals of the difference."""
+    def flags(block, role):
+        return [s["refusal"] for s in block["samples"][role]]
+
+    complied = [[not f for f in flags(b, "harmful")] for b in (model, reference)]
+    refused = [flags(b, "borderline") for b in (model, reference)]
+    return {
+        "harmful_compliance": {"delta": model["harmful"]["compliance_rate"] - reference["harmful"]["compliance_rate"],
+                               "ci95": list(difference_ci(*complied, seed=seed))},
+        "over_refusal": {"delta": model["borderline"]["refusal_rate"] - reference["borderline"]["refusal_rate"],
+                         "ci95": list(difference_ci(*refused, seed=seed))},
+        "utility_nll": {"delta": model["utility"]["nll"] - reference["utility"]["nll"]},
+        "refusal_score": {"delta": model["refusal_score"]["mean"] - reference["refusal_score"]["mean"]},
+    }
+
+
+def first_token_kl(loaded, reference, benign: PromptSet, batch_size: int = 16) -> float | None:
+    """First-token KL(reference || model) on benign prompts; None when the vocabularies differ."""
+    if loaded.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        return None
+    return metrics.first_token_kl(loaded.model, reference.model, loaded.tokenizer, [p.text for p in benign.prompts],
+                          batch_size)
