@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .auditing import AuditSettings, settings_from
+from . import config as defaults
+from .config import AuditSettings, load_config, settings_from
 from .errors import UserError
 from .models.loading import LoadedModel, LoadOptions
 from .progress import warn
 from .results import AuditResult, Behavior, ModelBlock, Probe, Units
 
+Model = str | LoadedModel  # as the CLI takes it, or what load_model returned
 
-def load_model(model: str | LoadedModel, *, dtype: str = "auto", device: str = "auto",
+
+def load_model(model: Model, *, dtype: str = "auto", device: str = "auto",
                trust_remote_code: bool = False, allow_pickle: bool = False, base: str | None = None) -> LoadedModel:
     """A causal LM with its tokenizer and unit map; the options are the CLI's --dtype, --device,
     --trust-remote-code, --allow-pickle and --base. A model already loaded comes back as it is."""
@@ -28,7 +31,7 @@ def load_model(model: str | LoadedModel, *, dtype: str = "auto", device: str = "
     return load(model, LoadOptions(dtype, device, trust_remote_code, allow_pickle, base))
 
 
-def audit(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, quick: bool = False,
+def audit(model: Model, reference: Model | None = None, *, quick: bool = False,
           settings: AuditSettings | dict | None = None, config: str | Path | None = None,
           thresholds: dict[str, float] | None = None, out: str | Path | None = None,
           formats: tuple[str, ...] = ("html", "md", "json"), map_folder: str | Path | None = None,
@@ -43,7 +46,7 @@ def audit(model: str | LoadedModel, reference: str | LoadedModel | None = None, 
     from . import auditing, gate
     from .outputs import check_new_folder
 
-    table = gate.load_config(Path(config).expanduser()) if config is not None else {}
+    table = load_config(Path(config).expanduser()) if config is not None else {}
     limits = gate.thresholds(table)
     for name, value in (thresholds or {}).items():
         limits[name] = gate.parse_threshold(name, value)
@@ -84,10 +87,11 @@ def _sets(specs, prompt_field: str | None, limit: int | None) -> list:
     return [load_prompt_set(spec, prompt_field).limit(limit) for spec in specs]
 
 
-def behavior(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, harmful: str = "harmful",
-             benign: str = "benign", borderline: str = "borderline", prompt_field: str | None = None,
-             limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0,
-             judge: str | None = None, **load) -> Behavior:
+def behavior(model: Model, reference: Model | None = None, *, harmful: str = defaults.HARMFUL,
+             benign: str = defaults.BENIGN, borderline: str = defaults.BORDERLINE, prompt_field: str | None = None,
+             limit: int | None = None, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+             batch_size: int = defaults.BATCH_SIZE, seed: int = defaults.SEED, judge: str | None = None,
+             **load) -> Behavior:
     """Harmful compliance, over-refusal, utility NLL and refusal score, with bootstrap intervals
     (`ssah-audit behavior`); `judge`: a registered judge's name (default: the rules). With a reference,
     `result["reference"]` is its Behavior and `result["first_token_kl"]` KL(reference || model) of the first
@@ -112,9 +116,10 @@ def behavior(model: str | LoadedModel, reference: str | LoadedModel | None = Non
     return result
 
 
-def probe(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, variant: str = "self",
-          harmful: str = "harmful", benign: str = "benign", prompt_field: str | None = None, steps: int = 10,
-          limit: int | None = None, batch_size: int = 16, **load) -> Probe:
+def probe(model: Model, reference: Model | None = None, *, variant: str = defaults.PROBE_VARIANT,
+          harmful: str = defaults.HARMFUL, benign: str = defaults.BENIGN, prompt_field: str | None = None,
+          steps: int = defaults.STEPS, limit: int | None = None, batch_size: int = defaults.BATCH_SIZE,
+          **load) -> Probe:
     """The reasoning direction per layer and step (`ssah-audit probe`); `variant`: a registered probe variant.
     With a reference, `result["reference"]` compares the two (its score, the drop, the directions' cosine)."""
     from .compare.probe import compare
@@ -134,27 +139,28 @@ def probe(model: str | LoadedModel, reference: str | LoadedModel | None = None, 
     return Probe.build(doc)
 
 
-def units(model: str | LoadedModel, reference: str | LoadedModel | None = None, *, method: str = "wifv",
-          scu: float = 1.5, ucu: float = 10.0, ru: float = 15.0, safety_data: str = "harmful:train",
-          utility_data: str = "benign:train", verify: bool = False, sweep: bool = False, harmful: str = "harmful",
-          benign: str = "benign", prompt_field: str | None = None, response_only: bool = False,
-          limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 8, seed: int = 0,
-          **load) -> Units:
+def units(model: Model, reference: Model | None = None, *, method: str = defaults.METHOD,
+          scu: float = defaults.SCU, ucu: float = defaults.UCU, ru: float = defaults.RU,
+          safety_data: str = defaults.SAFETY_DATA, utility_data: str = defaults.UTILITY_DATA, verify: bool = False,
+          sweep: bool = False, harmful: str = defaults.HARMFUL, benign: str = defaults.BENIGN,
+          prompt_field: str | None = None, response_only: bool = False, limit: int | None = None,
+          max_new_tokens: int = defaults.MAX_NEW_TOKENS, batch_size: int = defaults.UNITS_BATCH_SIZE,
+          seed: int = defaults.SEED, **load) -> Units:
     """Score, class and (with `verify`) ablate the units (`ssah-audit units`); `method`: a registered unit score;
     `sweep`: ablate the top 0.25-5% of the SCU ranking. The class vectors and raw scores, per module, come with
     the result as `result.classes` and `result.scores` (not part of its document)."""
     from .components import UNIT_SCORES
     from .unit_classes.analyse import analyse
-    from .unit_classes.classify import Fractions, check_fractions
+    from .unit_classes.classify import Fractions
 
     UNIT_SCORES.get(method)
-    check_fractions(scu, ucu, ru)
+    fractions = Fractions(scu, ucu, ru)
     sets = _sets((safety_data, utility_data), prompt_field, limit)
     held_out = _sets((harmful, benign), prompt_field, limit) if verify or sweep else [None, None]
     loaded = load_model(model, **load)
     ref = None if reference is None else load_model(reference, **{**load, "base": None})
     raw: dict = {}
-    doc, classes = analyse(loaded, *sets, method=method, fractions=Fractions(scu, ucu, ru), reference=ref,
+    doc, classes = analyse(loaded, *sets, method=method, fractions=fractions, reference=ref,
                            evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify,
                            run_sweep=sweep, response_only=response_only, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, seed=seed, scores_out=raw)
@@ -163,7 +169,7 @@ def units(model: str | LoadedModel, reference: str | LoadedModel | None = None, 
     return result
 
 
-def judge(pairs, judge: str = "rules") -> list:
+def judge(pairs, judge: str = defaults.JUDGE) -> list:
     """The verdicts of a registered judge on (prompt, completion) pairs: behavior.judges.Verdict each (refusal,
     probability where the judge has one, reason). A single pair may be given as it is."""
     from .responses.judges import verdicts

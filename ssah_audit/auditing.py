@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,10 +18,9 @@ from .cache import content_key
 from .compare import behavior as compare_behavior
 from .compare import probe as compare_probe
 from .compare.units import compare_units, same_architecture
-from .components import JUDGES, UNIT_SCORES
+from .config import AuditSettings
 from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
-from .errors import UserError
 from .probes.measure import check_steps
 from .probes.measure import measure as measure_probe
 from .responses.evaluate import measure as measure_behavior
@@ -29,7 +28,7 @@ from .responses.generate import first_tokens
 from .responses.judges import refusals, using
 from .results import SCHEMA, SCHEMA_VERSION, AuditResult
 from .unit_classes.analyse import analyse
-from .unit_classes.classify import Fractions, check_fractions
+from .unit_classes.classify import Fractions
 
 # Bumped when the way a reference block is measured changes, so a block cached by older code is not reused.
 # 2: unit scores and ablations at the audit's batch size (was half of it), the dense row taken from behaviour.
@@ -42,73 +41,6 @@ from .unit_classes.classify import Fractions, check_fractions
 #    common prefix once (the same states to float rounding).
 # 7: behaviour samples grouped by role (results schema 2).
 REFERENCE_RECIPE = 7
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    harmful: str = "harmful"
-    benign: str = "benign"
-    borderline: str = "borderline"
-    safety_data: str = "harmful:train"
-    utility_data: str = "benign:train"
-    limit: int | None = None
-    max_new_tokens: int = 64
-    # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
-    # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
-    verify_tokens: int = 32
-    steps: int = 10
-    method: str = "wifv"
-    scu: float = 1.5
-    ucu: float = 10.0
-    ru: float = 15.0
-    verify: bool = True
-    # Seeds of the ablation's random control: one in the audit (its row is the SCU row's control, and each seed
-    # costs as much as a class's row); `units --verify` keeps three for the spread between them.
-    random_seeds: int = 1
-    batch_size: int = 16
-    # Rows per generation batch (forward passes take batch_size): a decoding step reads every weight once whatever
-    # the rows, so on 2 cores 96 prompts x 64 tokens took 30 s at 16 rows, 18 s at 48, 16 s at 96, identical
-    # completions; 48 rows keep the KV cache (5.7 MB a row of 124 tokens for SmolLM2-135M) small,
-    # while a forward pass's logits grow with its rows.
-    generation_batch_size: int = 48
-    seed: int = 0
-    # The registered judge (components.JUDGES) behind every verdict of the audit: behaviour, ablation rows and the
-    # calibration refusals.
-    judge: str = "rules"
-
-    def __post_init__(self):
-        """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
-        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
-                   "random_seeds": 1, "seed": 0}
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if type(value) is not int or value < low:
-                raise UserError(f"[audit] {name} must be a whole number >= {low}, not {value!r}")
-        if self.limit is not None and (type(self.limit) is not int or self.limit < 1):
-            raise UserError(f"[audit] limit must be a whole number >= 1, not {self.limit!r}")
-        for name in ("harmful", "benign", "borderline", "safety_data", "utility_data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
-        if self.method not in UNIT_SCORES:
-            raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
-        if not isinstance(self.judge, str) or self.judge not in JUDGES:
-            raise UserError(f"[audit] judge must be one of {', '.join(JUDGES.names())}, not {self.judge!r}")
-        if type(self.verify) is not bool:
-            raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
-        for name in ("scu", "ucu", "ru"):
-            if type(getattr(self, name)) not in (int, float):
-                raise UserError(f"[audit] {name} must be a number, not {getattr(self, name)!r}")
-        check_fractions(self.scu, self.ucu, self.ru, names=("[audit] scu", "[audit] ucu", "[audit] ru"))
-
-    @property
-    def ablation_tokens(self) -> int:
-        """Tokens generated per ablation row: verify_tokens, never more than the behaviour stage generated."""
-        return min(self.verify_tokens, self.max_new_tokens)
-
-    @classmethod
-    def quick(cls, **changes) -> AuditSettings:
-        """A fast look: 20 prompts a set, short generations, 6 probe steps."""
-        return replace(cls(limit=20, max_new_tokens=32, steps=6), **changes)
 
 
 @dataclass(frozen=True)
@@ -127,20 +59,6 @@ class Sets:
 
         return cls(get(settings.harmful), get(settings.benign), get(settings.borderline, safe_only=True),
                    get(settings.safety_data), get(settings.utility_data))
-
-
-def settings_from(table: dict, quick: bool = False) -> AuditSettings:
-    """AuditSettings from an [audit] table of audit.toml (unknown keys are a user error)."""
-    from dataclasses import fields
-
-    known = {f.name: f for f in fields(AuditSettings)}
-    unknown = set(table) - set(known)
-    if unknown:
-        raise UserError(f"unknown [audit] setting(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
-    try:
-        return AuditSettings.quick(**table) if quick else AuditSettings(**table)
-    except TypeError as exc:
-        raise UserError(f"bad [audit] settings: {exc}") from None
 
 
 def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple[list, str] | None = None,

@@ -21,19 +21,14 @@ A check whose input is missing (no reference, different architectures) is report
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from xml.etree import ElementTree
 
 from .components import BUILTIN_GATE_CHECKS, GATE_CHECKS
 from .errors import UserError
-from .inputs import MiB, read_text
 
 PREDICTIVE_PROBES = ("self", "lens")  # probe variants whose score is the refusal rate they predict
-TABLES = ("audit", "gate")  # the tables audit.toml may hold
-CONFIG_BYTES = MiB  # an audit.toml is a few lines
 
 
 @dataclass(frozen=True)
@@ -161,30 +156,6 @@ def thresholds(config: dict | None = None, fail_on: list[str] | None = None) -> 
             raise UserError(f"--fail-on takes KEY=VALUE, not '{item}'")
         result[name.strip()] = parse_threshold(name.strip(), raw.strip())
     return result
-
-
-def load_config(path: Path | None) -> dict:
-    """An audit.toml; a missing or broken file is one clear line."""
-    if path is None:
-        return {}
-    try:
-        doc = tomllib.loads(read_text(path, "config file", CONFIG_BYTES))
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path} is not valid TOML: {exc}") from None
-    check_tables(doc, path)
-    return doc
-
-
-def check_tables(doc: dict, path: Path) -> None:
-    """Only [audit] and [gate], each a table: a mistyped [gates] would otherwise be ignored, and CI would gate at
-    the defaults while the file says otherwise."""
-    unknown = sorted(set(doc) - set(TABLES))
-    if unknown:
-        raise UserError(f"{path}: unknown table(s) {', '.join(f'[{name}]' for name in unknown)} "
-                        f"(audit.toml holds only {' and '.join(f'[{name}]' for name in TABLES)})")
-    for name, value in doc.items():
-        if not isinstance(value, dict):
-            raise UserError(f"{path}: {name} must be a table ([{name}] and its settings below), not {repr(value)[:60]}")
 
 
 def evaluate(results: dict, limits: dict[str, float]) -> list[Check]:

@@ -186,10 +186,11 @@ def test_bad_audit_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
 def test_config_file_sets_thresholds_and_settings(tmp_path):
     config = tmp_path / "audit.toml"
     config.write_text("[audit]\nlimit = 5\n\n[gate]\nmax_harmful_compliance = 0.5\n")
-    doc = gate.load_config(config)
+    from ssah_audit.config import load_config, settings_from
+
+    doc = load_config(config)
     assert gate.thresholds(doc)["max_harmful_compliance"] == 0.5
     assert gate.thresholds(doc, ["max_harmful_compliance=0.3"])["max_harmful_compliance"] == 0.3
-    from ssah_audit.auditing import settings_from
 
     assert settings_from(doc["audit"]).limit == 5 and settings_from({}, quick=True).limit == 20
 

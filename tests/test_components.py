@@ -135,3 +135,39 @@ def test_a_plugin_judge_registers_through_its_entry_point(tmp_path, monkeypatch)
     monkeypatch.setattr(JUDGES, "_plugins_read", False)
     assert "shouty" in JUDGES.names()
     assert refusals([("q", "NO."), ("q", "sure")], judge="shouty") == [True, False]
+
+
+def test_a_registered_prompt_set_is_a_set_like_the_built_in_ones(monkeypatch, cli, tmp_path):
+    """A prompt set registered by name is found wherever a set is named (the API, audit.toml, the CLI's set options):
+    whole, or as seeded halves that share no prompt; a component that gives no Prompt items is one line."""
+    from ssah_audit.components import PROMPT_SETS
+    from ssah_audit.data.prompt import Prompt
+    from ssah_audit.data.sets import load_prompt_set
+
+    monkeypatch.setattr(PROMPT_SETS, "_items", dict(PROMPT_SETS._items))
+
+    class Chores:
+        name, description = "chores", "household questions"
+
+        def prompts(self):
+            return [Prompt(f"c{i}", f"How do I clean a {thing}?", category=["kitchen", "bath"][i % 2])
+                    for i, thing in enumerate(["oven", "sink", "tub", "mirror", "pan", "tile", "kettle", "drain"])]
+
+    class Empty:
+        name, description = "empty", "nothing"
+
+        def prompts(self):
+            return ["not a Prompt"]
+
+    PROMPT_SETS.register("chores", Chores())
+    PROMPT_SETS.register("empty", Empty())
+    whole, train, held_out = (load_prompt_set(spec) for spec in ("chores", "chores:train", "chores:eval"))
+    assert len(whole) == 8 and whole.source == "registered" and whole.name == "chores"
+    assert {p.id for p in train.prompts} | {p.id for p in held_out.prompts} == {p.id for p in whole.prompts}
+    assert not {p.id for p in train.prompts} & {p.id for p in held_out.prompts} and len(train) == 4
+    with pytest.raises(UserError, match="must give one or more data.prompt.Prompt items"):
+        load_prompt_set("empty")
+    with pytest.raises(UserError, match="unknown split 'test'"):
+        load_prompt_set("chores:test")
+    code, stdout, stderr = cli("prompts", "show", "chores", "--limit", "2")
+    assert code == 0 and "How do I clean a oven?" in stdout, stderr

@@ -35,14 +35,15 @@ def audit(
     """
     from dataclasses import asdict
 
-    from .. import api, auditing, gate
+    from .. import api, gate
+    from ..config import load_config, settings_from
     from ..outputs import check_new_folder, check_outputs, write_atomic
     from ..reporting import render
 
     chosen = render.parse_formats(formats)
-    settings_doc = gate.load_config(config)
+    settings_doc = load_config(config)
     limits = gate.thresholds(settings_doc, fail_on)
-    settings = auditing.settings_from(settings_doc.get("audit") or {}, quick)
+    settings = settings_from(settings_doc.get("audit") or {}, quick)
     inputs = ([config] if config else []) + input_files(settings.harmful, settings.benign, settings.borderline,
                                                         settings.safety_data, settings.utility_data)
     inputs += model_files(model, reference)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .. import config as defaults
 from . import options as shared
 from .common import out
 from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_command, model_files
@@ -17,14 +18,14 @@ from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_
 def behavior(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="A reference aligned model to measure alongside."),
-    harmful: str = typer.Option("harmful", "--harmful", help=SET_HELP),
-    benign: str = typer.Option("benign", "--benign", help=SET_HELP + " Needs reference answers."),
-    borderline: str = typer.Option("borderline", "--borderline",
+    harmful: str = typer.Option(defaults.HARMFUL, "--harmful", help=SET_HELP),
+    benign: str = typer.Option(defaults.BENIGN, "--benign", help=SET_HELP + " Needs reference answers."),
+    borderline: str = typer.Option(defaults.BORDERLINE, "--borderline",
                                    help=SET_HELP + " A labelled file (XSTest) contributes its safe prompts."),
     prompt_field: str = shared.prompt_field_option(),
     limit: int = shared.limit_option(),
     max_new_tokens: int = shared.max_new_tokens_option(),
-    batch_size: int = shared.batch_size_option(16, "Prompts per forward pass."),
+    batch_size: int = shared.batch_size_option(defaults.BATCH_SIZE, "Prompts per forward pass."),
     seed: int = shared.seed_option("Seed of the bootstrap confidence intervals."),
     json_out: Path = shared.json_file_option("Write the full results (samples included) here."),
     overwrite: bool = shared.overwrite_option("Replace an existing --json file."),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from .. import config as defaults
 from ..errors import UserError
 from .common import handles_errors
 
@@ -70,7 +71,7 @@ def limit_option():
 
 
 def max_new_tokens_option():
-    return typer.Option(64, "--max-new-tokens", min=1, help="Tokens generated per prompt.")
+    return typer.Option(defaults.MAX_NEW_TOKENS, "--max-new-tokens", min=1, help="Tokens generated per prompt.")
 
 
 def json_stdout_option():
@@ -82,7 +83,7 @@ def batch_size_option(default: int, help: str = "Sequences per forward pass."):
 
 
 def seed_option(help: str):
-    return typer.Option(0, "--seed", min=0, help=help)
+    return typer.Option(defaults.SEED, "--seed", min=0, help=help)
 
 
 def json_file_option(help: str):

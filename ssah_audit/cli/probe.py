@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .. import config as defaults
 from ..components import PROBES
 from . import options as shared
 from .common import out, status
@@ -19,19 +20,19 @@ from .options import MODEL_HELP, SET_HELP, LoadOptionsMaker, input_files, model_
 def probe(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="A reference aligned model to compare with."),
-    harmful: str = typer.Option("harmful", "--harmful", help=SET_HELP + " A `target` column (AdvBench) is used as "
-                                "the compliance continuation."),
-    benign: str = typer.Option("benign", "--benign", help=SET_HELP + " The contrast set of the linear probes."),
+    harmful: str = typer.Option(defaults.HARMFUL, "--harmful", help=SET_HELP + " A `target` column (AdvBench) is "
+                                "used as the compliance continuation."),
+    benign: str = typer.Option(defaults.BENIGN, "--benign", help=SET_HELP + " The contrast set of the linear probes."),
     prompt_field: str = shared.prompt_field_option(),
-    steps: int = typer.Option(10, "--steps", min=2, help="Continuation tokens K read per prompt."),
-    variant: str = shared.component_option(PROBES, "self", "--variant",
+    steps: int = typer.Option(defaults.STEPS, "--steps", min=2, help="Continuation tokens K read per prompt."),
+    variant: str = shared.component_option(PROBES, defaults.PROBE_VARIANT, "--variant",
                                            "A registered probe variant. self: does the model's own continuation sit "
                                            "nearer a refusal or a compliance path, per layer and step (predicts "
                                            "behaviour; validated on SmolLM2). lens: its preference log p(refusal "
                                            "path) - log p(compliance path), read at every layer. paper: the SSAH "
                                            "paper's cosine margin, for reproduction only. Or a plugin's."),
     limit: int = shared.limit_option(),
-    batch_size: int = shared.batch_size_option(16, "Sequences per forward pass."),
+    batch_size: int = shared.batch_size_option(defaults.BATCH_SIZE, "Sequences per forward pass."),
     json_out: Path = shared.json_file_option("Write the full probe document here."),
     plot: Path = typer.Option(None, "--plot", help="Write the margin figure (PNG) here."),
     overwrite: bool = shared.overwrite_option("Replace existing --json/--plot files."),

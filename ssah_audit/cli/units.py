@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .. import config as defaults
 from ..components import UNIT_SCORES
 from ..errors import UserError
 from . import options as shared
@@ -20,24 +21,26 @@ def units(
     model: str = typer.Argument(..., help=MODEL_HELP),
     reference: str = typer.Option(None, "--reference", help="An aligned reference: its own refusals become the "
                                   "safety calibration responses."),
-    method: str = shared.component_option(UNIT_SCORES, "wifv", "--method", "A registered unit score: wifv: "
+    method: str = shared.component_option(UNIT_SCORES, defaults.METHOD, "--method", "A registered unit score: wifv: "
                                           "activation variance x |B[:,j]|^2 (the paper's Eq. 1); wanda: |x_j| x "
                                           "|B[:,j]|; snip: |sum x_j dL/dx_j| (backward); or a plugin's."),
-    scu: float = typer.Option(1.5, "--scu", help="Percent of all units classed safety-critical."),
-    ucu: float = typer.Option(10.0, "--ucu", help="Percent of all units classed utility-critical."),
-    ru: float = typer.Option(15.0, "--ru", help="Percent of all units classed redundant."),
-    safety_data: str = typer.Option("harmful:train", "--safety-data", help="Calibration prompts for I_S. " + SET_HELP),
-    utility_data: str = typer.Option("benign:train", "--utility-data",
+    scu: float = typer.Option(defaults.SCU, "--scu", help="Percent of all units classed safety-critical."),
+    ucu: float = typer.Option(defaults.UCU, "--ucu", help="Percent of all units classed utility-critical."),
+    ru: float = typer.Option(defaults.RU, "--ru", help="Percent of all units classed redundant."),
+    safety_data: str = typer.Option(defaults.SAFETY_DATA, "--safety-data",
+                                    help="Calibration prompts for I_S. " + SET_HELP),
+    utility_data: str = typer.Option(defaults.UTILITY_DATA, "--utility-data",
                                      help="Calibration prompts with reference answers for I_U. " + SET_HELP),
-    harmful: str = typer.Option("harmful", "--harmful", help="Held-out harmful prompts for --verify/--sweep."),
-    benign: str = typer.Option("benign", "--benign", help="Held-out benign prompts with answers for --verify/--sweep."),
+    harmful: str = typer.Option(defaults.HARMFUL, "--harmful", help="Held-out harmful prompts for --verify/--sweep."),
+    benign: str = typer.Option(defaults.BENIGN, "--benign",
+                               help="Held-out benign prompts with answers for --verify/--sweep."),
     prompt_field: str = shared.prompt_field_option(),
     response_only: bool = typer.Option(False, "--response-only", help="Statistics over response tokens only."),
     verify_classes: bool = typer.Option(False, "--verify", help="Ablate each class and a random control; measure."),
     sweep: bool = typer.Option(False, "--sweep", help="Ablate the top 0.25-5% of the SCU ranking; suggest a size."),
     limit: int = shared.limit_option(),
     max_new_tokens: int = shared.max_new_tokens_option(),
-    batch_size: int = shared.batch_size_option(8, "Sequences per forward pass."),
+    batch_size: int = shared.batch_size_option(defaults.UNITS_BATCH_SIZE, "Sequences per forward pass."),
     seed: int = shared.seed_option("Seed of the built-in refusal draw."),
     json_out: Path = shared.json_file_option("Write the full document here."),
     save_map: Path = typer.Option(None, "--save-map", help="Write the class vectors (.safetensors + .json sidecar)."),

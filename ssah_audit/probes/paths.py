@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import config as defaults
 from ..batching import check_context, pad, positions_from_mask
 from ..data.sets import compliance_openings, refusal_openings
 from ..errors import UserError
 from ..models.chat import format_prompt
 from ..models.prefix import cache_keyword, returned_cache
 
-DEFAULT_STEPS = 10  # continuation tokens K read per prompt
+DEFAULT_STEPS = defaults.STEPS
 REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
 # Path rows per pass of query_path_states, per `batch_size`: each row holds every layer's states along its path and
 # the query's keys and values, about 6 MB for SmolLM2-135M. Measured on 100 prompts (9 paths each): 144 rows a pass

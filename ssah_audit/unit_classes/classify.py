@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import config as defaults
 from ..errors import UserError
 from ..inputs import MiB, read_text
 
@@ -33,21 +34,12 @@ MAP_FORMAT = "ssah-audit unit map v1"
 class Fractions:
     """Percent of all units in each picked class; CU is the remainder."""
 
-    scu: float = 1.5
-    ucu: float = 10.0
-    ru: float = 15.0
+    scu: float = defaults.SCU
+    ucu: float = defaults.UCU
+    ru: float = defaults.RU
 
     def __post_init__(self):
-        check_fractions(self.scu, self.ucu, self.ru)
-
-
-def check_fractions(scu: float, ucu: float, ru: float, names=("--scu", "--ucu", "--ru")) -> None:
-    """Each a percentage, together at most all units; `names` as the user wrote them (options or settings)."""
-    for name, value in zip(names, (scu, ucu, ru), strict=True):
-        if not 0 <= value <= 100:
-            raise UserError(f"{name} must be a percentage between 0 and 100, not {value:g}")
-    if scu + ucu + ru > 100:
-        raise UserError(f"{' + '.join(names)} add up to {scu + ucu + ru:g}%, more than all units")
+        defaults.check_fractions(self.scu, self.ucu, self.ru)
 
 
 def zscore(values: torch.Tensor) -> torch.Tensor:

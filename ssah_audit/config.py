@@ -1,0 +1,145 @@
+"""Settings, written once: the defaults that the command line, the Python API and the audit share, the audit's
+settings (AuditSettings), and audit.toml (an [audit] table of those settings, a [gate] table of thresholds).
+A CLI option's default is read from here, so `ssah-audit audit --help`, `ssah_audit.audit()` and a results.json's
+settings never disagree."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import UserError
+from .inputs import MiB, read_text
+
+HARMFUL, BENIGN, BORDERLINE = "harmful", "benign", "borderline"  # the built-in evaluation sets
+SAFETY_DATA, UTILITY_DATA = "harmful:train", "benign:train"  # calibration: the other halves of the same sets
+MAX_NEW_TOKENS = 64  # tokens generated per prompt
+STEPS = 10  # probe continuation tokens K read per prompt
+PROBE_VARIANT = "self"
+METHOD = "wifv"  # the unit score (the paper's Eq. 1)
+SCU, UCU, RU = 1.5, 10.0, 15.0  # percent of all units in each picked class (the paper's; CU is the rest)
+BATCH_SIZE = 16  # sequences per forward pass: behaviour, probe, and every stage of the audit
+# The `units` command's own default, smaller since it was written; the audit scores units at BATCH_SIZE. Scores do
+# not depend on the batch size beyond float rounding
+# (tests/test_unit_scores.py: padded batches against one example at a time).
+UNITS_BATCH_SIZE = 8
+SEED = 0
+JUDGE = "rules"
+QUICK = {"limit": 20, "max_new_tokens": 32, "steps": 6}  # --quick: a fast look
+TABLES = ("audit", "gate")  # the tables audit.toml may hold
+CONFIG_BYTES = MiB  # an audit.toml is a few lines
+
+
+def check_fractions(scu: float, ucu: float, ru: float, names=("--scu", "--ucu", "--ru")) -> None:
+    """Each a percentage, together at most all units; `names` as the user wrote them (options or settings)."""
+    for name, value in zip(names, (scu, ucu, ru), strict=True):
+        if not 0 <= value <= 100:
+            raise UserError(f"{name} must be a percentage between 0 and 100, not {value:g}")
+    if scu + ucu + ru > 100:
+        raise UserError(f"{' + '.join(names)} add up to {scu + ucu + ru:g}%, more than all units")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    harmful: str = HARMFUL
+    benign: str = BENIGN
+    borderline: str = BORDERLINE
+    safety_data: str = SAFETY_DATA
+    utility_data: str = UTILITY_DATA
+    limit: int | None = None
+    max_new_tokens: int = MAX_NEW_TOKENS
+    # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
+    # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
+    verify_tokens: int = 32
+    steps: int = STEPS
+    method: str = METHOD
+    scu: float = SCU
+    ucu: float = UCU
+    ru: float = RU
+    verify: bool = True
+    # Seeds of the ablation's random control: one in the audit (its row is the SCU row's control, and each seed
+    # costs as much as a class's row); `units --verify` keeps three for the spread between them.
+    random_seeds: int = 1
+    batch_size: int = BATCH_SIZE
+    # Rows per generation batch (forward passes take batch_size): a decoding step reads every weight once whatever
+    # the rows, so on 2 cores 96 prompts x 64 tokens took 30 s at 16 rows, 18 s at 48, 16 s at 96, identical
+    # completions; 48 rows keep the KV cache (5.7 MB a row of 124 tokens for SmolLM2-135M) small,
+    # while a forward pass's logits grow with its rows.
+    generation_batch_size: int = 48
+    seed: int = SEED
+    # The registered judge (components.JUDGES) behind every verdict of the audit: behaviour, ablation rows and the
+    # calibration refusals.
+    judge: str = JUDGE
+
+    def __post_init__(self):
+        """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
+        from .components import JUDGES, UNIT_SCORES
+
+        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
+                   "random_seeds": 1, "seed": 0}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if type(value) is not int or value < low:
+                raise UserError(f"[audit] {name} must be a whole number >= {low}, not {value!r}")
+        if self.limit is not None and (type(self.limit) is not int or self.limit < 1):
+            raise UserError(f"[audit] limit must be a whole number >= 1, not {self.limit!r}")
+        for name in ("harmful", "benign", "borderline", "safety_data", "utility_data"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
+        if self.method not in UNIT_SCORES:
+            raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
+        if not isinstance(self.judge, str) or self.judge not in JUDGES:
+            raise UserError(f"[audit] judge must be one of {', '.join(JUDGES.names())}, not {self.judge!r}")
+        if type(self.verify) is not bool:
+            raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
+        for name in ("scu", "ucu", "ru"):
+            if type(getattr(self, name)) not in (int, float):
+                raise UserError(f"[audit] {name} must be a number, not {getattr(self, name)!r}")
+        check_fractions(self.scu, self.ucu, self.ru, names=("[audit] scu", "[audit] ucu", "[audit] ru"))
+
+    @property
+    def ablation_tokens(self) -> int:
+        """Tokens generated per ablation row: verify_tokens, never more than the behaviour stage generated."""
+        return min(self.verify_tokens, self.max_new_tokens)
+
+    @classmethod
+    def quick(cls, **changes) -> AuditSettings:
+        """A fast look: 20 prompts a set, short generations, 6 probe steps."""
+        return replace(cls(**QUICK), **changes)
+
+
+def settings_from(table: dict, quick: bool = False) -> AuditSettings:
+    """AuditSettings from an [audit] table of audit.toml (unknown keys are a user error)."""
+    known = {f.name: f for f in fields(AuditSettings)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise UserError(f"unknown [audit] setting(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    try:
+        return AuditSettings.quick(**table) if quick else AuditSettings(**table)
+    except TypeError as exc:
+        raise UserError(f"bad [audit] settings: {exc}") from None
+
+
+def load_config(path: Path | None) -> dict:
+    """An audit.toml; a missing or broken file is one clear line."""
+    if path is None:
+        return {}
+    try:
+        doc = tomllib.loads(read_text(path, "config file", CONFIG_BYTES))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    check_tables(doc, path)
+    return doc
+
+
+def check_tables(doc: dict, path: Path) -> None:
+    """Only [audit] and [gate], each a table: a mistyped [gates] would otherwise be ignored, and CI would gate at
+    the defaults while the file says otherwise."""
+    unknown = sorted(set(doc) - set(TABLES))
+    if unknown:
+        raise UserError(f"{path}: unknown table(s) {', '.join(f'[{name}]' for name in unknown)} "
+                        f"(audit.toml holds only {' and '.join(f'[{name}]' for name in TABLES)})")
+    for name, value in doc.items():
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: {name} must be a table ([{name}] and its settings below), not {repr(value)[:60]}")
