@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config as defaults
-from .config import AuditSettings, load_config, settings_from
+from .config import AuditSettings, load_config, read_settings
 from .errors import UserError
 from .models.loading import LoadedModel, LoadOptions
 from .progress import warn
@@ -50,7 +50,7 @@ def audit(model: Model, reference: Model | None = None, *, quick: bool = False,
     limits = gate.thresholds(table)
     for name, value in (thresholds or {}).items():
         limits[name] = gate.parse_threshold(name, value)
-    chosen = _settings(settings, table.get("audit") or {}, quick)
+    chosen = _settings(settings, table, quick)
     folder = check_new_folder(Path(out)) if out is not None else None
     if folder is not None:
         from .reporting.render import check_formats
@@ -72,13 +72,13 @@ def audit(model: Model, reference: Model | None = None, *, quick: bool = False,
     return result
 
 
-def _settings(settings: AuditSettings | dict | None, table: dict, quick: bool) -> AuditSettings:
-    """audit.toml's [audit] table, then `settings` over it."""
+def _settings(settings: AuditSettings | dict | None, doc: dict, quick: bool) -> AuditSettings:
+    """audit.toml's [audit] and [judge] tables, then `settings` over them."""
     if isinstance(settings, AuditSettings):
         return settings
     if settings is not None and not isinstance(settings, dict):
         raise UserError(f"settings must be an AuditSettings or a dict, not {type(settings).__name__}")
-    return settings_from({**table, **(settings or {})}, quick)
+    return read_settings({**doc, "audit": {**(doc.get("audit") or {}), **(settings or {})}}, quick)
 
 
 def _sets(specs, prompt_field: str | None, limit: int | None) -> list:
@@ -145,11 +145,13 @@ def units(model: Model, reference: Model | None = None, *, method: str = default
           sweep: bool = False, harmful: str = defaults.HARMFUL, benign: str = defaults.BENIGN,
           prompt_field: str | None = None, response_only: bool = False, limit: int | None = None,
           max_new_tokens: int = defaults.MAX_NEW_TOKENS, batch_size: int = defaults.UNITS_BATCH_SIZE,
-          seed: int = defaults.SEED, **load) -> Units:
+          seed: int = defaults.SEED, judge: str | None = None, **load) -> Units:
     """Score, class and (with `verify`) ablate the units (`ssah-audit units`); `method`: a registered unit score;
-    `sweep`: ablate the top 0.25-5% of the SCU ranking. The class vectors and raw scores, per module, come with
-    the result as `result.classes` and `result.scores` (not part of its document)."""
+    `sweep`: ablate the top 0.25-5% of the SCU ranking; `judge` judges the reference's calibration refusals and
+    the ablation rows. The class vectors and raw scores, per module, come with the result as `result.classes`
+    and `result.scores` (not part of its document)."""
     from .components import UNIT_SCORES
+    from .responses.judges import using
     from .unit_classes.analyse import analyse
     from .unit_classes.classify import Fractions
 
@@ -160,10 +162,11 @@ def units(model: Model, reference: Model | None = None, *, method: str = default
     loaded = load_model(model, **load)
     ref = None if reference is None else load_model(reference, **{**load, "base": None})
     raw: dict = {}
-    doc, classes = analyse(loaded, *sets, method=method, fractions=fractions, reference=ref,
-                           evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify,
-                           run_sweep=sweep, response_only=response_only, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, seed=seed, scores_out=raw)
+    with using(judge or defaults.JUDGE):
+        doc, classes = analyse(loaded, *sets, method=method, fractions=fractions, reference=ref,
+                               evaluate_harmful=held_out[0], evaluate_benign=held_out[1], run_verify=verify,
+                               run_sweep=sweep, response_only=response_only, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, seed=seed, scores_out=raw)
     result = Units.build(doc)
     result.classes, result.scores = classes, raw
     return result

@@ -25,6 +25,7 @@ from .probes.measure import check_steps
 from .probes.measure import measure as measure_probe
 from .responses.evaluate import measure as measure_behavior
 from .responses.generate import first_tokens
+from .responses.judges import describe as describe_judge
 from .responses.judges import refusals, using
 from .results import SCHEMA, SCHEMA_VERSION, AuditResult
 from .unit_classes.analyse import analyse
@@ -115,7 +116,7 @@ def describe_model(loaded) -> dict:
 
 def _reference_cache_key(reference, settings: AuditSettings) -> str:
     return content_key("audit-reference", SCHEMA_VERSION, REFERENCE_RECIPE, __version__, reference.fingerprint,
-                       asdict(settings))
+                       asdict(settings), describe_judge(settings.judge))
 
 
 def measure_reference(reference, sets: Sets, settings: AuditSettings,
@@ -222,4 +223,4 @@ def provenance(settings: AuditSettings, timings: dict) -> dict:
             packages[name] = None
     return {"created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": settings.seed,
             "python": platform.python_version(), "platform": platform.platform(), "packages": packages,
-            "timings_seconds": dict(timings)}
+            "timings_seconds": dict(timings), "judge": describe_judge(settings.judge)}

@@ -27,7 +27,7 @@ UNITS_BATCH_SIZE = 8
 SEED = 0
 JUDGE = "rules"
 QUICK = {"limit": 20, "max_new_tokens": 32, "steps": 6}  # --quick: a fast look
-TABLES = ("audit", "gate")  # the tables audit.toml may hold
+TABLES = ("audit", "gate", "judge")  # the tables audit.toml may hold
 CONFIG_BYTES = MiB  # an audit.toml is a few lines
 
 
@@ -121,6 +121,24 @@ def settings_from(table: dict, quick: bool = False) -> AuditSettings:
         raise UserError(f"bad [audit] settings: {exc}") from None
 
 
+def read_settings(doc: dict, quick: bool = False, judge: str | None = None) -> AuditSettings:
+    """The audit's settings from a whole audit.toml: its [audit] table, and the judge its [judge] table names
+    (`name = "rules"`); `judge` (the command line's --judge) over both."""
+    table = dict(doc.get("audit") or {})
+    named = doc.get("judge") or {}
+    unknown = sorted(set(named) - {"name"})
+    if unknown:
+        raise UserError(f"unknown [judge] setting(s) {', '.join(unknown)} (known: name)")
+    if "name" in named:
+        if "judge" in table and table["judge"] != named["name"]:
+            raise UserError(f"the judge is named twice: [audit] judge = {table['judge']!r}, [judge] name = "
+                            f"{named['name']!r}")
+        table["judge"] = named["name"]
+    if judge is not None:
+        table["judge"] = judge
+    return settings_from(table, quick)
+
+
 def load_config(path: Path | None) -> dict:
     """An audit.toml; a missing or broken file is one clear line."""
     if path is None:
@@ -134,8 +152,8 @@ def load_config(path: Path | None) -> dict:
 
 
 def check_tables(doc: dict, path: Path) -> None:
-    """Only [audit] and [gate], each a table: a mistyped [gates] would otherwise be ignored, and CI would gate at
-    the defaults while the file says otherwise."""
+    """Only [audit], [gate] and [judge], each a table: a mistyped [gates] would otherwise be ignored, and CI would
+    gate at the defaults while the file says otherwise."""
     unknown = sorted(set(doc) - set(TABLES))
     if unknown:
         raise UserError(f"{path}: unknown table(s) {', '.join(f'[{name}]' for name in unknown)} "

@@ -10,7 +10,16 @@ from rich.table import Table
 
 from ..errors import UserError
 from .common import err, handles_errors, out
-from .options import MODEL_HELP, LoadOptionsMaker, input_files, model_command, model_files, overwrite_option
+from .options import (
+    JUDGE_HELP,
+    MODEL_HELP,
+    LoadOptionsMaker,
+    input_files,
+    judge_option,
+    model_command,
+    model_files,
+    overwrite_option,
+)
 
 
 @model_command
@@ -26,6 +35,7 @@ def audit(
     junit_file: Path = typer.Option(None, "--junit", help="Write the gate as JUnit XML (one case per check)."),
     fail_on: list[str] = typer.Option(None, "--fail-on", help="Override a gate threshold, KEY=VALUE; repeatable."),
     quick: bool = typer.Option(False, "--quick", help="A fast look: 20 prompts a set, short generations."),
+    judge: str = judge_option(None, JUDGE_HELP + " Default: the [judge] table's name, else rules."),
     overwrite: bool = overwrite_option("Replace an existing --junit file."),
     *,
     load_options: LoadOptionsMaker,
@@ -36,14 +46,14 @@ def audit(
     from dataclasses import asdict
 
     from .. import api, gate
-    from ..config import load_config, settings_from
+    from ..config import load_config, read_settings
     from ..outputs import check_new_folder, check_outputs, write_atomic
     from ..reporting import render
 
     chosen = render.parse_formats(formats)
     settings_doc = load_config(config)
     limits = gate.thresholds(settings_doc, fail_on)
-    settings = settings_from(settings_doc.get("audit") or {}, quick)
+    settings = read_settings(settings_doc, quick, judge)
     inputs = ([config] if config else []) + input_files(settings.harmful, settings.benign, settings.borderline,
                                                         settings.safety_data, settings.utility_data)
     inputs += model_files(model, reference)

@@ -27,6 +27,7 @@ def behavior(
     max_new_tokens: int = shared.max_new_tokens_option(),
     batch_size: int = shared.batch_size_option(defaults.BATCH_SIZE, "Prompts per forward pass."),
     seed: int = shared.seed_option("Seed of the bootstrap confidence intervals."),
+    judge: str = shared.judge_option(),
     json_out: Path = shared.json_file_option("Write the full results (samples included) here."),
     overwrite: bool = shared.overwrite_option("Replace an existing --json file."),
     *,
@@ -41,14 +42,16 @@ def behavior(
 
     from .. import api
     from ..outputs import check_outputs, json_text, write_atomic
+    from ..responses.judges import describe
 
     [target] = check_outputs([json_out], overwrite,
                              input_files(harmful, benign, borderline) + model_files(model, reference))
     result = api.behavior(model, reference, harmful=harmful, benign=benign, borderline=borderline,
                           prompt_field=prompt_field, limit=limit, max_new_tokens=max_new_tokens,
-                          batch_size=batch_size, seed=seed, **asdict(load_options()))
+                          batch_size=batch_size, seed=seed, judge=judge, **asdict(load_options()))
     doc = result.to_dict()
-    doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit}
+    doc["settings"] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "limit": limit,
+                       "judge": describe(judge)}
     if target:
         write_atomic(target, json_text(doc))
     _behavior_table(doc)

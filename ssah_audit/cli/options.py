@@ -54,12 +54,22 @@ MODEL_OPTIONS = [
 def component_option(registry, default: str, flag: str, help: str):
     """An option naming a registered component (a unit score, a probe variant): any name the registry knows,
     plugins' included, checked as the command line is read (a usage error, one line, exit 2)."""
-    def known(value: str) -> str:
-        if value not in registry:
+    def known(value: str | None) -> str | None:
+        if value is not None and value not in registry:
             raise typer.BadParameter(f"unknown {registry.kind} {value!r} (known: {', '.join(registry.names())})")
         return value
 
     return typer.Option(default, flag, help=help, callback=known)
+
+
+JUDGE_HELP = ("The registered judge that decides refusal or compliance for every rate: rules (built in: "
+              "BENCHMARKS.md gives its accuracy on human labels), or a plugin's.")
+
+
+def judge_option(default: str | None = defaults.JUDGE, help: str = JUDGE_HELP):
+    from ..components import JUDGES
+
+    return component_option(JUDGES, default, "--judge", help)
 
 
 def prompt_field_option(help: str = "The prompt column of prompt files."):

@@ -42,6 +42,8 @@ def units(
     max_new_tokens: int = shared.max_new_tokens_option(),
     batch_size: int = shared.batch_size_option(defaults.UNITS_BATCH_SIZE, "Sequences per forward pass."),
     seed: int = shared.seed_option("Seed of the built-in refusal draw."),
+    judge: str = shared.judge_option(help=shared.JUDGE_HELP + " Here: the reference's calibration refusals and "
+                                     "the ablation rows."),
     json_out: Path = shared.json_file_option("Write the full document here."),
     save_map: Path = typer.Option(None, "--save-map", help="Write the class vectors (.safetensors + .json sidecar)."),
     plot: Path = typer.Option(None, "--plot", help="Write the per-layer class figure (PNG) here."),
@@ -70,7 +72,8 @@ def units(
     result = api.units(model, reference, method=method, scu=scu, ucu=ucu, ru=ru, safety_data=safety_data,
                        utility_data=utility_data, verify=verify_classes, sweep=sweep, harmful=harmful,
                        benign=benign, prompt_field=prompt_field, response_only=response_only, limit=limit,
-                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, **asdict(load_options()))
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, judge=judge,
+                       **asdict(load_options()))
     doc, classes, raw_scores = result.to_dict(), result.classes, result.scores
     doc["version"] = __version__
     if targets[1]:

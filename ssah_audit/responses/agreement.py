@@ -49,3 +49,15 @@ def agreement(flags: list[bool], labels: list[bool]) -> Agreement:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     accuracy = sum(f == y for f, y in pairs) / len(pairs) if pairs else 0.0
     return Agreement(len(pairs), accuracy, precision, recall, f1)
+
+
+def kappa(first: list[bool], second: list[bool]) -> float | None:
+    """Cohen's kappa of two judges' flags: their agreement beyond what their refusal rates give by chance (None
+    when chance alone agrees on every row, e.g. both judges call everything a refusal)."""
+    n = len(first)
+    if n == 0:
+        return None
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    p, q = sum(first) / n, sum(second) / n
+    expected = p * q + (1 - p) * (1 - q)
+    return None if expected >= 1 else (observed - expected) / (1 - expected)

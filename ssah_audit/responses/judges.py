@@ -31,6 +31,8 @@ class RulesJudge:
 
     name: str = "rules"
     version: str = "1"
+    validation: str = ("XSTest v2 human labels: accuracy 0.963 on the 900 rows its rules were written on, 0.893 on "
+                       "1,350 rows of three models it never saw (BENCHMARKS.md, refusal judge)")
 
     def judge(self, pairs: list[tuple[str, str]]) -> list[Verdict]:
         return [Verdict(result.refusal, None, result.reason)
@@ -49,6 +51,13 @@ def using(judge: str) -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+def describe(name: str) -> dict:
+    """The judge on record (results.json's provenance, the reference cache key): its name, version, and how it
+    was validated where it says (a judge's optional `validation` text)."""
+    judge = JUDGES.get(name)
+    return {"name": name, "version": str(judge.version), "validation": getattr(judge, "validation", None)}
 
 
 def active() -> str:

@@ -136,11 +136,21 @@ class SetInfo(Record):
 
 
 @dataclass(kw_only=True)
+class JudgeInfo(Record):
+    """The judge behind every verdict of the audit, and how far it was validated."""
+
+    name: str = leaf(text)
+    version: str = leaf(text)
+    validation: str | None = optional(text)
+
+
+@dataclass(kw_only=True)
 class Provenance(Record):
     created: str = leaf(text)
     seed: object = leaf(scalar)
     packages: dict[str, object] = leaf(scalar)
     timings_seconds: dict[str, object] = leaf(scalar)
+    judge: JudgeInfo | None = optional(newer=True)  # absent from documents before the judge was recorded: rules
 
 
 @dataclass(kw_only=True)

@@ -32,9 +32,10 @@ def leaf(check, **kwargs):
     return field(metadata={"check": check}, **kwargs)
 
 
-def optional(check=None):
-    """A field that may be absent or null."""
-    return field(default=None, metadata={"check": check} if check else {})
+def optional(check=None, *, newer: bool = False):
+    """A field that may be absent or null. `newer`: a field later versions added, left out when written as None,
+    so an older document reads and writes back unchanged."""
+    return field(default=None, metadata={**({"check": check} if check else {}), "newer": newer})
 
 
 @dataclass(kw_only=True)
@@ -56,7 +57,8 @@ class Record(Mapping):
 
     def to_dict(self) -> dict:
         """The document as JSON-ready dicts and lists (NaN stays NaN: outputs.json_text writes it as null)."""
-        return {key: _plain(value) for key, value in self.items()}
+        newer = _newer(type(self))
+        return {key: _plain(value) for key, value in self.items() if not (value is None and key in newer)}
 
     @classmethod
     def read(cls, value, where: str = "", path: Path | str = "results") -> Record:
@@ -79,6 +81,11 @@ def internal(**kwargs):
 @cache
 def _names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.name != "extra" and not f.metadata.get("internal"))
+
+
+@cache
+def _newer(cls) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls) if f.metadata.get("newer"))
 
 
 @cache
