@@ -30,7 +30,10 @@ def rows() -> list[dict]:
                     if (folder / f"xstest_v2_completions_{model}.csv").exists())
         with path.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                found.append({"model": model, "prompt": row["prompt"], "completion": row["completion"] or "",
+                # stripped: Llama-2's and Mistral's completions start with a space, GPT-4's do not; unstripped, the
+                # classifier learnt that artefact (GPT-4 held out: 0.59)
+                found.append({"model": model, "prompt": row["prompt"].strip(),
+                              "completion": (row["completion"] or "").strip(),
                               "refusal": "refusal" in row["final_label"]})
     return found
 
@@ -76,19 +79,40 @@ def features(pairs: list[tuple[str, str]], layers: list[int], tokens: int, batch
     return out
 
 
-def lomo(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float = 1.0) -> dict[str, float]:
-    """Accuracy on each model with the classifier trained on the other four."""
+GRID = (0.001, 0.01, 0.1, 1.0)  # inverse regularisation, chosen inside the training models only
+
+
+def classifier(c: float):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    scores = {}
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+
+
+def lomo(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float | None = None) -> tuple[dict, dict]:
+    """(accuracy on each model with the classifier trained on the other four, the C used). With `c` None, C is
+    chosen for each held-out model by leave-one-model-out among the other four alone (nested), so the held-out
+    model never influences its own classifier."""
+    scores, chosen = {}, {}
     for model in MODELS:
         held = groups == model
-        classifier = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-        classifier.fit(x[~held], y[~held])
-        scores[model] = float((classifier.predict(x[held]) == y[held]).mean())
-    return scores
+        if c is None:
+            inner = [m for m in MODELS if m != model]
+            mean = {}
+            for candidate in GRID:
+                accuracies = []
+                for other in inner:
+                    train, test = ~held & (groups != other), groups == other
+                    fitted = classifier(candidate).fit(x[train], y[train])
+                    accuracies.append((fitted.predict(x[test]) == y[test]).mean())
+                mean[candidate] = float(np.mean(accuracies))
+            chosen[model] = max(GRID, key=lambda candidate: (mean[candidate], -candidate))
+        else:
+            chosen[model] = c
+        fitted = classifier(chosen[model]).fit(x[~held], y[~held])
+        scores[model] = float((fitted.predict(x[held]) == y[held]).mean())
+    return scores, chosen
 
 
 def main() -> None:
@@ -96,7 +120,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--layers", type=int, nargs="+", default=[8, 14, 20])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/judge_features.npz"))
-    parser.add_argument("--c", type=float, default=1.0, help="Inverse regularisation, fixed for every fold.")
+    parser.add_argument("--c", type=float, default=None,
+                        help="Inverse regularisation for every fold (default: chosen by nested leave-one-model-out).")
     args = parser.parse_args()
     from ssah_audit.responses.judges import verdicts
 
@@ -118,6 +143,7 @@ def main() -> None:
         np.savez_compressed(args.cache, **found)
     flat = {pool: value.reshape(len(pairs), -1) for pool, value in found.items()}
     variants = {
+        "first32, layer 14": found["first32"][:, args.layers.index(14)] if 14 in args.layers else flat["first32"],
         "first6+first32 (the issue's baseline)": np.hstack([flat["first6"], flat["first32"]]),
         f"first6+first32+all{args.tokens}": np.hstack([flat["first6"], flat["first32"], flat["all"]]),
         f"first6+first32+all{args.tokens}+rules": np.hstack([flat["first6"], flat["first32"], flat["all"],
@@ -125,11 +151,14 @@ def main() -> None:
     }
     print(f"\n| judge | {' | '.join(MODELS)} | mean | min |\n|---|{'---|' * (len(MODELS) + 2)}")
     table = {"rules": {m: float((rules[groups == m] == y[groups == m]).mean()) for m in MODELS}}
+    chosen = {}
     for name, x in variants.items():
-        table[name] = lomo(x, y, groups, args.c)
+        table[name], chosen[name] = lomo(x, y, groups, args.c)
     for name, scores in table.items():
         values = [scores[m] for m in MODELS]
         print(f"| {name} | {' | '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} | {min(values):.3f} |")
+    for name, cs in chosen.items():
+        print(f"C chosen for {name}: {', '.join(f'{m} {c:g}' for m, c in cs.items())}")
 
 
 if __name__ == "__main__":
