@@ -89,8 +89,9 @@ class AuditSettings:
                 raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
         if self.method not in UNIT_SCORES:
             raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
-        if not isinstance(self.judge, str) or self.judge not in JUDGES:
-            raise UserError(f"[audit] judge must be one of {', '.join(JUDGES.names())}, not {self.judge!r}")
+        if not isinstance(self.judge, str) or not (self.judge in JUDGES or self.judge.startswith("hf:")):
+            raise UserError(f"[audit] judge must be one of {', '.join(JUDGES.names())} or hf:PATH, not "
+                            f"{self.judge!r}")
         if type(self.verify) is not bool:
             raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
         for name in ("scu", "ucu", "ru"):

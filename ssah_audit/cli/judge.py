@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import config as defaults
 from ..errors import UserError
 from .common import handles_errors, out
-from .options import overwrite_option
+from .options import judge_spec, overwrite_option
 
 DISAGREEMENTS_SHOWN = 10
 
@@ -27,10 +27,11 @@ def judge_command(
         None, "--label-column", help="A column of human labels (1/0, refusal/compliance, XSTest's final_label): "
         "also print the judge's accuracy, precision and recall against it."),
     judges: list[str] = typer.Option(
-        None, "--judge", help="A registered judge (default: rules). Repeat it to judge with several side by side: "
-        "the first writes `refusal` and `refusal_reason`, each other `refusal_NAME` and `refusal_reason_NAME`, "
-        "and their agreement with the first is printed with the rows where they differ.",
-        callback=lambda names: [judge_option_check(name) for name in names or [defaults.JUDGE]]),
+        None, "--judge", help="A judge: rules (the default), a plugin's registered name, or hf:PATH. Repeat it to "
+        "judge with several side by side: the first writes `refusal` and `refusal_reason`, each other "
+        "`refusal_NAME` and `refusal_reason_NAME` (NAME: its registered name, or judgeN for the Nth --judge when "
+        "it is an hf: folder), and their agreement with the first is printed with the rows where they differ.",
+        callback=lambda names: [judge_spec(name) for name in names or [defaults.JUDGE]]),
     overwrite: bool = overwrite_option("Replace an existing --out file."),
 ) -> None:
     """Judge completions as refusal (full or partial) or compliance, and summarise. An empty completion counts as
@@ -54,7 +55,7 @@ def judge_command(
     verdicts = {name: api.judge(pairs, name) for name in judges}
     added = []
     for index, name in enumerate(judges):
-        suffix = "" if index == 0 else f"_{name}"
+        suffix = "" if index == 0 else f"_{name}" if ":" not in name else f"_judge{index + 1}"
         added += [f"refusal{suffix}", f"refusal_reason{suffix}"]
         for row, verdict in zip(rows, verdicts[name], strict=True):
             row[f"refusal{suffix}"], row[f"refusal_reason{suffix}"] = int(verdict.refusal), verdict.reason
@@ -64,14 +65,6 @@ def judge_command(
         _against_labels(label_column, verdicts, labels)
     if len(judges) > 1:
         _agreement(verdicts, pairs)
-
-
-def judge_option_check(name: str) -> str:
-    from ..components import JUDGES
-
-    if name not in JUDGES:
-        raise typer.BadParameter(f"unknown judge {name!r} (known: {', '.join(JUDGES.names())})")
-    return name
 
 
 def _summary(file: Path, verdicts: dict) -> None:

@@ -62,14 +62,28 @@ def component_option(registry, default: str, flag: str, help: str):
     return typer.Option(default, flag, help=help, callback=known)
 
 
-JUDGE_HELP = ("The registered judge that decides refusal or compliance for every rate: rules (built in: "
-              "BENCHMARKS.md gives its accuracy on human labels), or a plugin's.")
+JUDGE_HELP = ("The judge that decides refusal or compliance for every rate: rules (built in: BENCHMARKS.md "
+              "gives its accuracy on human labels), a plugin's registered name, or hf:PATH, a local sequence "
+              "classifier folder (hf:PATH#LABEL names its refusal label).")
+
+
+def judge_spec(value: str | None) -> str | None:
+    """A --judge value checked as the command line is read: a registered name, or hf:PATH naming a folder (the
+    classifier itself loads when the work starts)."""
+    from ..components import JUDGES
+
+    if value is None or value in JUDGES:
+        return value
+    if value.startswith("hf:"):
+        folder = Path(value.removeprefix("hf:").partition("#")[0]).expanduser()
+        if not (folder / "config.json").is_file():
+            raise typer.BadParameter(f"{value}: {folder} is not a model folder (no config.json)")
+        return value
+    raise typer.BadParameter(f"unknown judge {value!r} (known: {', '.join(JUDGES.names())}, or hf:PATH)")
 
 
 def judge_option(default: str | None = defaults.JUDGE, help: str = JUDGE_HELP):
-    from ..components import JUDGES
-
-    return component_option(JUDGES, default, "--judge", help)
+    return typer.Option(default, "--judge", help=help, callback=judge_spec)
 
 
 def prompt_field_option(help: str = "The prompt column of prompt files."):

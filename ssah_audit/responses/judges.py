@@ -1,6 +1,7 @@
-"""The judge slot: every verdict the audit, the gate and the ablations read comes from a registered judge
-(components.JUDGES), called on a batch of (prompt, completion) pairs. `rules` (judge.py) is the built-in one;
-a user's own judge (a classifier, a model-graded rubric) registers under its name and is used the same way."""
+"""The judge slot: every verdict the audit, the gate and the ablations read comes from a judge, called on a batch of
+(prompt, completion) pairs. A judge is named by a spec: a registered name (components.JUDGES: `rules`, judge.py,
+is the built-in one; a user's own judge registers under its name), or `hf:PATH`, a local sequence classifier
+(hf_judge.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from ..components import JUDGES
+from ..errors import UserError
 from . import judge as rules
 
 DEFAULT_JUDGE = "rules"
@@ -42,10 +44,22 @@ class RulesJudge:
 RULES = RulesJudge()
 
 
+def resolve(spec: str):
+    """The judge a spec names: a registered judge, or a local classifier (`hf:PATH`, loaded once)."""
+    from . import hf_judge
+
+    if isinstance(spec, str) and spec.startswith(hf_judge.PREFIX) and spec not in JUDGES:
+        return hf_judge.load(spec)
+    if spec not in JUDGES:
+        raise UserError(f"unknown judge {spec!r} (known: {', '.join(JUDGES.names())}, or hf:PATH for a local "
+                        "sequence classifier)")
+    return JUDGES.get(spec)
+
+
 @contextmanager
 def using(judge: str) -> Iterator[None]:
-    """Within this block, `verdicts` and `refusals` without a judge named use `judge` (a registered name)."""
-    JUDGES.get(judge)  # an unknown name is refused before any work
+    """Within this block, `verdicts` and `refusals` without a judge named use `judge` (a spec, see `resolve`)."""
+    resolve(judge)  # an unknown name or an unreadable classifier is refused before any work
     token = _ACTIVE.set(judge)
     try:
         yield
@@ -56,7 +70,7 @@ def using(judge: str) -> Iterator[None]:
 def describe(name: str) -> dict:
     """The judge on record (results.json's provenance, the reference cache key): its name, version, and how it
     was validated where it says (a judge's optional `validation` text)."""
-    judge = JUDGES.get(name)
+    judge = resolve(name)
     return {"name": name, "version": str(judge.version), "validation": getattr(judge, "validation", None)}
 
 
@@ -68,7 +82,7 @@ def verdicts(pairs: list[tuple[str, str]], judge: str | None = None) -> list[Ver
     """The verdicts of `judge` (default: the active one, see `using`), one per pair, checked: a judge that answers
     for fewer or more pairs than it was given would shift every verdict onto the wrong completion."""
     judge = judge or active()
-    found = list(JUDGES.get(judge).judge(list(pairs)))
+    found = list(resolve(judge).judge(list(pairs)))
     if len(found) != len(pairs) or not all(isinstance(v, Verdict) for v in found):
         raise TypeError(f"judge {judge!r} must return one behavior.judges.Verdict per pair ({len(pairs)}), "
                         f"not {len(found)} values")
