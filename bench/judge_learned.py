@@ -5,8 +5,10 @@ SmolLM2-135M-Instruct hidden states (a few layers, means over the completion's o
 with and without the rules' verdict as a feature. No hyper-parameter is tuned on the held-out model: one fixed
 regularisation for every fold.
 
-Run: .venv/bin/python bench/judge_learned.py [--tokens 128] [--layers 8 14 20] [--cache /tmp/judge_features.npz]
-(the features take some minutes on 2 cores, once; later runs read them from --cache).
+Run: .venv/bin/python bench/judge_learned.py [--cache /tmp/judge_features.npz] [--write]
+(the features take some minutes on 2 cores, once; later runs read them from --cache). --write fits the shipped
+classifier on all five models, with C chosen by leave-one-model-out over them, into
+ssah_audit/data/builtin/judge_learned.safetensors with the table above as its validation.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 SETS = [Path("../shared/data/xstest_completions"), Path("../shared/eval/xstest_completions")]
 MODELS = ("gpt4", "mistralinstruct", "llama2new", "llama2orig", "mistralguard")
-POOLS = {"first6": 6, "first32": 32, "all": None}  # mean over the completion's first k tokens (None: all read)
+POOLS = ("first6", "first32", "all")
 
 
 def rows() -> list[dict]:
@@ -38,45 +40,14 @@ def rows() -> list[dict]:
     return found
 
 
-def features(pairs: list[tuple[str, str]], layers: list[int], tokens: int, batch_size: int = 8) -> dict:
-    """Per pooling and layer, the mean hidden state over the completion's first tokens: {pool: [rows, layers,
-    hidden]}. The prompt and completion are chat-formatted as one exchange; the completion is cut to `tokens`."""
-    import torch
+def features(pairs: list[tuple[str, str]]) -> dict:
+    """{pool: [rows, layers, hidden]}, exactly as the shipped judge reads them (responses/learned_judge.py)."""
+    from ssah_audit.responses import learned_judge as learned
 
-    from ssah_audit.models.resolve import load_model
-
-    loaded = load_model("smollm2-135m-instruct")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    model.model.layers = model.model.layers[:max(layers)]  # nothing above the deepest layer read is needed
-    encoded = []
-    for prompt, completion in pairs:
-        head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-        answer = tokenizer(completion, add_special_tokens=False)["input_ids"][:tokens] or \
-            tokenizer(" ", add_special_tokens=False)["input_ids"]
-        encoded.append((ids[-256:], answer))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    out = {pool: np.zeros((len(pairs), len(layers), model.config.hidden_size), dtype=np.float32) for pool in POOLS}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            width = max(len(encoded[i][0]) + len(encoded[i][1]) for i in batch)
-            ids = torch.full((len(batch), width), pad)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                sequence = encoded[i][0] + encoded[i][1]
-                ids[row, :len(sequence)] = torch.tensor(sequence)
-                mask[row, :len(sequence)] = 1
-            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            for row, i in enumerate(batch):
-                begin, length = len(encoded[i][0]), len(encoded[i][1])
-                for pool, k in POOLS.items():
-                    end = begin + (length if k is None else min(k, length))
-                    for slot, layer in enumerate(layers):
-                        out[pool][i, slot] = hidden[layer][row, begin:end].mean(dim=0).float().numpy()
-    return out
+    model, tokenizer = learned.backbone()
+    flat = learned.features(model, tokenizer, pairs)
+    shaped = flat.reshape(len(pairs), len(learned.POOLS), len(learned.LAYERS), -1)
+    return {pool: shaped[:, slot] for slot, pool in enumerate(learned.POOLS)}
 
 
 GRID = (0.001, 0.01, 0.1, 1.0)  # inverse regularisation, chosen inside the training models only
@@ -117,8 +88,7 @@ def lomo(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float | None = Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--layers", type=int, nargs="+", default=[8, 14, 20])
+    parser.add_argument("--write", action="store_true", help="Write the shipped classifier (see above).")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/judge_features.npz"))
     parser.add_argument("--c", type=float, default=None,
                         help="Inverse regularisation for every fold (default: chosen by nested leave-one-model-out).")
@@ -137,18 +107,20 @@ def main() -> None:
         found = {pool: stored[pool] for pool in POOLS}
     else:
         tic = time.perf_counter()
-        found = features(pairs, args.layers, args.tokens)
+        found = features(pairs)
         seconds = time.perf_counter() - tic
         print(f"features: {len(pairs)} rows in {seconds:.0f} s ({len(pairs) / seconds:.1f} rows/s)")
         np.savez_compressed(args.cache, **found)
     flat = {pool: value.reshape(len(pairs), -1) for pool, value in found.items()}
+    shipped = np.hstack([flat["first6"], flat["first32"], flat["all"]])
     variants = {
-        "first32, layer 14": found["first32"][:, args.layers.index(14)] if 14 in args.layers else flat["first32"],
+        "first32, layer 14": found["first32"][:, 1],
         "first6+first32 (the issue's baseline)": np.hstack([flat["first6"], flat["first32"]]),
-        f"first6+first32+all{args.tokens}": np.hstack([flat["first6"], flat["first32"], flat["all"]]),
-        f"first6+first32+all{args.tokens}+rules": np.hstack([flat["first6"], flat["first32"], flat["all"],
-                                                              rules[:, None].astype(np.float32) * 10]),
+        "first6+first32+all128 (shipped)": shipped,
+        "first6+first32+all128+rules": np.hstack([shipped, rules[:, None].astype(np.float32) * 10]),
     }
+    if args.write:  # only what is shipped
+        variants = {name: x for name, x in variants.items() if name.endswith("(shipped)")}
     print(f"\n| judge | {' | '.join(MODELS)} | mean | min |\n|---|{'---|' * (len(MODELS) + 2)}")
     table = {"rules": {m: float((rules[groups == m] == y[groups == m]).mean()) for m in MODELS}}
     chosen = {}
@@ -159,6 +131,39 @@ def main() -> None:
         print(f"| {name} | {' | '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} | {min(values):.3f} |")
     for name, cs in chosen.items():
         print(f"C chosen for {name}: {', '.join(f'{m} {c:g}' for m, c in cs.items())}")
+    if args.write:
+        write(shipped, y, groups, table["first6+first32+all128 (shipped)"], table["rules"])
+
+
+def write(x: np.ndarray, y: np.ndarray, groups: np.ndarray, scores: dict, rules: dict) -> None:
+    """Fit on all five models, C chosen by leave-one-model-out over them, and write the judge's weights."""
+    import json
+    from datetime import UTC, datetime
+
+    from safetensors.numpy import save_file
+
+    mean = {}
+    for candidate in GRID:
+        accuracies = []
+        for model in MODELS:
+            held = groups == model
+            fitted = classifier(candidate).fit(x[~held], y[~held])
+            accuracies.append((fitted.predict(x[held]) == y[held]).mean())
+        mean[candidate] = float(np.mean(accuracies))
+    c = max(GRID, key=lambda candidate: (mean[candidate], -candidate))
+    fitted = classifier(c).fit(x, y)
+    scaler, regression = fitted[0], fitted[-1]
+    per_model = ", ".join(f"{m} {scores[m]:.3f}" for m in MODELS)
+    validation = (f"XSTest v2 human labels, leave one model out (bench/judge_learned.py): mean "
+                  f"{np.mean(list(scores.values())):.3f}, lowest {min(scores.values()):.3f} ({per_model}); "
+                  f"the rules on the same rows {np.mean(list(rules.values())):.3f} / {min(rules.values()):.3f}")
+    meta = {"validation": validation, "C": c, "rows": int(len(y)), "fitted": datetime.now(UTC).strftime("%Y-%m-%d")}
+    target = Path(__file__).resolve().parents[1] / "ssah_audit" / "data" / "builtin" / "judge_learned.safetensors"
+    save_file({"mean": scaler.mean_.astype(np.float32), "scale": scaler.scale_.astype(np.float32),
+               "coef": regression.coef_[0].astype(np.float32),
+               "intercept": regression.intercept_.astype(np.float32)}, str(target),
+              metadata={"judge": json.dumps(meta)})
+    print(f"wrote {target} (C {c:g}; {validation})")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ GATE_CHECKS = Registry("gate check", "ssah_audit.gate_checks",
                        contract("name", "description", "default", "direction", "bounds", calls=("value",)))
 
 JUDGES.register("rules", lazy="ssah_audit.responses.judges:RULES")
+JUDGES.register("learned", lazy="ssah_audit.responses.learned_judge:LEARNED")
 for _name in ("wifv", "wanda", "snip"):
     UNIT_SCORES.register(_name, lazy=f"ssah_audit.unit_classes.scores:{_name.upper()}")
 for _name in ("self", "lens", "paper"):

@@ -22,7 +22,8 @@ def test_wheel_contains_templates_and_data_and_renders_from_them(tmp_path):
         assert f"ssah_audit/templates/{template.name}" in names, template.name
     for module in (ROOT / "ssah_audit").rglob("*.py"):  # a subpackage missing from pyproject would be lost
         assert module.relative_to(ROOT).as_posix() in names, module
-    for data in (ROOT / "ssah_audit" / "data" / "builtin").glob("*.json*"):
+    for data in [*(ROOT / "ssah_audit" / "data" / "builtin").glob("*.json*"),
+                 *(ROOT / "ssah_audit" / "data" / "builtin").glob("*.safetensors")]:
         assert f"ssah_audit/data/builtin/{data.name}" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),

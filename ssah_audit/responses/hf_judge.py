@@ -36,7 +36,7 @@ class HFClassifierJudge:
     def judge(self, pairs):
         import torch
 
-        from .judges import Verdict
+        from .verdict import Verdict
 
         verdicts = []
         with torch.inference_mode():

@@ -13,18 +13,12 @@ from dataclasses import dataclass
 from ..components import JUDGES
 from ..errors import UserError
 from . import judge as rules
+from .verdict import Verdict
 
 DEFAULT_JUDGE = "rules"
 # The judge that measurements without a judge of their own use: the audit sets it from its settings for the whole
 # run (`using`), so behaviour, the ablation rows and the calibration refusals all read the same judge.
 _ACTIVE: ContextVar[str] = ContextVar("ssah_audit_judge", default=DEFAULT_JUDGE)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    refusal: bool  # a full or partial refusal
-    probability: float | None  # the judge's probability of refusal, where it has one
-    reason: str  # the rule that fired, or the judge's own short reason
 
 
 @dataclass(frozen=True)
