@@ -37,8 +37,9 @@ def audit(model: Model, reference: Model | None = None, *, quick: bool = False,
           formats: tuple[str, ...] = ("html", "md", "json"), map_folder: str | Path | None = None,
           **load) -> AuditResult:
     """The whole audit (`ssah-audit audit`): behaviour, probe and units of the model and the reference, their
-    comparison, the remedy and the gate. `settings`: an AuditSettings, or a dict of its fields over the defaults
-    (the quick ones with `quick`); `config`: an audit.toml whose [audit] and [gate] tables apply first;
+    comparison, the remedy and the gate. `settings`: a dict of AuditSettings fields over the defaults (the quick
+    ones with `quick`) and over `config`, an audit.toml whose [audit], [judge] and [gate] tables apply first; or an
+    AuditSettings, taken as it is (the CLI passes one, already merged);
     `thresholds`: gate thresholds by check name, over both. Without a reference, a LoRA adapter is audited
     against its base. `out`: the report folder to write (checked before the work: it must not exist);
     `map_folder`: where the remedy's freeze map will be, for a caller that writes the report itself (default:
