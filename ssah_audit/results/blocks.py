@@ -64,9 +64,6 @@ class Behavior(Record):
     refusal_score: RefusalScore
     samples: dict[str, list[Sample]]
 
-    def completions(self, role: str) -> list[str]:
-        return [sample.completion for sample in self.samples.get(role, [])]
-
 
 @dataclass(kw_only=True)
 class ForcedPrefix(Record):
