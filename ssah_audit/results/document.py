@@ -5,6 +5,7 @@ provenance. `AuditResult` is what `ssah_audit.auditing()` returns, what results.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,8 +218,9 @@ def read_results_document(doc, path: Path | str) -> AuditResult:
 
 def upgrade_v1(doc: dict) -> dict:
     """Version 1 wrote each behaviour block's samples as one list, harmful first (harmful.n of them), each sample
-    naming its set: group them by role. Anything malformed is left for the checks to name."""
-    doc = dict(doc, schema_version=SCHEMA_VERSION)
+    naming its set: group them by role. Anything malformed is left for the checks to name. The caller's document
+    is left as it was."""
+    doc = dict(copy.deepcopy(doc), schema_version=SCHEMA_VERSION)
     for owner in (doc, doc.get("reference")):
         behavior = owner.get("behavior") if isinstance(owner, dict) else None
         if not isinstance(behavior, dict) or not isinstance(behavior.get("samples"), list):
