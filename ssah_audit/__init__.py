@@ -21,6 +21,7 @@ _EXPORTS = {
     "PromptSet": "ssah_audit.data.prompt",
     "GateCheck": "ssah_audit.gate",
     "UserError": "ssah_audit.errors",
+    "ReportNotWritten": "ssah_audit.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

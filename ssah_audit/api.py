@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import config as defaults
 from .config import AuditSettings, load_config, read_settings
-from .errors import UserError
+from .errors import ReportNotWritten, UserError
 from .models.loading import LoadedModel, LoadOptions
 from .progress import warn
 from .results import AuditResult, Behavior, ModelBlock, Probe, Units
@@ -43,7 +43,8 @@ def audit(model: Model, reference: Model | None = None, *, quick: bool = False,
     `thresholds`: gate thresholds by check name, over both. Without a reference, a LoRA adapter is audited
     against its base. `out`: the report folder to write (checked before the work: it must not exist);
     `map_folder`: where the remedy's freeze map will be, for a caller that writes the report itself (default:
-    `out`). `load`: load_model's options (dtype, device, trust_remote_code, allow_pickle, base) for the model."""
+    `out`). A report that cannot be written after the work raises ReportNotWritten, which holds the result.
+    `load`: load_model's options (dtype, device, trust_remote_code, allow_pickle, base) for the model."""
     from . import auditing, gate
     from .outputs import check_new_folder
 
@@ -69,7 +70,12 @@ def audit(model: Model, reference: Model | None = None, *, quick: bool = False,
     if folder is not None:
         from .reporting import render
 
-        render.write(result, folder, formats)
+        try:
+            render.write(result, folder, formats)
+        except (UserError, OSError) as exc:
+            reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+            raise ReportNotWritten(f"the audit ran, but its report was not written: {reason} (the result is on "
+                                   "this error's .result)", result) from None
     return result
 
 

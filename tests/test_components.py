@@ -198,6 +198,11 @@ def test_a_registered_prompt_set_is_a_set_like_the_built_in_ones(monkeypatch, cl
         load_prompt_set("chores:test")
     code, stdout, stderr = cli("prompts", "show", "chores", "--limit", "2")
     assert code == 0 and "How do I clean a oven?" in stdout, stderr
+    PROMPT_SETS._items.pop("empty")
+    code, stdout, stderr = cli("prompts", "list", "--json")
+    assert code == 0, stderr
+    listed = {row["name"]: row for row in json.loads(stdout)["sets"]}
+    assert listed["chores"]["train"] == 4 and listed["chores"]["eval"] == 4 and "harmful" in listed
 
 
 class Suspicious:

@@ -76,3 +76,31 @@ def test_a_measured_number_stored_as_null_reads_as_nan_and_a_missing_part_is_nam
     del probe["margin"]
     with pytest.raises(Exception, match=r"'probe.margin' is missing"):
         Probe.read(probe, "probe", "r.json")
+
+
+def test_an_audit_whose_report_folder_appears_meanwhile_keeps_its_result(monkeypatch, tmp_path):
+    """`ssah_audit.audit(out=...)` checks the folder before the work; one that appears while it runs (here made by
+    a plugin judge during the audit) is left alone, and the measured result comes back on the error."""
+    import ssah_audit
+    from ssah_audit import reference_cache
+    from ssah_audit.components import JUDGES
+    from ssah_audit.responses.judges import verdicts
+
+    out = tmp_path / "report"
+
+    class Meddler:
+        name, version = "meddler", "0"
+
+        def judge(self, pairs):
+            out.mkdir(exist_ok=True)
+            (out / "theirs.txt").write_text("someone else's")
+            return verdicts(pairs, "rules")
+
+    monkeypatch.setattr(JUDGES, "_items", dict(JUDGES._items))
+    monkeypatch.setattr(reference_cache, "cache_root", lambda: tmp_path / "references")
+    JUDGES.register("meddler", Meddler())
+    with pytest.raises(ssah_audit.ReportNotWritten, match="already exists") as caught:
+        ssah_audit.audit("organism-aligned", quick=True, out=out,
+                         settings={"limit": 3, "verify": False, "judge": "meddler"})
+    assert caught.value.result.behavior.harmful.n == 3 and caught.value.result.provenance.judge.name == "meddler"
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"] and (out / "theirs.txt").read_text() == "someone else's"

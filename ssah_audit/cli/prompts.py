@@ -18,17 +18,22 @@ app = typer.Typer(help="Built-in prompt sets and prompt files.", no_args_is_help
 @app.command("list")
 @handles_errors
 def prompts_list(as_json: bool = json_stdout_option()) -> None:
-    """List the built-in prompt sets with the sizes of their train and eval splits."""
-    from ..data.sets import BUILTIN_SETS, builtin_set, compliance_openings, refusal_openings
+    """List the built-in prompt sets, and any a plugin registered, with the sizes of their train and eval splits."""
+    from ..components import PROMPT_SETS
+    from ..data.sets import BUILTIN_SETS, builtin_set, compliance_openings, refusal_openings, registered_set
 
     rows = [{"name": name, "description": text, "train": len(builtin_set(f"{name}:train")),
              "eval": len(builtin_set(f"{name}:eval")), "categories": len(builtin_set(f"{name}:all").categories())}
             for name, text in BUILTIN_SETS.items()]
+    rows += [{"name": name, "description": PROMPT_SETS.get(name).description,
+              "train": len(registered_set(f"{name}:train")), "eval": len(registered_set(f"{name}:eval")),
+              "categories": len(registered_set(name).categories())} for name in PROMPT_SETS.names()]
     if as_json:
         typer.echo(json.dumps({"sets": rows, "refusal_openings": len(refusal_openings()),
                                "compliance_openings": len(compliance_openings())}, indent=2))
         return
-    table = Table(title="built-in prompt sets (NAME = NAME:eval; NAME:train is for calibration)")
+    table = Table(title="prompt sets (built in: NAME = NAME:eval, NAME:train is for calibration; registered: NAME "
+                        "is the whole set)")
     for column in ("name", "train", "eval", "categories", "description"):
         table.add_column(column)
     for row in rows:
