@@ -180,7 +180,7 @@ def units(model: Model, reference: Model | None = None, *, method: str = default
 
 
 def judge(pairs, judge: str = defaults.JUDGE) -> list:
-    """The verdicts of a registered judge on (prompt, completion) pairs: behavior.judges.Verdict each (refusal,
+    """The verdicts of a judge (a registered name or hf:PATH) on (prompt, completion) pairs: a Verdict each (refusal,
     probability where the judge has one, reason). A single pair may be given as it is."""
     from .responses.judges import verdicts
 

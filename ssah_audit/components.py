@@ -5,7 +5,7 @@ so naming or listing them imports no model code; tests/test_components.py runs e
 each kind through its contract.
 
 - A **judge** has `name`, `version` and `judge(pairs)`: for (prompt, completion) pairs, one
-  behavior.judges.Verdict each (refusal yes/no, a probability where it has one, the reason or rule).
+  responses.verdict.Verdict each (refusal yes/no, a probability where it has one, the reason or rule).
 - A **unit score** has `name`, `description` and `compute(model, unit_map, exchanges, batch_size, response_only,
   description)`: one non-negative float64 tensor per write-back module, higher meaning more important.
 - A **probe variant** has `name`, `description` and `measure(loaded, items, harmful, benign, steps, batch_size,

@@ -74,7 +74,8 @@ class AuditSettings:
 
     def __post_init__(self):
         """audit.toml reaches here without the command line's checks: check the same bounds, before any work."""
-        from .components import JUDGES, UNIT_SCORES
+        from .components import UNIT_SCORES
+        from .responses.judges import check_spec
 
         minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
                    "random_seeds": 1, "seed": 0}
@@ -89,9 +90,10 @@ class AuditSettings:
                 raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
         if self.method not in UNIT_SCORES:
             raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
-        if not isinstance(self.judge, str) or not (self.judge in JUDGES or self.judge.startswith("hf:")):
-            raise UserError(f"[audit] judge must be one of {', '.join(JUDGES.names())} or hf:PATH, not "
-                            f"{self.judge!r}")
+        try:
+            check_spec(self.judge)
+        except UserError as exc:
+            raise UserError(f"[audit] judge: {exc}") from None
         if type(self.verify) is not bool:
             raise UserError(f"[audit] verify must be true or false, not {self.verify!r}")
         for name in ("scu", "ucu", "ru"):

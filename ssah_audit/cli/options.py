@@ -70,16 +70,12 @@ JUDGE_HELP = ("The judge that decides refusal or compliance for every rate: rule
 def judge_spec(value: str | None) -> str | None:
     """A --judge value checked as the command line is read: a registered name, or hf:PATH naming a folder (the
     classifier itself loads when the work starts)."""
-    from ..components import JUDGES
+    from ..responses.judges import check_spec
 
-    if value is None or value in JUDGES:
-        return value
-    if value.startswith("hf:"):
-        folder = Path(value.removeprefix("hf:").partition("#")[0]).expanduser()
-        if not (folder / "config.json").is_file():
-            raise typer.BadParameter(f"{value}: {folder} is not a model folder (no config.json)")
-        return value
-    raise typer.BadParameter(f"unknown judge {value!r} (known: {', '.join(JUDGES.names())}, or hf:PATH)")
+    try:
+        return None if value is None else check_spec(value)
+    except UserError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def judge_option(default: str | None = defaults.JUDGE, help: str = JUDGE_HELP):

@@ -50,15 +50,21 @@ class HFClassifierJudge:
         return verdicts
 
 
+def folder_of(spec: str) -> Path:
+    """The model folder "hf:PATH[#LABEL]" names, refused in one line unless it holds a config.json (checked as the
+    command line is read; the classifier itself loads when the work starts)."""
+    folder = Path(spec.removeprefix(PREFIX).partition("#")[0]).expanduser()
+    if not (folder / "config.json").is_file():
+        raise UserError(f"judge {spec}: {folder} is not a model folder (no config.json)")
+    return folder
+
+
 @cache
 def load(spec: str) -> HFClassifierJudge:
     """The judge `spec` ("hf:PATH" or "hf:PATH#LABEL") names, loaded once per process."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    path, _, label = spec.removeprefix(PREFIX).partition("#")
-    folder = Path(path).expanduser()
-    if not (folder / "config.json").is_file():
-        raise UserError(f"judge {spec}: {folder} is not a model folder (no config.json)")
+    folder, label = folder_of(spec), spec.partition("#")[2]
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         labels = {int(i): str(name) for i, name in (config.id2label or {}).items()}

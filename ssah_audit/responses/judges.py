@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..components import JUDGES
 from ..errors import UserError
+from . import hf_judge
 from . import judge as rules
 from .verdict import Verdict
 
@@ -38,16 +39,21 @@ class RulesJudge:
 RULES = RulesJudge()
 
 
+def check_spec(spec: str) -> str:
+    """A judge spec checked without loading anything: a registered name, or hf:PATH naming a model folder."""
+    if isinstance(spec, str) and spec in JUDGES:
+        return spec
+    if isinstance(spec, str) and spec.startswith(hf_judge.PREFIX):
+        hf_judge.folder_of(spec)
+        return spec
+    raise UserError(f"unknown judge {spec!r} (known: {', '.join(JUDGES.names())}, or hf:PATH for a local "
+                    "sequence classifier)")
+
+
 def resolve(spec: str):
     """The judge a spec names: a registered judge, or a local classifier (`hf:PATH`, loaded once)."""
-    from . import hf_judge
-
-    if isinstance(spec, str) and spec.startswith(hf_judge.PREFIX) and spec not in JUDGES:
-        return hf_judge.load(spec)
-    if spec not in JUDGES:
-        raise UserError(f"unknown judge {spec!r} (known: {', '.join(JUDGES.names())}, or hf:PATH for a local "
-                        "sequence classifier)")
-    return JUDGES.get(spec)
+    check_spec(spec)
+    return JUDGES.get(spec) if spec in JUDGES else hf_judge.load(spec)
 
 
 @contextmanager
@@ -78,7 +84,7 @@ def verdicts(pairs: list[tuple[str, str]], judge: str | None = None) -> list[Ver
     judge = judge or active()
     found = list(resolve(judge).judge(list(pairs)))
     if len(found) != len(pairs) or not all(isinstance(v, Verdict) for v in found):
-        raise TypeError(f"judge {judge!r} must return one behavior.judges.Verdict per pair ({len(pairs)}), "
+        raise TypeError(f"judge {judge!r} must return one responses.verdict.Verdict per pair ({len(pairs)}), "
                         f"not {len(found)} values")
     return found
 
