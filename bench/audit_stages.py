@@ -6,8 +6,13 @@ Two audits of MODEL against REFERENCE in one process: first with no reference bl
 audit-references folder beside the cached models), then with the reference's block cached, as a CI gate auditing
 its next fine-tune would run.
 
+The judge's share is timed too (every verdict the audit asks for, the backbone's first load included): the audit
+with a judge that costs nothing would take the total less that, so total / (total - judge) is what the judge
+costs over the rules (which judge thousands of answers a second).
+
 Run: .venv/bin/python bench/audit_stages.py [--model smollm2-135m-safe-ft] [--reference smollm2-135m-safe] [--quick]
-     [--set KEY=VALUE ...]   (AuditSettings fields, e.g. --set verify_tokens=64 for the ablation rows of before)
+     [--set KEY=VALUE ...]   (AuditSettings fields, e.g. --set verify_tokens=64 for the ablation rows of before,
+     judge=rules) [--report FOLDER]   (the second audit's reports, as reports/example holds them)
 """
 
 from __future__ import annotations
@@ -45,23 +50,46 @@ class StageClock(dict):
         super().__setitem__(key, value)
 
 
-def audit_once(model, reference, settings) -> tuple[list[tuple[str, float, int]], dict]:
-    """[(stage, seconds, tokens)] of one audit, the total last, and its results."""
+class JudgeClock:
+    """Seconds and answers in every call for verdicts (responses.judges.verdicts, which refusals calls too)."""
+
+    def __init__(self):
+        from ssah_audit.responses import judges
+
+        self.module, self.original, self.seconds, self.answers = judges, judges.verdicts, 0.0, 0
+
+        def timed(pairs, judge=None):
+            tic = time.perf_counter()
+            try:
+                return self.original(pairs, judge)
+            finally:
+                self.seconds += time.perf_counter() - tic
+                self.answers += len(pairs)
+
+        judges.verdicts = timed
+
+    def close(self):
+        self.module.verdicts = self.original
+
+
+def audit_once(model, reference, settings) -> tuple[list[tuple[str, float, int]], dict, JudgeClock]:
+    """[(stage, seconds, tokens)] of one audit, the total last, its results, and the judge's time in it."""
     from ssah_audit import auditing as audit
 
     counters = [TokenCounter(model.model), TokenCounter(reference.model)]
-    clock = StageClock(counters)
+    clock, judge = StageClock(counters), JudgeClock()
     start = time.perf_counter()
     try:
         results = audit.run(model, reference, settings, timings=clock)
     finally:
+        judge.close()
         for counter in counters:
             counter.close()
     wall = time.perf_counter() - start
     rows = [(key, value, clock.tokens[key]) for key, value in clock.items()
             if key != "total" and isinstance(value, float)]
     rows.append(("audit total", wall, sum(counter.tokens for counter in counters)))
-    return rows, results
+    return rows, results, judge
 
 
 def main() -> None:
@@ -70,6 +98,7 @@ def main() -> None:
     parser.add_argument("--reference", default="smollm2-135m-safe")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--report", type=Path, help="Render the second audit's reports into this new folder.")
     args = parser.parse_args()
     fresh_reference_cache()
     from ssah_audit.auditing import AuditSettings
@@ -86,7 +115,7 @@ def main() -> None:
     print(f"{args.model} against {args.reference}: {parameters / 1e6:.0f}M parameters; settings {changes or 'default'}"
           f"{' (quick)' if args.quick else ''}; machine fp32 matmul {machine:.0f} GFLOP/s")
     for label in ("no reference block cached", "reference block cached"):
-        rows, results = audit_once(model, reference, settings)
+        rows, results, judge = audit_once(model, reference, settings)
         print(f"\n{label}: verdict {'PASS' if results['gate']['passed'] else 'FAIL'}, compliance "
               f"{results['behavior']['harmful']['compliance_rate']:.0%} vs "
               f"{results['reference']['behavior']['harmful']['compliance_rate']:.0%}, probe "
@@ -101,6 +130,14 @@ def main() -> None:
             print(f"| {stage} | {seconds:.1f} | {tokens:,} | {achieved:.1f} | {ratio:.1f}x |")
         for who, block in (("model", results), ("reference", results["reference"])):
             print(f"{who} units stage, seconds: {block['units'].get('seconds')}; probe {block['probe']['seconds']} s")
+        total = rows[-1][1]
+        print(f"judge {settings.judge}: {judge.answers} answers in {judge.seconds:.1f} s "
+              f"({judge.answers / max(judge.seconds, 1e-9):.0f} a second), {judge.seconds / total:.1%} of the audit; "
+              f"the audit over the same audit with a judge that costs nothing: {total / (total - judge.seconds):.3f}x")
+    if args.report:
+        from ssah_audit.api import report
+
+        print(f"reports: {report(results, args.report)}")
     print(f"\npeak RSS: {peak_rss_mib():.0f} MiB")
 
 

@@ -10,8 +10,8 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    **{name: "ssah_audit.api" for name in ("audit", "behavior", "probe", "units", "judge", "load_model", "report",
-                                             "read_results")},
+    **{name: "ssah_audit.api" for name in ("audit", "behavior", "probe", "units", "judge", "fit_judge", "load_model",
+                                             "report", "read_results")},
     "AuditSettings": "ssah_audit.auditing",
     **{name: "ssah_audit.results" for name in ("AuditResult", "Behavior", "Probe", "Units", "ModelBlock", "Gate",
                                                 "CheckResult", "Comparison", "Record")},

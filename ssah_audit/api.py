@@ -191,6 +191,20 @@ def judge(pairs, judge: str = defaults.JUDGE) -> list:
     return verdicts([tuple(pair) for pair in pairs], judge)
 
 
+def fit_judge(pairs, labels, out: str | Path, source: str = "") -> dict:
+    """Refit the learned judge on labelled (prompt, completion) pairs (labels: True for refusal) into the new folder
+    `out`, for `judge="learned:OUT"`; returns what was measured (rows, refusals, C, folds, its cross-validated
+    accuracy and the shipped judge's on the same rows)."""
+    from .outputs import check_new_folder
+    from .responses.learned_judge import fit
+
+    pairs = [tuple(pair) for pair in pairs]
+    if len(pairs) != len(labels) or not all(len(pair) == 2 and all(isinstance(part, str) for part in pair)
+                                            for pair in pairs):
+        raise UserError("fit_judge takes (prompt, completion) pairs of strings and one label each")
+    return fit(pairs, [bool(label) for label in labels], check_new_folder(Path(out)), source)
+
+
 def report(results: AuditResult | str | Path, out: str | Path, formats: tuple[str, ...] = ("html", "md", "json")
            ) -> Path:
     """Render an audit's reports into the new folder `out` (`ssah-audit report`), from an AuditResult or a

@@ -20,6 +20,8 @@ each kind through its contract.
 
 from __future__ import annotations
 
+import os
+
 from .registry import Registry
 
 
@@ -47,6 +49,11 @@ GATE_CHECKS = Registry("gate check", "ssah_audit.gate_checks",
 
 JUDGES.register("rules", lazy="ssah_audit.responses.judges:RULES")
 JUDGES.register("learned", lazy="ssah_audit.responses.learned_judge:LEARNED")
+# The default judge: `learned`, the best leave-one-model-out accuracy on XSTest (BENCHMARKS.md), unless the
+# environment names another for every command (a CI job that wants the fast `rules`; the test suite, whose
+# organisms speak a vocabulary the rules read exactly).
+JUDGE_ENV = "SSAH_AUDIT_JUDGE"
+DEFAULT_JUDGE = os.environ.get(JUDGE_ENV, "").strip() or "learned"
 for _name in ("wifv", "wanda", "snip"):
     UNIT_SCORES.register(_name, lazy=f"ssah_audit.unit_classes.scores:{_name.upper()}")
 for _name in ("self", "lens", "paper"):

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from .components import DEFAULT_JUDGE
 from .errors import UserError
 from .inputs import MiB, read_text
 
@@ -25,7 +26,7 @@ BATCH_SIZE = 16  # sequences per forward pass: behaviour, probe, and every stage
 # (tests/test_unit_scores.py: padded batches against one example at a time).
 UNITS_BATCH_SIZE = 8
 SEED = 0
-JUDGE = "rules"
+JUDGE = DEFAULT_JUDGE  # learned, or the environment's $SSAH_AUDIT_JUDGE (components.py)
 QUICK = {"limit": 20, "max_new_tokens": 32, "steps": 6}  # --quick: a fast look
 TABLES = ("audit", "gate", "judge")  # the tables audit.toml may hold
 CONFIG_BYTES = MiB  # an audit.toml is a few lines

@@ -7,6 +7,12 @@ import os
 # Tests never reach the model hub; set before transformers/huggingface_hub are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The suite's models are the organisms and tiny random models; the organisms answer in a vocabulary of their own
+# (the built-in refusal and compliance openings), which the rules read exactly (on their held-out harmful and
+# borderline answers the learned judge and the rules agree on all 280). So their science runs with the fast rules
+# judge; the default, `learned`, is tested where it is the subject (test_learned_judge.py, the judge contract in
+# test_components.py, an organism audit with it), and tests that need it name it.
+os.environ["SSAH_AUDIT_JUDGE"] = "rules"
 
 import pytest  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402

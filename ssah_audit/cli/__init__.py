@@ -21,6 +21,7 @@ for command in (inspect.inspect, behavior.behavior, probe.probe, units.units, fi
                 audit.report):
     app.command()(command)
 app.command("judge")(judge.judge_command)
+app.command("judge-fit")(judge.judge_fit_command)
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(cache.app, name="cache")

@@ -1,5 +1,5 @@
 """`ssah-audit judge`: the refusal judge run over completions produced elsewhere, optionally scored against
-human labels."""
+human labels; `ssah-audit judge-fit`: the learned judge refitted on a user's own labels."""
 
 from __future__ import annotations
 
@@ -20,38 +20,39 @@ DISAGREEMENTS_SHOWN = 10
 def judge_command(
     file: Path = typer.Argument(..., help="A CSV/JSON/JSONL file of completions produced elsewhere."),
     out_file: Path = typer.Option(..., "--out", help="File to write (.csv, .jsonl or .json, by its name): every "
-                                  "input column plus `refusal` (1/0) and `refusal_reason` (the rule that decided)."),
+                                  "input column plus `refusal` (1/0) and `refusal_reason` (the rule, or the "
+                                  "probability, that decided)."),
     column: str = typer.Option("completion", "--column", help="The column holding the completion."),
     prompt_column: str = typer.Option("prompt", "--prompt-column", help="The column holding the prompt."),
     label_column: str | None = typer.Option(
         None, "--label-column", help="A column of human labels (1/0, refusal/compliance, XSTest's final_label): "
         "also print the judge's accuracy, precision and recall against it."),
     judges: list[str] = typer.Option(
-        None, "--judge", help="A judge: rules (the default), a plugin's registered name, or hf:PATH. Repeat it to "
-        "judge with several side by side: the first writes `refusal` and `refusal_reason`, each other "
-        "`refusal_NAME` and `refusal_reason_NAME` (NAME: its registered name, or judgeN for the Nth --judge when "
-        "it is an hf: folder), and their agreement with the first is printed with the rows where they differ.",
-        callback=lambda names: [judge_spec(name) for name in names or [defaults.JUDGE]]),
+        None, "--judge", help="A judge: learned (the default), rules, a plugin's registered name, hf:PATH or "
+        "learned:PATH. Repeat it to judge with several side by side: the first writes `refusal` and "
+        "`refusal_reason`, each other `refusal_NAME` and `refusal_reason_NAME` (NAME: its registered name, or "
+        "judgeN for the Nth judge when it is a folder), and their agreement with the first is printed with the "
+        "rows where they differ.",
+        callback=lambda names: [judge_spec(name) for name in names or []]),
+    all_judges: bool = typer.Option(False, "--all-judges", help="Judge with every registered judge side by side "
+                                    "(after any --judge given): with --label-column, which judge to trust on "
+                                    "your completions."),
     overwrite: bool = overwrite_option("Replace an existing --out file."),
 ) -> None:
     """Judge completions as refusal (full or partial) or compliance, and summarise. An empty completion counts as
     a refusal (the model gave nothing usable); the summary says how many there were."""
     from .. import api
-    from ..data.loaders import check_row_format, read_rows, rows_text
+    from ..components import JUDGES
+    from ..data.loaders import check_row_format, rows_text
     from ..outputs import check_outputs, write_atomic
-    from ..responses.agreement import parse_label
 
+    judges = list(judges or [])
     if len(set(judges)) < len(judges):
         raise UserError("each --judge may be given once")
+    judges = list(dict.fromkeys(judges + (list(JUDGES.names()) if all_judges else []))) or [defaults.JUDGE]
     check_row_format(out_file)
     [target] = check_outputs([out_file], overwrite, [file])
-    rows = read_rows(file.expanduser())
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    for needed in (column, prompt_column, label_column):
-        if needed is not None and needed not in columns:
-            raise UserError(f"{file} has no column '{needed}' (columns: {', '.join(columns)})")
-    labels = [parse_label(row.get(label_column, "")) for row in rows] if label_column else None
-    pairs = [(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows]
+    rows, columns, pairs, labels = _read(file, column, prompt_column, label_column)
     verdicts = {name: api.judge(pairs, name) for name in judges}
     added = []
     for index, name in enumerate(judges):
@@ -65,6 +66,51 @@ def judge_command(
         _against_labels(label_column, verdicts, labels)
     if len(judges) > 1:
         _agreement(verdicts, pairs)
+
+
+@handles_errors
+def judge_fit_command(
+    file: Path = typer.Argument(..., help="A CSV/JSON/JSONL file of completions with your labels."),
+    out_dir: Path = typer.Option(..., "--out", help="The new folder the refitted judge goes to; judge with it by "
+                                 "--judge learned:FOLDER."),
+    label_column: str = typer.Option(..., "--label-column", help="The column of labels (1/0, refusal/compliance, "
+                                     "XSTest's final_label)."),
+    column: str = typer.Option("completion", "--column", help="The column holding the completion."),
+    prompt_column: str = typer.Option("prompt", "--prompt-column", help="The column holding the prompt."),
+) -> None:
+    """Refit the learned judge on your own labelled completions (at least 20, with refusals and compliances) and
+    print its cross-validated accuracy beside the shipped judge's on the same rows: for models whose style the
+    shipped judge reads badly."""
+    from .. import api
+    from ..outputs import check_new_folder
+
+    folder = check_new_folder(out_dir)
+    _, _, pairs, labels = _read(file, column, prompt_column, label_column)
+    found = api.fit_judge(pairs, labels, folder, source=file.name)
+    table = Table(title=f"learned judge refitted on {file.name} ({found['rows']} rows, {found['refusals']} "
+                  "refusals)")
+    for name in ("judge", f"accuracy, {found['folds']}-fold cross-validated"):
+        table.add_column(name, justify="left" if name == "judge" else "right")
+    table.add_row("learned (shipped)", f"{found['shipped_accuracy']:.3f}")
+    table.add_row(f"learned:{folder}", f"{found['cv_accuracy']:.3f}")
+    out.print(table)
+    out.print(f"wrote {folder}; judge with it: --judge learned:{folder}", highlight=False, markup=False)
+
+
+def _read(file: Path, column: str, prompt_column: str, label_column: str | None):
+    """(rows, their columns, (prompt, completion) pairs, labels or None) of a completions file, every named column
+    checked."""
+    from ..data.loaders import read_rows
+    from ..responses.agreement import parse_label
+
+    rows = read_rows(file.expanduser())
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    for needed in (column, prompt_column, label_column):
+        if needed is not None and needed not in columns:
+            raise UserError(f"{file} has no column '{needed}' (columns: {', '.join(columns)})")
+    labels = [parse_label(row.get(label_column, "")) for row in rows] if label_column else None
+    pairs = [(str(row.get(prompt_column) or ""), str(row.get(column) or "")) for row in rows]
+    return rows, columns, pairs, labels
 
 
 def _summary(file: Path, verdicts: dict) -> None:

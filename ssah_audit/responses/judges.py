@@ -1,22 +1,27 @@
 """The judge slot: every verdict the audit, the gate and the ablations read comes from a judge, called on a batch of
-(prompt, completion) pairs. A judge is named by a spec: a registered name (components.JUDGES: `rules`, judge.py,
-is the built-in one; a user's own judge registers under its name), or `hf:PATH`, a local sequence classifier
-(hf_judge.py)."""
+(prompt, completion) pairs. A judge is named by a spec: a registered name (components.JUDGES: `learned`,
+learned_judge.py, the default, and `rules`, judge.py, are built in; a user's own judge registers under its name),
+or a folder after a prefix (FOLDERS): `hf:PATH`, a local sequence classifier (hf_judge.py), or `learned:PATH`, the
+learned judge refitted on a user's labels (learned_judge.fit)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ..components import JUDGES
+from ..components import DEFAULT_JUDGE, JUDGES
 from ..errors import UserError
-from . import hf_judge
 from . import judge as rules
 from .verdict import Verdict
 
-DEFAULT_JUDGE = "rules"
+# Judges read from a folder, by the spec's prefix: each module's folder_of(spec) checks the folder without loading
+# it (as the command line is read), its load(spec) loads it once per process. Named, not imported, as the registry
+# names the built-in judges: nothing of a model loads until a spec asks for it.
+FOLDERS = {"hf:": "ssah_audit.responses.hf_judge", "learned:": "ssah_audit.responses.learned_judge"}
+
 # The judge that measurements without a judge of their own use: the audit sets it from its settings for the whole
 # run (`using`), so behaviour, the ablation rows and the calibration refusals all read the same judge.
 _ACTIVE: ContextVar[str] = ContextVar("ssah_audit_judge", default=DEFAULT_JUDGE)
@@ -39,27 +44,35 @@ class RulesJudge:
 RULES = RulesJudge()
 
 
+def _folder_kind(spec: str):
+    found = next((module for prefix, module in FOLDERS.items() if isinstance(spec, str) and spec.startswith(prefix)),
+                 None)
+    return None if found is None else importlib.import_module(found)
+
+
 def check_spec(spec: str) -> str:
-    """A judge spec checked without loading anything: a registered name, or hf:PATH naming a model folder."""
+    """A judge spec checked without loading anything: a registered name, or PREFIX:PATH naming a judge's folder."""
     if isinstance(spec, str) and spec in JUDGES:
         return spec
-    if isinstance(spec, str) and spec.startswith(hf_judge.PREFIX):
-        hf_judge.folder_of(spec)
+    if (kind := _folder_kind(spec)) is not None:
+        kind.folder_of(spec)
         return spec
-    raise UserError(f"unknown judge {spec!r} (known: {', '.join(JUDGES.names())}, or hf:PATH for a local "
-                    "sequence classifier)")
+    raise UserError(f"unknown judge {spec!r} (known: {', '.join(JUDGES.names())}; or hf:PATH, a local sequence "
+                    "classifier; or learned:PATH, a judge refitted by judge-fit)")
 
 
 def resolve(spec: str):
-    """The judge a spec names: a registered judge, or a local classifier (`hf:PATH`, loaded once)."""
+    """The judge a spec names: a registered judge, or one read from a folder (loaded once)."""
     check_spec(spec)
-    return JUDGES.get(spec) if spec in JUDGES else hf_judge.load(spec)
+    return JUDGES.get(spec) if spec in JUDGES else _folder_kind(spec).load(spec)
 
 
 @contextmanager
 def using(judge: str) -> Iterator[None]:
     """Within this block, `verdicts` and `refusals` without a judge named use `judge` (a spec, see `resolve`)."""
-    resolve(judge)  # an unknown name or an unreadable classifier is refused before any work
+    found = resolve(judge)  # an unknown name or an unreadable classifier is refused before any work
+    if hasattr(found, "prepare"):  # a judge that loads a model loads it now, so that it cannot fail after the work
+        found.prepare()
     token = _ACTIVE.set(judge)
     try:
         yield
