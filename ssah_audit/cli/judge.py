@@ -28,8 +28,8 @@ def judge_command(
         None, "--label-column", help="A column of human labels (1/0, refusal/compliance, XSTest's final_label): "
         "also print the judge's accuracy, precision and recall against it."),
     judges: list[str] = typer.Option(
-        None, "--judge", help="A judge: learned (the default), rules, a plugin's registered name, hf:PATH or "
-        "learned:PATH. Repeat it to judge with several side by side: the first writes `refusal` and "
+        None, "--judge", help="A judge: learned (the default), rules, a plugin's registered name, hf:PATH, "
+        "guard:PATH or learned:PATH. Repeat it to judge with several side by side: the first writes `refusal` and "
         "`refusal_reason`, each other `refusal_NAME` and `refusal_reason_NAME` (NAME: its registered name, or "
         "judgeN for the Nth judge when it is a folder), and their agreement with the first is printed with the "
         "rows where they differ.",

@@ -59,6 +59,9 @@ def folder_of(spec: str) -> Path:
     return folder
 
 
+check = folder_of  # the judge slot's check of a spec (judges.SPECS)
+
+
 @cache
 def load(spec: str) -> HFClassifierJudge:
     """The judge `spec` ("hf:PATH" or "hf:PATH#LABEL") names, loaded once per process."""
@@ -82,7 +85,7 @@ def load(spec: str) -> HFClassifierJudge:
         model.config.pad_token_id = tokenizer.pad_token_id
     limit = min(MAX_TOKENS, getattr(config, "max_position_embeddings", None) or MAX_TOKENS,
                 tokenizer.model_max_length or MAX_TOKENS)
-    return HFClassifierJudge(spec, _digest(folder), model, tokenizer, index, limit)
+    return HFClassifierJudge(spec, digest(folder), model, tokenizer, index, limit)
 
 
 def _refusal_index(spec: str, labels: dict[int, str], wanted: str) -> int:
@@ -96,7 +99,7 @@ def _refusal_index(spec: str, labels: dict[int, str], wanted: str) -> int:
     return found[0]
 
 
-def _digest(folder: Path) -> str:
+def digest(folder: Path) -> str:
     """The config's bytes and every file's name and size: a changed classifier is another version."""
     digest = hashlib.sha256((folder / "config.json").read_bytes())
     for item in sorted(folder.iterdir()):

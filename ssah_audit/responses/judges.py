@@ -1,8 +1,10 @@
 """The judge slot: every verdict the audit, the gate and the ablations read comes from a judge, called on a batch of
 (prompt, completion) pairs. A judge is named by a spec: a registered name (components.JUDGES: `learned`,
 learned_judge.py, the default, and `rules`, judge.py, are built in; a user's own judge registers under its name),
-or a folder after a prefix (FOLDERS): `hf:PATH`, a local sequence classifier (hf_judge.py), or `learned:PATH`, the
-learned judge refitted on a user's labels (learned_judge.fit)."""
+or a place after a prefix (SPECS): `hf:PATH`, a local sequence classifier (hf_judge.py), `guard:PATH`, a local
+causal guard or judge model asked whether the answer refuses (guard_judge.py), or `learned:PATH`, the learned judge
+refitted on a user's labels (learned_judge.fit), or `endpoint:URL`, an OpenAI-compatible chat server
+(endpoint_judge.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from ..errors import UserError
 from . import judge as rules
 from .verdict import Verdict
 
-# Judges read from a folder, by the spec's prefix: each module's folder_of(spec) checks the folder without loading
-# it (as the command line is read), its load(spec) loads it once per process. Named, not imported, as the registry
-# names the built-in judges: nothing of a model loads until a spec asks for it.
-FOLDERS = {"hf:": "ssah_audit.responses.hf_judge", "learned:": "ssah_audit.responses.learned_judge"}
+# Judges named by a prefix and a place (a folder, a server), by the prefix: each module's check(spec) checks the
+# spec without loading anything (as the command line is read), its load(spec) loads the judge once per process.
+# Named, not imported, as the registry names the built-in judges: nothing of a model loads until a spec asks.
+SPECS = {"hf:": "ssah_audit.responses.hf_judge", "learned:": "ssah_audit.responses.learned_judge",
+         "guard:": "ssah_audit.responses.guard_judge", "endpoint:": "ssah_audit.responses.endpoint_judge"}
 
 # The judge that measurements without a judge of their own use: the audit sets it from its settings for the whole
 # run (`using`), so behaviour, the ablation rows and the calibration refusals all read the same judge.
@@ -44,8 +47,8 @@ class RulesJudge:
 RULES = RulesJudge()
 
 
-def _folder_kind(spec: str):
-    found = next((module for prefix, module in FOLDERS.items() if isinstance(spec, str) and spec.startswith(prefix)),
+def _kind(spec: str):
+    found = next((module for prefix, module in SPECS.items() if isinstance(spec, str) and spec.startswith(prefix)),
                  None)
     return None if found is None else importlib.import_module(found)
 
@@ -54,17 +57,18 @@ def check_spec(spec: str) -> str:
     """A judge spec checked without loading anything: a registered name, or PREFIX:PATH naming a judge's folder."""
     if isinstance(spec, str) and spec in JUDGES:
         return spec
-    if (kind := _folder_kind(spec)) is not None:
-        kind.folder_of(spec)
+    if (kind := _kind(spec)) is not None:
+        kind.check(spec)
         return spec
     raise UserError(f"unknown judge {spec!r} (known: {', '.join(JUDGES.names())}; or hf:PATH, a local sequence "
-                    "classifier; or learned:PATH, a judge refitted by judge-fit)")
+                    "classifier; guard:PATH, a local guard or judge model asked yes or no; learned:PATH, a judge "
+                    "refitted by judge-fit; or endpoint:URL, an OpenAI-compatible chat server)")
 
 
 def resolve(spec: str):
     """The judge a spec names: a registered judge, or one read from a folder (loaded once)."""
     check_spec(spec)
-    return JUDGES.get(spec) if spec in JUDGES else _folder_kind(spec).load(spec)
+    return JUDGES.get(spec) if spec in JUDGES else _kind(spec).load(spec)
 
 
 @contextmanager

@@ -183,6 +183,9 @@ def folder_of(spec: str) -> Path:
     return folder
 
 
+check = folder_of  # the judge slot's check of a spec (judges.SPECS)
+
+
 @cache
 def load(spec: str) -> LearnedJudge:
     """The refitted judge "learned:FOLDER" names, checked: its weights fit the features this version computes."""
