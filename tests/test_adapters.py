@@ -239,3 +239,29 @@ def test_finetune_lora_options_are_checked_in_one_line(cli, tiny_models, tmp_pat
                           "--lora", "2", "--lora-targets", "no_such_proj", "--out", str(tmp_path / "b"))
     assert code == 2 and "no_such_proj" in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_unmerged_lora_reads_the_states_its_merged_model_reads(adapters, tiny_models, tokenizer):
+    """A LoRA being trained is measured before it is merged (the zoo's smollm2-135m-safe-lora card measures it so):
+    the decoder's states through the PEFT wrapper, with a shared prefix encoded once, are the merged model's.
+    (They once failed: the PEFT wrapper's own `base_model` is the whole causal LM.)"""
+    from ssah_audit.batching import pad
+    from ssah_audit.models.head import final_states
+    from ssah_audit.models.prefix import MIN_SHARED
+
+    peft_model, _ = adapters["llama"]
+    opening = "How do I boil an egg? Explain photosynthesis briefly. "
+    texts = [opening + "I'm sorry, but I can't help with that.", opening + "def main(): return 0"]
+    ids, mask, _ = pad([tokenizer(text)["input_ids"] for text in texts], tokenizer.pad_token_id)
+    assert (ids[0] == ids[1])[:MIN_SHARED].all()  # the shared-prefix path is the one taken
+    with torch.inference_mode():
+        unmerged = final_states(peft_model, ids, mask)
+        merged = final_states(_merged(peft_model), ids, mask)
+    assert torch.allclose(unmerged, merged, atol=1e-5)
+
+
+def _merged(peft_model):
+    """A merged copy, leaving the module's adapter (shared by other tests) as it is."""
+    import copy
+
+    return copy.deepcopy(peft_model).merge_and_unload()

@@ -11,9 +11,16 @@ import torch
 MIN_SHARED = 8  # shorter common prefixes are not worth a second pass
 
 
+def decoder(model):
+    """The decoder stack without the LM head, also through a PEFT wrapper (a LoRA being trained or measured before
+    it is merged), whose own `base_model` is the LoRA wrapper around the whole causal LM."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model
+
+
 def cache_keyword(model) -> str:
     """transformers 5.x calls the forward's key/value cache `cache`; earlier versions `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(decoder(model).forward).parameters else "past_key_values"
 
 
 def returned_cache(output):
@@ -34,11 +41,11 @@ def last_hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Te
     once when it is at least MIN_SHARED tokens long."""
     shared = common_prefix(ids, mask) if len(ids) > 1 else 0
     if shared < MIN_SHARED:
-        return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    encoded = model.base_model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
+        return decoder(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+    encoded = decoder(model)(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
     cache = returned_cache(encoded)
     cache.batch_repeat_interleave(len(ids))
     positions = torch.arange(shared, ids.shape[1], device=ids.device).expand(len(ids), -1)
-    rest = model.base_model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
+    rest = decoder(model)(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
                             **{cache_keyword(model): cache}).last_hidden_state
     return torch.cat([encoded.last_hidden_state.expand(len(ids), -1, -1), rest], dim=1)

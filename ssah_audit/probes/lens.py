@@ -29,6 +29,7 @@ import torch
 from ..batching import check_context, pad
 from ..errors import UserError
 from ..models.head import output_log_probs
+from ..models.prefix import decoder
 from .paths import build_items
 from .variant import Measured, ProbeVariant, query_states
 
@@ -111,7 +112,7 @@ def _layer_log_probs(model, sequences: list[list[int]], starts: list[int], steps
     for first in range(0, len(sequences), batch_size):
         chunk, chunk_starts = sequences[first:first + batch_size], starts[first:first + batch_size]
         ids, mask, offsets = pad(chunk, side="right")
-        states = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+        states = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   output_hidden_states=True).hidden_states
         # the state at position start - 1 + j predicts the continuation's token j
         where = torch.tensor([[offset + start - 1 + j for j in range(steps)]

@@ -13,7 +13,7 @@ from ..batching import check_context, pad, positions_from_mask
 from ..data.sets import compliance_openings, refusal_openings
 from ..errors import UserError
 from ..models.chat import format_prompt
-from ..models.prefix import cache_keyword, returned_cache
+from ..models.prefix import cache_keyword, decoder, returned_cache
 
 DEFAULT_STEPS = defaults.STEPS
 REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
@@ -80,7 +80,7 @@ def hidden_batches(model, sequences: list[list[int]], positions: list[list[int]]
         if padding_side == "left":
             kwargs["position_ids"] = positions_from_mask(mask).to(device)
         # the decoder without its LM head: a [batch, length, vocabulary] logits tensor would be the largest thing here
-        states = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+        states = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                                   **kwargs).hidden_states
         # gathered before the float64 copy: every position of every layer would be [batch, layers + 1, width, hidden]
         yield torch.stack([torch.stack([layer[row, [offset + p for p in where]] for layer in states], dim=1).double()
@@ -106,7 +106,7 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
     for group in _query_groups([len(p) for p in paths], PATH_ROWS_PER_BATCH * batch_size):
         ids, mask, _ = pad([queries[i] for i in group], side="left")
         positions = positions_from_mask(mask)
-        encoded = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+        encoded = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
                                    position_ids=positions.to(device), use_cache=True, output_hidden_states=True)
         cache = returned_cache(encoded)
         after_query = torch.stack([layer[:, -1] for layer in encoded.hidden_states], dim=1).double().cpu()
@@ -114,7 +114,7 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
         rows = torch.repeat_interleave(torch.arange(len(group)), torch.tensor(counts))
         cache.batch_select_indices(rows.to(device))
         tokens = torch.tensor([path[:steps] for i in group for path in paths[i]], dtype=torch.long)
-        along = model.base_model(input_ids=tokens.to(device), **{cache_keyword(model): cache},
+        along = decoder(model)(input_ids=tokens.to(device), **{cache_keyword(model): cache},
                                  attention_mask=torch.cat([mask[rows], torch.ones_like(tokens)], dim=1).to(device),
                                  position_ids=(positions[rows, -1:] + 1 + torch.arange(steps)).to(device),
                                  output_hidden_states=True).hidden_states
