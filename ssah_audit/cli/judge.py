@@ -29,10 +29,10 @@ def judge_command(
         "also print the judge's accuracy, precision and recall against it."),
     judges: list[str] = typer.Option(
         None, "--judge", help="A judge: learned (the default), rules, a plugin's registered name, hf:PATH, "
-        "guard:PATH or learned:PATH. Repeat it to judge with several side by side: the first writes `refusal` and "
-        "`refusal_reason`, each other `refusal_NAME` and `refusal_reason_NAME` (NAME: its registered name, or "
-        "judgeN for the Nth judge when it is a folder), and their agreement with the first is printed with the "
-        "rows where they differ.",
+        "guard:PATH, learned:PATH or endpoint:URL. Repeat it to judge with several side by side: the first "
+        "writes `refusal` and `refusal_reason`, each other `refusal_NAME` and `refusal_reason_NAME` (NAME: its "
+        "registered name, or judgeN for the Nth judge when it is a folder or a server), and their agreement with "
+        "the first is printed with the rows where they differ.",
         callback=lambda names: [judge_spec(name) for name in names or []]),
     all_judges: bool = typer.Option(False, "--all-judges", help="Judge with every registered judge side by side "
                                     "(after any --judge given): with --label-column, which judge to trust on "

@@ -65,8 +65,9 @@ def component_option(registry, default: str, flag: str, help: str):
 JUDGE_HELP = ("The judge that decides refusal or compliance for every rate: learned (the default: a classifier "
               "on SmolLM2-135M's hidden states), rules (fast, string rules), a plugin's registered name, hf:PATH (a "
               "local sequence classifier folder; hf:PATH#LABEL names its refusal label), guard:PATH[#chat|#wildguard] "
-              "(a local guard or judge model asked yes or no) or learned:PATH (a judge refitted on your labels by "
-              "judge-fit). BENCHMARKS.md gives each built-in judge's accuracy.")
+              "(a local guard or judge model asked yes or no), learned:PATH (a judge refitted on your labels by "
+              "judge-fit) or endpoint:URL (an OpenAI-compatible chat server). BENCHMARKS.md gives each built-in "
+              "judge's accuracy.")
 
 
 def judge_spec(value: str | None) -> str | None:
