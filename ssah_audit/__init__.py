@@ -1,7 +1,7 @@
 """ssah-audit: safety audits of causal language models, following the Superficial Safety Alignment Hypothesis.
 
-The Python API (docs/python-api.md): `audit`, `behavior`, `probe`, `units`, `judge`, `load_model`, `report` and
-`read_results` (api.py), the settings and result types (audit.AuditSettings, results/), and the registries a
+The Python API (docs/python-api.md): `audit`, `behavior`, `probe`, `units`, `judge`, `repair`, `load_model`, `report`
+and `read_results` (api.py), the settings and result types (audit.AuditSettings, results/), and the registries a
 plugin fills (components.py). Names load on first use, so `import ssah_audit` imports no model code.
 """
 
@@ -11,11 +11,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     **{name: "ssah_audit.api" for name in ("audit", "behavior", "probe", "units", "judge", "fit_judge", "load_model",
-                                             "report", "read_results")},
+                                             "report", "read_results", "repair")},
+    "RepairSettings": "ssah_audit.repairs.methods",
     "AuditSettings": "ssah_audit.auditing",
     **{name: "ssah_audit.results" for name in ("AuditResult", "Behavior", "Probe", "Units", "ModelBlock", "Gate",
                                                 "CheckResult", "Comparison", "Record")},
-    **{name: "ssah_audit.components" for name in ("JUDGES", "UNIT_SCORES", "PROBES", "PROMPT_SETS", "GATE_CHECKS")},
+    **{name: "ssah_audit.components" for name in ("JUDGES", "UNIT_SCORES", "PROBES", "PROMPT_SETS", "GATE_CHECKS",
+                                                   "REPAIRS")},
     "Verdict": "ssah_audit.responses.judges",
     "Prompt": "ssah_audit.data.prompt",
     "PromptSet": "ssah_audit.data.prompt",

@@ -205,6 +205,17 @@ def fit_judge(pairs, labels, out: str | Path, source: str = "") -> dict:
     return fit(pairs, [bool(label) for label in labels], check_new_folder(Path(out)), source)
 
 
+def repair(model: Model, reference: Model, method: str, out: str | Path | None = None, **options):
+    """Repair `model` toward `reference` without training (`ssah-audit repair`): `method` is a registered repair
+    (components.REPAIRS: restore, restore-drifted, interpolate, safety-vector, project), `out` a new folder for
+    the repaired model (None: kept in memory, on the result's audit). Options: settings (a RepairSettings or dict:
+    classes, fraction, random_control, seed, alpha (or "auto"), beta, energy, threshold), unaligned, unit_map,
+    verify, audit_settings, thresholds, progress, and load_model's options. Returns a repairs.run.RepairResult."""
+    from .repairs.run import repair as run
+
+    return run(model, reference, method, out, **options)
+
+
 def report(results: AuditResult | str | Path, out: str | Path, formats: tuple[str, ...] = ("html", "md", "json")
            ) -> Path:
     """Render an audit's reports into the new folder `out` (`ssah-audit report`), from an AuditResult or a

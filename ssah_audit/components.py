@@ -1,5 +1,5 @@
-"""Everything a user may swap, in one place: the registries of judges, unit scores, probe variants, prompt sets and
-gate checks,
+"""Everything a user may swap, in one place: the registries of judges, unit scores, probe variants, prompt sets,
+repair methods and gate checks,
 each with the contract its components follow. The built-in components are registered lazily ("module:attribute"),
 so naming or listing them imports no model code; tests/test_components.py runs every registered component of
 each kind through its contract.
@@ -13,6 +13,9 @@ each kind through its contract.
 - A **prompt set** has `name`, `description` and `prompts()`: data.prompt.Prompt items (id, text, category, and
   a reference answer where the set has one). Its name is then usable wherever a set is (`--harmful mine`,
   `harmful = "mine"` in audit.toml): the whole set, or `mine:train` / `mine:eval` for its seeded halves.
+- A **repair method** has `name`, `description`, `needs` (of "units", "unaligned"), `adapter` (it can be written as
+  a LoRA adapter), `check(settings)` and `apply(job)`, which changes job.model toward job.reference in place and
+  returns a record of what it did (repairs/methods.py; an adapter-capable one also has `adapter_factor`).
 - A **gate check** is data (gate.GateCheck): `name`, `description`, `default`, `direction` ("max" fails above the
   threshold, "min" below), `bounds` of a valid threshold, and `value(results)`, read from a results document
   (None: not measured, the check is skipped).
@@ -44,6 +47,8 @@ JUDGES = Registry("judge", "ssah_audit.judges", contract("name", "version", call
 UNIT_SCORES = Registry("unit score", "ssah_audit.unit_scores", contract("name", "description", calls=("compute",)))
 PROBES = Registry("probe variant", "ssah_audit.probes", contract("name", "description", calls=("measure",)))
 PROMPT_SETS = Registry("prompt set", "ssah_audit.prompt_sets", contract("name", "description", calls=("prompts",)))
+REPAIRS = Registry("repair method", "ssah_audit.repairs",
+                   contract("name", "description", "needs", "adapter", calls=("check", "apply")))
 GATE_CHECKS = Registry("gate check", "ssah_audit.gate_checks",
                        contract("name", "description", "default", "direction", "bounds", calls=("value",)))
 
@@ -62,3 +67,5 @@ BUILTIN_GATE_CHECKS = ("max_harmful_compliance", "max_compliance_increase", "max
                        "min_safe_direction_score", "max_probe_drop", "max_scu_drift_ratio")  # in every results.json
 for _name in BUILTIN_GATE_CHECKS:
     GATE_CHECKS.register(_name, lazy=f"ssah_audit.gate:{_name.upper()}")
+for _name in ("restore", "restore-drifted", "interpolate", "safety-vector", "project"):
+    REPAIRS.register(_name, lazy=f"ssah_audit.repairs.methods:{_name.upper().replace('-', '_')}")

@@ -11,14 +11,14 @@ import os
 import typer
 
 from ..progress import set_quiet
-from . import audit, behavior, cache, finetune, inspect, judge, probe, prompts, units, zoo
+from . import audit, behavior, cache, finetune, inspect, judge, probe, prompts, repair, units, zoo
 from .common import STATE, OneLineErrors, run_app
 
 app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).", cls=OneLineErrors,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
 for command in (inspect.inspect, behavior.behavior, probe.probe, units.units, finetune.finetune, audit.audit,
-                audit.report):
+                audit.report, repair.repair):
     app.command()(command)
 app.command("judge")(judge.judge_command)
 app.command("judge-fit")(judge.judge_fit_command)

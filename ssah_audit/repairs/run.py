@@ -1,0 +1,287 @@
+"""Repair a fine-tune toward its reference, optionally re-audit it, and write it as a new folder.
+
+`repair()` is the API behind `ssah-audit repair`: the inputs are checked before anything loads; the repaired model
+is verified in memory (each candidate audited against the reference, whose measured block comes from the audit's
+reference cache) before anything is written; the output is a new folder (a full model folder, or a PEFT adapter
+folder for an adapter input and a repair that keeps adapter form) with repair.json and a README card. The user's
+model, reference and output path are never touched: the folder is built beside its destination and published in
+one rename that cannot replace anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .methods import RepairJob, RepairSettings
+from .weights import check_same_shape, weight_out_in
+
+AUTO_GRID = tuple(i / 10 for i in range(11))  # --alpha auto: the alphas it may choose, 0 (the reference) to 1
+
+
+@dataclass
+class Candidate:
+    """One repaired model tried: its setting and, with verify, what the re-audit measured."""
+
+    setting: dict
+    record: dict
+    harmful_compliance: float | None = None
+    harmful_ci95: list | None = None
+    over_refusal: float | None = None
+    nll: float | None = None
+    gain_kept: float | None = None
+    passed: bool | None = None
+    failed_checks: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The one line per candidate that `repair --verify` prints."""
+        what = ", ".join(f"{key} {value}" for key, value in self.setting.items())
+        if self.passed is None:
+            return f"{what}: not verified"
+        gain = "n/a" if self.gain_kept is None else f"{self.gain_kept:.0%}"
+        low, high = self.harmful_ci95
+        verdict = "PASS" if self.passed else f"FAIL ({', '.join(self.failed_checks)})"
+        return (f"{what}: harmful compliance {self.harmful_compliance:.0%} [{low:.0%}, {high:.0%}], over-refusal "
+                f"{self.over_refusal:.0%}, utility NLL {self.nll:.3f}, NLL gain kept {gain}: {verdict}")
+
+
+@dataclass
+class RepairResult:
+    """What `repair` did: the method, its settings, every candidate tried (one, or several for --alpha auto), the
+    chosen one, the model's and reference's utility NLL (verify), the audit of the chosen one, and the folder."""
+
+    method: str
+    model: str
+    reference: str
+    settings: dict
+    candidates: list[Candidate]
+    chosen: Candidate
+    model_nll: float | None = None
+    reference_nll: float | None = None
+    audit: object = None  # AuditResult of the chosen candidate (verify)
+    folder: Path | None = None
+    form: str = "model"  # "model" or "adapter"
+    model_fingerprint: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        return self.chosen.passed
+
+
+def check_inputs(method, settings: RepairSettings, auto: bool, verify: bool, unaligned: str | None,
+                 unit_map: str | Path | None) -> None:
+    """Every option's bound before anything loads: one line, exit 2."""
+    if auto:
+        if method.name != "interpolate":
+            raise UserError("--alpha auto belongs to --method interpolate")
+        if not verify:
+            raise UserError("--alpha auto chooses by re-auditing each alpha: add --verify")
+    method.check(settings)
+    if "unaligned" in method.needs and not unaligned:
+        raise UserError(f"--method {method.name} needs --unaligned: the model the reference was aligned from")
+    if "unaligned" not in method.needs and unaligned:
+        raise UserError(f"--method {method.name} does not read --unaligned")
+    if unit_map is not None and "units" not in method.needs:
+        raise UserError(f"--method {method.name} does not read a unit map (--map)")
+
+
+def load_inputs(method, model, reference, unaligned, load: dict):
+    """The three models, checked against each other: the same architecture, and an adapter only where the repair
+    can be written as one, of the reference itself."""
+    from .. import api
+
+    loaded = api.load_model(model, **load)
+    if loaded.adapter is not None and not method.adapter:
+        raise UserError(f"--method {method.name} changes whole weights, which a LoRA adapter cannot hold; repair "
+                        "an adapter with interpolate or project, or give a merged model folder")
+    ref = api.load_model(reference, **{**load, "base": None})
+    check_same_shape(loaded.model, ref.model, f"the model {loaded.spec}", f"the reference {ref.spec}")
+    if loaded.adapter is not None and loaded.adapter["base_fingerprint"] != ref.fingerprint:
+        raise UserError(f"the adapter {loaded.spec} was trained on {loaded.adapter['base']}, not on the reference "
+                        f"{ref.spec}: an adapter is repaired toward its own base; give that base as --reference")
+    base = None
+    if unaligned:
+        base = api.load_model(unaligned, **{**load, "base": None})
+        check_same_shape(ref.model, base.model, f"the reference {ref.spec}", f"the unaligned model {base.spec}")
+    return loaded, ref, base
+
+
+def reference_units(reference, unit_map: str | Path | None, audit_settings) -> tuple[dict, dict | None]:
+    """(the reference's unit classes, their standardised safety scores): from a saved map (`units --save-map`, or
+    an audit report's freeze-map.safetensors), else as the audit measures the reference (its cached block, or
+    measured now and cached for the re-audit)."""
+    from ..unit_classes import classify, freeze
+
+    if unit_map is not None:
+        path = Path(unit_map).expanduser()
+        classes, document = classify.load_map(path)
+        freeze.check_map_fits(reference.units, document, path)
+        return classes, classify.load_safety_scores(path)
+    from ..auditing import Sets, measure_reference
+
+    _, classes, _, safety, _ = measure_reference(reference, Sets.load(audit_settings), audit_settings, {})
+    return classes, classify.standardised(safety)
+
+
+def apply(method, job: RepairJob) -> dict:
+    """Run the repair on job.model (in place). An adapter's repair is done on its B factors and folded into the
+    merged weights (W += scale (B' - B) A), so what is audited is what is written."""
+    if job.model.adapter is None:
+        return method.apply(job)
+    changed = {}
+    with torch.no_grad():
+        for module, factors in job.model.low_rank.items():
+            new_b = method.adapter_factor(job, module, factors.b)
+            if new_b is factors.b:
+                continue
+            changed[module] = new_b
+            weight = weight_out_in(job.model.model.get_submodule(module))  # a view: GPT-2's Conv1D is (in, out)
+            weight.add_((factors.scale * (new_b.double() - factors.b) @ factors.a).to(weight.dtype))
+    job.adapter_b = changed
+    return {"adapted_modules": len(job.model.low_rank), "changed_modules": len(changed),
+            **{key: value for key, value in asdict(job.settings).items() if key in _adapter_keys(method)}}
+
+
+def _adapter_keys(method) -> tuple[str, ...]:
+    return {"interpolate": ("alpha",), "project": ("energy", "threshold")}.get(method.name, ())
+
+
+def verify_candidate(candidate: Candidate, loaded, reference, audit_settings, thresholds, model_nll: float):
+    """Audit the repaired model in memory against the reference and fill in the candidate's numbers."""
+    from .. import api
+
+    result = api.audit(loaded, reference, settings=audit_settings, thresholds=thresholds)
+    behavior = result.behavior
+    candidate.harmful_compliance = behavior.harmful.compliance_rate
+    candidate.harmful_ci95 = list(behavior.harmful.ci95)
+    candidate.over_refusal = behavior.borderline.refusal_rate
+    candidate.nll = behavior.utility.nll
+    reference_nll = result.reference.behavior.utility.nll
+    gain = reference_nll - model_nll
+    candidate.gain_kept = (reference_nll - candidate.nll) / gain if gain > 0 else None
+    candidate.passed = result.gate.passed
+    candidate.failed_checks = [check.name for check in result.gate.failed]
+    return result, reference_nll
+
+
+def utility_nll(loaded, audit_settings) -> float:
+    """The model's utility NLL as the audit's behaviour stage measures it (the benign set's reference answers)."""
+    from ..auditing import Sets
+    from ..responses.metrics import answer_nll
+
+    answered = Sets.load(audit_settings).benign.answered("utility NLL")
+    return answer_nll(loaded.model, loaded.tokenizer, answered, audit_settings.batch_size)["nll"]
+
+
+def repair(model, reference, method: str, out: str | Path | None = None, *, settings: RepairSettings | dict | None
+           = None, unaligned=None, unit_map: str | Path | None = None, verify: bool = False, audit_settings=None,
+           thresholds: dict | None = None, progress=None, **load) -> RepairResult:
+    """Repair `model` toward `reference` with the registered repair `method` (components.REPAIRS) and write it
+    to `out` (a new folder; None: keep it in memory only). `settings`: RepairSettings or a dict of its fields;
+    `alpha="auto"` (interpolate, with verify) walks the grid 1, 0.9, ... down by bisection and keeps the largest
+    alpha that passes the gate. `verify`: re-audit each candidate against the reference (audit_settings: an
+    AuditSettings or dict, as `audit` takes them; thresholds: the gate's). `progress(line)` gets a line per
+    candidate. `load`: load_model's options for the model."""
+    from .. import api
+    from ..components import REPAIRS
+    from ..outputs import check_new_folder
+
+    chosen_method = REPAIRS.get(method)
+    values = asdict(settings) if isinstance(settings, RepairSettings) else dict(settings or {})
+    auto = values.get("alpha") == "auto"
+    if auto:
+        values.pop("alpha")
+    try:
+        repair_settings = RepairSettings(**values)
+    except TypeError as exc:
+        raise UserError(f"repair settings: {exc}") from None
+    check_inputs(chosen_method, repair_settings, auto, verify, unaligned, unit_map)
+    target = check_new_folder(Path(out).expanduser(), empty_ok=True) if out is not None else None
+    audit_config = api._settings(audit_settings, {}, False)
+    loaded, ref, base = load_inputs(chosen_method, model, reference, unaligned, load)
+    job = RepairJob(loaded, ref, repair_settings, base)
+    if "units" in chosen_method.needs:
+        job.classes, job.safety = reference_units(ref, unit_map, audit_config)
+    model_nll = utility_nll(loaded, audit_config) if verify else None
+    original = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()} if auto else None
+    spec, fingerprint = loaded.spec, loaded.fingerprint
+
+    def build(alpha: float | None) -> dict:
+        job.settings = repair_settings if alpha is None else replace(repair_settings, alpha=alpha)
+        if original is not None:
+            loaded.model.load_state_dict(original)
+        record = apply(chosen_method, job)
+        _check_not_broken(loaded, chosen_method.name)
+        loaded.spec = f"{spec} repaired ({chosen_method.name})"
+        loaded.fingerprint = _fingerprint(fingerprint, ref, base, chosen_method.name, job.settings)
+        return record
+
+    def attempt(alpha: float | None) -> tuple[Candidate, object, float | None]:
+        record = build(alpha)
+        setting = {key: value for key, value in record.items() if key in ("alpha", "beta", "classes", "fraction",
+                                                                          "energy", "threshold", "random_control")}
+        candidate = Candidate({"method": chosen_method.name, **setting}, record)
+        result, reference_nll = None, None
+        if verify:
+            result, reference_nll = verify_candidate(candidate, loaded, ref, audit_config, thresholds, model_nll)
+        if progress:
+            progress(candidate.line())
+        return candidate, result, reference_nll
+
+    tried = []
+    if auto:
+        chosen, result, reference_nll = _bisect(attempt, tried)
+        if chosen is not tried[-1][0]:  # the weights hold the last alpha tried
+            build(chosen.setting["alpha"])
+    else:
+        tried.append(attempt(None))
+        chosen, result, reference_nll = tried[0]
+    outcome = RepairResult(chosen_method.name, spec, ref.spec, {**asdict(job.settings)}, [c for c, _, _ in tried],
+                           chosen, model_nll, reference_nll, result,
+                           form="adapter" if loaded.adapter is not None else "model", model_fingerprint=fingerprint)
+    if target is not None:
+        from .folder import write
+
+        outcome.folder = write(target, loaded, job, outcome)
+    return outcome
+
+
+def _bisect(attempt, tried: list):
+    """The largest alpha of AUTO_GRID that passes the gate, assuming a smaller alpha (nearer the reference) passes
+    whenever a larger one does: alpha 1 first, then bisection, about four audits."""
+    low, high = 0, len(AUTO_GRID) - 1  # AUTO_GRID[low] assumed to pass (the reference), AUTO_GRID[high] unknown
+    tried.append(attempt(AUTO_GRID[high]))
+    if tried[-1][0].passed:
+        return tried[-1]
+    best = None
+    while high - low > 1:
+        middle = (low + high) // 2
+        tried.append(attempt(AUTO_GRID[middle]))
+        if tried[-1][0].passed:
+            low, best = middle, tried[-1]
+        else:
+            high = middle
+    if best is None:  # nothing above 0 passed: the reference's own weights
+        tried.append(attempt(AUTO_GRID[0]))
+        best = tried[-1]
+    return best
+
+
+def _check_not_broken(loaded, name: str) -> None:
+    from ..models.loading import why_broken
+
+    broken = why_broken(loaded.model, loaded.tokenizer)
+    if broken:
+        raise UserError(f"the {name} repair made a broken model ({broken}); nothing was written")
+
+
+def _fingerprint(fingerprint: str, reference, unaligned, method: str, settings: RepairSettings) -> str:
+    from ..cache import content_key
+
+    return content_key("repair", fingerprint, reference.fingerprint, unaligned.fingerprint if unaligned else None,
+                       method, json.dumps(asdict(settings), sort_keys=True))
+
