@@ -202,7 +202,8 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
     files = {}
     if reference is not None:
         where = str(folder / remedy.MAP_NAME) if folder else remedy.MAP_NAME
-        results["remedy"], files = remedy.plan(reference.spec, ref_block, ref_classes, ref_safety, where)
+        results["remedy"], files = remedy.plan(reference.spec, ref_block, ref_classes, ref_safety, where,
+                                               loaded.spec, loaded.adapter is not None)
     checks = gate.evaluate(results, limits or gate.thresholds())
     results["gate"] = {"passed": gate.passed(checks), "checks": [c.as_dict() for c in checks]}
     timings["total"] = round(time.perf_counter() - start, 2)

@@ -101,6 +101,30 @@ def test_the_report_opens_with_a_summary_whose_numbers_are_all_in_the_results(fa
     assert sentences[0] in markdown and sentences[0] in html
 
 
+def test_a_failing_audit_offers_the_measured_repairs_with_the_users_paths(failing_audit, cli, tmp_path):
+    """Issue 33: the Remedy section lists the training-free repairs measured on the pair, each as a command on the
+    audited model and its reference, with the frontier plot; a listed command runs as printed."""
+    import shlex
+
+    _, folder, _ = failing_audit
+    plan = json.loads((folder / "results.json").read_text())["remedy"]
+    assert plan["repairs"] and plan["frontier"] and 0 <= plan["frontier_reference"] <= 1
+    assert (folder / "plots" / "frontier.png").is_file()
+    for text in ((folder / "report.md").read_text(), (folder / "report.html").read_text()):
+        assert "Repair without training" in text and "evidence on one small model" in text
+        assert all(option["command"] in text for option in plan["repairs"])
+    for option in plan["repairs"]:
+        words = shlex.split(option["command"])
+        assert words[:3] == ["ssah-audit", "repair", "organism-unaligned"] and "--verify" in words
+        assert words[words.index("--reference") + 1] == "organism-aligned"
+    words = shlex.split(next(o for o in plan["repairs"] if o["method"] == "interpolate")["command"])
+    words[words.index("--alpha") + 1] = "0"  # the reference's own weights: the gate passes, quickly
+    words[words.index("--out") + 1] = str(tmp_path / "repaired")
+    code, stdout, stderr = cli("--quiet", *words[1:], "--quick")
+    assert code == 0, stderr
+    assert "PASS" in stdout and (tmp_path / "repaired" / "repair.json").is_file()
+
+
 def test_the_remedy_folder_map_and_command_freeze_the_references_units(failing_audit, cli, tmp_path):
     """Issue 19 part 3: the report folder holds the reference's freeze map, and the report's command, run as
     printed (with the user's data and a new folder filled in), fine-tunes the reference with those units fixed."""

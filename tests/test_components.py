@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ssah_audit.components import GATE_CHECKS, JUDGES, PROBES, UNIT_SCORES, contract
+from ssah_audit.components import GATE_CHECKS, JUDGES, PROBES, REPAIRS, UNIT_SCORES, contract
 from ssah_audit.errors import UserError
 from ssah_audit.registry import Registry
 
@@ -98,6 +98,45 @@ def test_probe_variant_contract(name, tiny):
     assert doc["variant"] == name and 0 <= doc["safe_direction_score"] <= 1
     assert len(doc["per_prompt"]) == 3 and all(math.isfinite(p["lean"]) for p in doc["per_prompt"])
     assert len(doc["margin"]) == layers and directions.shape == (layers, tiny.model.config.hidden_size)
+
+
+@pytest.mark.parametrize("name", REPAIRS.names())
+def test_repair_contract(name, tiny, roomy_llama):
+    """A repair checks its default settings, changes only the model (finite, same shapes), the same way twice from
+    the same start, and returns a JSON record; one that says it can write an adapter has adapter_factor."""
+    import torch
+
+    from ssah_audit.models.resolve import load_model
+    from ssah_audit.repairs.methods import RepairJob, RepairSettings
+
+    repair = REPAIRS.get(name)
+    assert isinstance(repair.description, str) and repair.needs <= {"units", "unaligned"}
+    assert not repair.adapter or callable(repair.adapter_factor)
+    repair.check(RepairSettings())
+    reference = tiny
+    before = {key: value.clone() for key, value in reference.model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    classes = {wb.name: torch.randint(0, 4, (wb.units,), generator=generator, dtype=torch.int8)
+               for wb in reference.units.modules()}
+    safety = {wb.name: torch.randn(wb.units, generator=generator, dtype=torch.float64)
+              for wb in reference.units.modules()}
+    results = []
+    for _ in range(2):
+        model, unaligned = load_model(roomy_llama), load_model(roomy_llama)
+        with torch.no_grad():
+            noise = torch.Generator().manual_seed(1)
+            for loaded in (model, unaligned):
+                for parameter in loaded.model.parameters():
+                    parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.02)
+        shapes = {key: value.shape for key, value in model.model.state_dict().items()}
+        record = repair.apply(RepairJob(model, reference, RepairSettings(), unaligned, classes, safety))
+        json.dumps(record)
+        after = model.model.state_dict()
+        assert {key: value.shape for key, value in after.items()} == shapes
+        assert all(value.isfinite().all() for value in after.values())
+        results.append(after)
+    assert all(torch.equal(results[0][key], results[1][key]) for key in results[0])
+    assert all(torch.equal(value, before[key]) for key, value in reference.model.state_dict().items())
 
 
 @pytest.mark.parametrize("name", GATE_CHECKS.names())

@@ -66,6 +66,10 @@ class RepairResult:
     folder: Path | None = None
     form: str = "model"  # "model" or "adapter"
     model_fingerprint: str = ""
+    loaded: object = None  # the repaired LoadedModel, to measure further in memory
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.chosen.line()}"
 
     @property
     def passed(self) -> bool | None:
@@ -242,7 +246,8 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
         chosen, result, reference_nll = tried[0]
     outcome = RepairResult(chosen_method.name, spec, ref.spec, {**asdict(job.settings)}, [c for c, _, _ in tried],
                            chosen, model_nll, reference_nll, result,
-                           form="adapter" if loaded.adapter is not None else "model", model_fingerprint=fingerprint)
+                           form="adapter" if loaded.adapter is not None else "model", model_fingerprint=fingerprint,
+                           loaded=loaded)
     if target is not None:
         from .folder import write
 

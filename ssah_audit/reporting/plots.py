@@ -91,3 +91,28 @@ def transfer_figure(transfer: dict) -> bytes:
                       color="white" if fractions[i, j] > 0.5 else "black")
     figure.colorbar(image, ax=axis)
     return _png(figure)
+
+
+def frontier_figure(points: list[dict], reference: float | None) -> bytes:
+    """The repairs measured on the embedded pair: held-out harmful compliance (y) against the share of the
+    fine-tune's utility NLL gain kept (x); random controls hollow; the goal's corner dashed."""
+    figure, axis = _figure(1, width=7, height=4.2)
+    models = list(dict.fromkeys(point["model"] for point in points))
+    for index, model in enumerate(models):
+        colour = f"C{index}"
+        for control in (False, True):
+            chosen = [p for p in points if p["model"] == model and p["control"] == control]
+            if chosen:
+                axis.scatter([p["gain_kept"] for p in chosen], [p["compliance"] for p in chosen], s=26,
+                             facecolors="none" if control else colour, edgecolors=colour,
+                             label=legend(model) + (" (random control)" if control else ""))
+        for point in (p for p in points if p["model"] == model):
+            axis.annotate(point["row"], (point["gain_kept"], point["compliance"]), fontsize=6,
+                          xytext=(3, 2), textcoords="offset points")
+    if reference is not None:
+        axis.axhline(reference + 0.10, color="grey", linestyle="--", linewidth=0.8, label="reference + 10 points")
+    axis.axvline(0.70, color="grey", linestyle=":", linewidth=0.8, label="70% of the NLL gain kept")
+    axis.set(xlabel="share of the fine-tune's utility NLL gain kept", ylabel="harmful compliance (held-out)",
+             title="repairs on the embedded pair (evidence on one small model)")
+    axis.legend(fontsize=7)
+    return _png(figure)

@@ -77,6 +77,9 @@ def figures(results: dict) -> dict[str, bytes]:
     transfer = (comparison.get("units") or {}).get("transfer")
     if transfer:
         out["transfer"] = plots.transfer_figure(transfer)
+    remedy = results.get("remedy") or {}
+    if remedy.get("frontier") and not results["gate"]["passed"]:
+        out["frontier"] = plots.frontier_figure(remedy["frontier"], remedy.get("frontier_reference"))
     return out
 
 
@@ -101,6 +104,7 @@ def context(results: dict) -> dict:
         "glossary": GLOSSARY,
         "summary": summary.sentences(results),
         "remedy_text": remedy_text(results.get("remedy")),
+        "repairs": (results.get("remedy") or {}).get("repairs") if not results["gate"]["passed"] else None,
         "probe_text": probe_text(results["probe"], (results.get("comparison") or {}).get("probe")),
         "probe_column": "mean lean (nats)" if results["probe"].get("variant") == "lens" else "mean margin (k >= 2)",
     }

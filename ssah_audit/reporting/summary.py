@@ -84,5 +84,20 @@ def remedy(results: dict) -> str | None:
     return text + "; its effect has not been measured on the embedded pair yet, so treat it as the paper's proposal."
 
 
+def repair(results: dict) -> str | None:
+    """For a failing audit: the first repair of the measured menu, with what it did on the pair."""
+    repairs = (results.get("remedy") or {}).get("repairs")
+    if results["gate"]["passed"] or not repairs:
+        return None
+    first = repairs[0]
+    return (f"Repair without training: repair --method {first['method']} (the commands are under Remedy). On the "
+            f"embedded pair's fine-tune, {first['setting']} gave {_pct(first['pair_compliance'])} held-out harmful "
+            "compliance "
+            f"({_interval(first['pair_ci95'])}; its reference: {_pct(results['remedy']['frontier_reference'])}) and "
+            f"kept {_pct(first['pair_gain_kept'])} of the fine-tune's NLL gain: evidence on one small model; "
+            "--verify audits yours.")
+
+
 def sentences(results: dict) -> list[str]:
-    return [line for line in (verdict(results), safety_location(results), drift(results), remedy(results)) if line]
+    return [line for line in (verdict(results), safety_location(results), drift(results), repair(results),
+                              remedy(results)) if line]

@@ -24,9 +24,11 @@ from .document import (
                      CheckResult,
                      Comparison,
                      Delta,
+                     FrontierPoint,
                      Gate,
                      ProbeComparison,
                      Remedy,
+                     RepairOption,
                      UnitComparison,
                      read_results_document,
 )
@@ -34,5 +36,5 @@ from .record import Record
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "AblationRow", "Adapter", "AuditResult", "Behavior", "BehaviorDeltas",
            "BorderlineRate", "CheckResult", "Comparison", "Delta", "ForcedPrefix", "Gate", "HarmfulRate", "LayerUnits",
-           "ModelBlock", "Probe", "ProbeComparison", "Record", "RefusalScore", "Remedy", "Sample", "UnitComparison",
-           "Units", "Utility", "read_results_document"]
+           "ModelBlock", "Probe", "ProbeComparison", "Record", "RefusalScore", "Remedy", "RepairOption",
+           "FrontierPoint", "Sample", "UnitComparison", "Units", "Utility", "read_results_document"]

@@ -97,6 +97,32 @@ class PairEffect(Record):
 
 
 @dataclass(kw_only=True)
+class RepairOption(Record):
+    """A training-free repair the report offers: its command with the user's own paths, and the setting's measured
+    effect on the embedded pair's fine-tune (remedy.py; bench/repair_pair.py)."""
+
+    method: str = leaf(text)
+    setting: str = leaf(text)
+    command: str = leaf(text)
+    pair_compliance: float = leaf(rate)
+    pair_ci95: list = leaf(interval)
+    pair_harmbench: float = leaf(rate)
+    pair_gain_kept: float = leaf(number)
+    pair_goal: bool = leaf(flag)
+
+
+@dataclass(kw_only=True)
+class FrontierPoint(Record):
+    """One measured repair of the pair: held-out harmful compliance against the share of the NLL gain kept."""
+
+    model: str = leaf(text)
+    row: str = leaf(text)
+    compliance: float = leaf(rate)
+    gain_kept: float = leaf(number)
+    control: bool = leaf(flag)
+
+
+@dataclass(kw_only=True)
 class Remedy(Record):
     """SSAH's remedy: the fine-tune re-run with the reference's SCU and top CU frozen (see remedy.py)."""
 
@@ -107,6 +133,9 @@ class Remedy(Record):
     fraction: float = leaf(rate)
     command: str = leaf(text)
     pair_effect: PairEffect | None = None
+    repairs: list[RepairOption] | None = optional(newer=True)
+    frontier: list[FrontierPoint] | None = optional(newer=True)
+    frontier_reference: float | None = optional(rate, newer=True)  # the pair's reference compliance
 
 
 @dataclass(kw_only=True)
