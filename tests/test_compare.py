@@ -48,3 +48,19 @@ def test_markdown_text_is_inert():
     assert "<script>" not in text and "&lt;script&gt;" in text
     for raw in ("**b**", "[l](", "`c`", "| t |"):
         assert raw not in text
+
+
+def test_weights_equal_to_rounding_have_no_drift_ratio(tiny_models):
+    """A model against itself moved by fp32 rounding only (as a repair that gives the reference back): the SCU drift
+    ratio would be a ratio of noise, so it is None and the gate skips it; a real move gives a ratio."""
+    ours, theirs = load_model(str(tiny_models["llama"])), load_model(str(tiny_models["llama"]))
+    classes = {wb.name: torch.full((wb.units,), CODE["CU"], dtype=torch.int8) for wb in theirs.units.modules()}
+    first = theirs.units.modules()[0].name
+    classes[first][:4] = CODE["SCU"]
+    with torch.no_grad():
+        for parameter in ours.model.parameters():
+            parameter.mul_(1 + 1e-7)
+    assert compare.compare_units(ours, theirs, classes, classes)["scu_drift_ratio"] is None
+    with torch.no_grad():
+        weight_out_in(ours.units.modules()[0].module)[:, :4] *= 1.5
+    assert compare.compare_units(ours, theirs, classes, classes)["scu_drift_ratio"] > 3
