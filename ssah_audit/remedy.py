@@ -63,7 +63,7 @@ def repair_flags(method: str, settings: dict) -> str:
 
 def repair_menu(model_spec: str, reference_spec: str, adapter: bool) -> tuple[list[dict], list[dict], float | None]:
     """(the repairs to offer, each with its command and its pair numbers; the pair's frontier; the pair reference's
-    compliance). An adapter is offered only the repairs that keep adapter form."""
+    compliance). For an adapter, a repair that changes whole weights writes a full model (--merge)."""
     data = pair_repairs()
     if not data:
         return [], [], None
@@ -75,14 +75,13 @@ def repair_menu(model_spec: str, reference_spec: str, adapter: bool) -> tuple[li
         frontier.append({"model": row["model"], "row": row["row"], "compliance": row["eval_compliance"],
                          "gain_kept": row["gain_kept"], "control": bool(row["settings"].get("random_control"))})
     for method in data["methods"]:
-        if adapter and not data["methods"][method]["adapter"]:
-            continue
+        merge = " --merge" if adapter and not data["methods"][method]["adapter"] else ""
         best = _best([row for row in data["rows"] if row["model"] == PAIR_MODEL and row["method"] == method
                       and not row["settings"].get("random_control")])
         if best is None:
             continue
         command = (f"ssah-audit repair {shlex.quote(model_spec)} --reference {shlex.quote(reference_spec)} "
-                   f"--method {method} {repair_flags(method, best['settings'])} --verify --out {out}")
+                   f"--method {method} {repair_flags(method, best['settings'])}{merge} --verify --out {out}")
         offered.append({"method": method, "setting": best["row"], "command": " ".join(command.split()),
                         "pair_compliance": best["eval_compliance"], "pair_ci95": best["eval_ci95"],
                         "pair_harmbench": best["harmbench_compliance"], "pair_gain_kept": best["gain_kept"],

@@ -247,7 +247,7 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_is_written(cli, tiny_models,
         "alpha outside": ([str(tuned), "--reference", str(reference), "--method", "interpolate", "--alpha", "1.5"],
                           "outside [0, 1]"),
         "adapter with restore": ([str(adapter), "--reference", str(reference), "--method", "restore"],
-                                 "adapter"),
+                                 "--merge"),
         "auto without verify": ([str(tuned), "--reference", str(reference), "--method", "interpolate", "--alpha",
                                  "auto"], "--verify"),
         "no unaligned": ([str(tuned), "--reference", str(reference), "--method", "project"], "--unaligned"),
@@ -262,6 +262,12 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_is_written(cli, tiny_models,
         code, _, stderr = cli("repair", *args, "--out", str(out))
         assert code == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, (label, stderr)
         assert not out.exists(), label
+    every_unit = ["--classes", "scu,ucu,cu,ru", "--map", str(unit_map_file(reference, tmp_path / "m.safetensors"))]
+    code, _, stderr = cli("--quiet", "repair", str(adapter), "--reference", str(reference), "--method", "restore",
+                          *every_unit, "--merge", "--out", str(tmp_path / "merged"))
+    assert code == 0, stderr  # --merge: the adapter's whole weights, written as a full model (here: the reference's)
+    assert (tmp_path / "merged" / "model.safetensors").is_file() and not (tmp_path / "merged" / "adapter_config.json"
+                                                                         ).exists()
     code, _, stderr = cli("repair", str(tuned), "--reference", str(reference), "--method", "interpolate", "--out",
                           str(occupied))
     assert code == 2 and (occupied / "keep.txt").read_text() == "mine"

@@ -60,6 +60,8 @@ def repair(
                                  "that its subspace holds, in (0, 1]."),
     threshold: float = typer.Option(1.0, "--threshold", help="project: project only matrices whose update has a "
                                     "cosine below this with its projection (1: all)."),
+    merge: bool = typer.Option(False, "--merge", help="For a LoRA adapter: write the repaired model as a full model "
+                               "folder (restore, restore-drifted and safety-vector change whole weights)."),
     verify: bool = typer.Option(False, "--verify", help="Audit the repaired model against the reference before "
                                 "writing it; exit 1 when the gate fails."),
     quick: bool = typer.Option(False, "--quick", help="--verify with the audit's quick settings."),
@@ -97,7 +99,7 @@ def repair(
                 "alpha": alpha, "beta": beta, "energy": energy, "threshold": threshold}
     result = api.repair(model, reference, method, target, settings=settings, unaligned=unaligned,
                         unit_map=unit_map, verify=verify, audit_settings=audit_settings, thresholds=limits,
-                        progress=lambda line: out.print(line, highlight=False, soft_wrap=True),
+                        merge=merge, progress=lambda line: out.print(line, highlight=False, soft_wrap=True),
                         **asdict(load_options()))
     out.print(f"saved {result.folder} ({result.form} folder; {result.chosen.line()})", highlight=False,
               soft_wrap=True)

@@ -93,18 +93,18 @@ def check_inputs(method, settings: RepairSettings, auto: bool, verify: bool, una
         raise UserError(f"--method {method.name} does not read a unit map (--map)")
 
 
-def load_inputs(method, model, reference, unaligned, load: dict):
+def load_inputs(method, model, reference, unaligned, load: dict, merge: bool = False):
     """The three models, checked against each other: the same architecture, and an adapter only where the repair
-    can be written as one, of the reference itself."""
+    can be written as one (or `merge`: written as a full model), of the reference itself."""
     from .. import api
 
     loaded = api.load_model(model, **load)
-    if loaded.adapter is not None and not method.adapter:
+    if loaded.adapter is not None and not method.adapter and not merge:
         raise UserError(f"--method {method.name} changes whole weights, which a LoRA adapter cannot hold; repair "
-                        "an adapter with interpolate or project, or give a merged model folder")
+                        "an adapter with interpolate or project, or add --merge to write a full model folder")
     ref = api.load_model(reference, **{**load, "base": None})
     check_same_shape(loaded.model, ref.model, f"the model {loaded.spec}", f"the reference {ref.spec}")
-    if loaded.adapter is not None and loaded.adapter["base_fingerprint"] != ref.fingerprint:
+    if loaded.adapter is not None and not merge and loaded.adapter["base_fingerprint"] != ref.fingerprint:
         raise UserError(f"the adapter {loaded.spec} was trained on {loaded.adapter['base']}, not on the reference "
                         f"{ref.spec}: an adapter is repaired toward its own base; give that base as --reference")
     base = None
@@ -131,10 +131,11 @@ def reference_units(reference, unit_map: str | Path | None, audit_settings) -> t
     return classes, classify.standardised(safety)
 
 
-def apply(method, job: RepairJob) -> dict:
-    """Run the repair on job.model (in place). An adapter's repair is done on its B factors and folded into the
-    merged weights (W += scale (B' - B) A), so what is audited is what is written."""
-    if job.model.adapter is None:
+def apply(method, job: RepairJob, as_adapter: bool | None = None) -> dict:
+    """Run the repair on job.model (in place). An adapter's repair (as_adapter, default: the model is an adapter)
+    is done on its B factors and folded into the merged weights (W += scale (B' - B) A), so what is audited is what
+    is written; otherwise on the (merged) weights."""
+    if not (job.model.adapter is not None if as_adapter is None else as_adapter):
         return method.apply(job)
     changed = {}
     with torch.no_grad():
@@ -183,13 +184,14 @@ def utility_nll(loaded, audit_settings) -> float:
 
 def repair(model, reference, method: str, out: str | Path | None = None, *, settings: RepairSettings | dict | None
            = None, unaligned=None, unit_map: str | Path | None = None, verify: bool = False, audit_settings=None,
-           thresholds: dict | None = None, progress=None, **load) -> RepairResult:
+           thresholds: dict | None = None, progress=None, merge: bool = False, **load) -> RepairResult:
     """Repair `model` toward `reference` with the registered repair `method` (components.REPAIRS) and write it
     to `out` (a new folder; None: keep it in memory only). `settings`: RepairSettings or a dict of its fields;
     `alpha="auto"` (interpolate, with verify) walks the grid 1, 0.9, ... down by bisection and keeps the largest
     alpha that passes the gate. `verify`: re-audit each candidate against the reference (audit_settings: an
     AuditSettings or dict, as `audit` takes them; thresholds: the gate's). `progress(line)` gets a line per
-    candidate. `load`: load_model's options for the model."""
+    candidate. `merge`: an adapter is repaired and written as a full model folder (whole-weight repairs need it).
+    `load`: load_model's options for the model."""
     from .. import api
     from ..components import REPAIRS
     from ..outputs import check_new_folder
@@ -206,7 +208,8 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
     check_inputs(chosen_method, repair_settings, auto, verify, unaligned, unit_map)
     target = check_new_folder(Path(out).expanduser(), empty_ok=True) if out is not None else None
     audit_config = api._settings(audit_settings, {}, False)
-    loaded, ref, base = load_inputs(chosen_method, model, reference, unaligned, load)
+    loaded, ref, base = load_inputs(chosen_method, model, reference, unaligned, load, merge)
+    as_adapter = loaded.adapter is not None and not merge
     job = RepairJob(loaded, ref, repair_settings, base)
     if "units" in chosen_method.needs:
         job.classes, job.safety = reference_units(ref, unit_map, audit_config)
@@ -218,7 +221,7 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
         job.settings = repair_settings if alpha is None else replace(repair_settings, alpha=alpha)
         if original is not None:
             loaded.model.load_state_dict(original)
-        record = apply(chosen_method, job)
+        record = apply(chosen_method, job, as_adapter)
         _check_not_broken(loaded, chosen_method.name)
         loaded.spec = f"{spec} repaired ({chosen_method.name})"
         loaded.fingerprint = _fingerprint(fingerprint, ref, base, chosen_method.name, job.settings)
@@ -246,7 +249,7 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
         chosen, result, reference_nll = tried[0]
     outcome = RepairResult(chosen_method.name, spec, ref.spec, {**asdict(job.settings)}, [c for c, _, _ in tried],
                            chosen, model_nll, reference_nll, result,
-                           form="adapter" if loaded.adapter is not None else "model", model_fingerprint=fingerprint,
+                           form="adapter" if as_adapter else "model", model_fingerprint=fingerprint,
                            loaded=loaded)
     if target is not None:
         from .folder import write
