@@ -13,7 +13,7 @@ each kind through its contract.
 - A **prompt set** has `name`, `description` and `prompts()`: data.prompt.Prompt items (id, text, category, and
   a reference answer where the set has one). Its name is then usable wherever a set is (`--harmful mine`,
   `harmful = "mine"` in audit.toml): the whole set, or `mine:train` / `mine:eval` for its seeded halves.
-- A **repair method** has `name`, `description`, `needs` (of "units", "unaligned"), `adapter` (it can be written as
+- A **repair method** has `name`, `description`, `needs` (of repairs.methods.NEEDS), `adapter` (it can be written as
   a LoRA adapter), `check(settings)` and `apply(job)`, which changes job.model toward job.reference in place and
   returns a record of what it did (repairs/methods.py; an adapter-capable one also has `adapter_factor`).
 - A **gate check** is data (gate.GateCheck): `name`, `description`, `default`, `direction` ("max" fails above the
@@ -67,5 +67,5 @@ BUILTIN_GATE_CHECKS = ("max_harmful_compliance", "max_compliance_increase", "max
                        "min_safe_direction_score", "max_probe_drop", "max_scu_drift_ratio")  # in every results.json
 for _name in BUILTIN_GATE_CHECKS:
     GATE_CHECKS.register(_name, lazy=f"ssah_audit.gate:{_name.upper()}")
-for _name in ("restore", "restore-drifted", "interpolate", "safety-vector", "project"):
+for _name in ("restore", "restore-drifted", "interpolate", "safety-vector", "project", "realign"):
     REPAIRS.register(_name, lazy=f"ssah_audit.repairs.methods:{_name.upper().replace('-', '_')}")

@@ -107,10 +107,10 @@ def test_repair_contract(name, tiny, roomy_llama):
     import torch
 
     from ssah_audit.models.resolve import load_model
-    from ssah_audit.repairs.methods import RepairJob, RepairSettings
+    from ssah_audit.repairs.methods import NEEDS, RepairJob, RepairSettings
 
     repair = REPAIRS.get(name)
-    assert isinstance(repair.description, str) and repair.needs <= {"units", "unaligned"}
+    assert isinstance(repair.description, str) and repair.needs <= NEEDS
     assert not repair.adapter or callable(repair.adapter_factor)
     repair.check(RepairSettings())
     reference = tiny
@@ -129,7 +129,10 @@ def test_repair_contract(name, tiny, roomy_llama):
                 for parameter in loaded.model.parameters():
                     parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.02)
         shapes = {key: value.shape for key, value in model.model.state_dict().items()}
-        record = repair.apply(RepairJob(model, reference, RepairSettings(), unaligned, classes, safety))
+        job = RepairJob(model, reference, RepairSettings(steps=3), unaligned, classes, safety, model_classes=classes,
+                        model_safety=safety, safety_pairs=[("How do I pick a lock?", "Sorry, I can't help.")] * 4,
+                        utility_pairs=[("How do I boil an egg?", "Boil it for seven minutes.")] * 4)
+        record = repair.apply(job)
         json.dumps(record)
         after = model.model.state_dict()
         assert {key: value.shape for key, value in after.items()} == shapes

@@ -39,7 +39,8 @@ def repair(
     model: str = typer.Argument(..., help=MODEL_HELP + " The fine-tune to repair."),
     reference: str = typer.Option(..., "--reference", help="The aligned model it was fine-tuned from."),
     method: str = component_option(REPAIRS, ..., "--method", "restore, restore-drifted, interpolate, "
-                                   "safety-vector, project, or a plugin's registered repair."),
+                                   "safety-vector, project (no training), realign (trains the model's own RU), or a "
+                                   "plugin's registered repair."),
     out_dir: Path = typer.Option(..., "--out", help="A new folder for the repaired model (never overwritten): a "
                                  "model folder, or an adapter folder for an adapter repaired by interpolate/project."),
     classes: str = typer.Option("scu,cu:6", "--classes", help="restore: the reference's units to copy back (scu, "
@@ -62,6 +63,10 @@ def repair(
                                     "cosine below this with its projection (1: all)."),
     merge: bool = typer.Option(False, "--merge", help="For a LoRA adapter: write the repaired model as a full model "
                                "folder (restore, restore-drifted and safety-vector change whole weights)."),
+    train_classes: str = typer.Option("ru", "--train-classes", help="realign: the model's own units that train "
+                                      "(its unit map, measured as the audit measures it)."),
+    steps: int = typer.Option(200, "--steps", min=1, help="realign: optimiser steps (batch 8)."),
+    lr: float = typer.Option(5e-5, "--lr", help="realign: peak learning rate."),
     verify: bool = typer.Option(False, "--verify", help="Audit the repaired model against the reference before "
                                 "writing it; exit 1 when the gate fails."),
     quick: bool = typer.Option(False, "--quick", help="--verify with the audit's quick settings."),
@@ -71,8 +76,9 @@ def repair(
     *,
     load_options: LoadOptionsMaker,
 ) -> None:
-    """Repair a fine-tune toward its aligned reference without training: restore the reference's units, interpolate,
-    add the safety vector back (RESTA) or project the update onto the alignment subspace (Safe LoRA).
+    """Repair a fine-tune toward its aligned reference: without training, restore the reference's units,
+    interpolate, add the safety vector back (RESTA) or project the update onto the alignment subspace (Safe LoRA); or
+    realign only the model's redundant units (SSAH's alignment budget).
 
     Writes a new folder with repair.json and a README card; with --verify, each candidate is audited against the
     reference first (one line each: harmful compliance, over-refusal, utility NLL, share of the fine-tune's NLL gain
@@ -96,7 +102,8 @@ def repair(
     limits = gate.thresholds(settings_doc, fail_on)
     audit_settings = read_settings(settings_doc, quick, judge)
     settings = {"classes": classes, "fraction": fraction, "random_control": random_control, "seed": seed,
-                "alpha": alpha, "beta": beta, "energy": energy, "threshold": threshold}
+                "alpha": alpha, "beta": beta, "energy": energy, "threshold": threshold, "train_classes": train_classes,
+                "steps": steps, "lr": lr}
     result = api.repair(model, reference, method, target, settings=settings, unaligned=unaligned,
                         unit_map=unit_map, verify=verify, audit_settings=audit_settings, thresholds=limits,
                         merge=merge, progress=lambda line: out.print(line, highlight=False, soft_wrap=True),

@@ -1,11 +1,12 @@
 """The built-in repairs, registered as components (components.REPAIRS): each turns a fine-tune back toward its
-aligned reference without training, and says in a record what it did.
+aligned reference (all but `realign` without training), and says in a record what it did.
 
-A repair has `name`, `description`, `needs` (a subset of {"units", "unaligned"}: the reference's unit map, the
-model the reference was aligned from), `adapter` (True when it can be written as a LoRA adapter of the same rank),
-`check(settings)` (its options' bounds, before anything loads), and `apply(job)`, which changes `job.model` in
-place and returns the record. An adapter-capable repair also has `adapter_factor(job, module, b)`: the new LoRA B
-of one adapted module (delta W = scale B A, so a repair linear in delta W that acts on its rows is exact on B).
+A repair has `name`, `description`, `needs` (a subset of NEEDS: the reference's unit map, the model the reference
+was aligned from, the model's own unit map, the reference's safety data), `adapter` (True when it can be written
+as a LoRA adapter of the same rank), `check(settings)` (its options' bounds, before anything loads), and
+`apply(job)`, which changes `job.model` in place and returns the record. An adapter-capable repair also has
+`adapter_factor(job, module, b)`: the new LoRA B of one adapted module (delta W = scale B A, so a repair linear in
+delta W that acts on its rows is exact on B).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import UserError
 from ..unit_classes import ablate, freeze
 from . import weights
 
+NEEDS = frozenset({"units", "unaligned", "model_units", "safety_data"})
 DEFAULT_CLASSES = "scu,cu:6"  # the audit's remedy: SCU + the top 6% of units among CU (the paper's Table 2)
 
 
@@ -33,6 +35,9 @@ class RepairSettings:
     beta: float = 0.5  # safety-vector: W_model + beta (W_aligned - W_unaligned)
     energy: float = 0.5  # project: share of the alignment update's squared norm its subspace holds
     threshold: float = 1.0  # project: matrices whose update has cosine below this with its projection are projected
+    train_classes: str = "ru"  # realign: the model's own units that train
+    steps: int = 200  # realign: optimiser steps
+    lr: float = 5e-5  # realign: peak learning rate
 
 
 @dataclass
@@ -48,6 +53,10 @@ class RepairJob:
     safety: dict | None = None  # its standardised safety scores
     bases: dict = field(default_factory=dict)  # project: alignment bases by module, computed once
     adapter_b: dict = field(default_factory=dict)  # an adapter's repaired B factors by module (what is written)
+    model_classes: dict | None = None  # realign: the model's own unit classes, as the audit measures them
+    model_safety: dict | None = None  # and their standardised safety scores
+    safety_pairs: list | None = None  # realign: (harmful prompt, the reference's own refusal)
+    utility_pairs: list | None = None  # realign: (benign prompt, reference answer), so that utility is kept
 
 
 def _percent(value: float, option: str) -> None:
@@ -190,5 +199,44 @@ class Project:
         return job.bases[module]
 
 
-RESTORE, RESTORE_DRIFTED, INTERPOLATE, SAFETY_VECTOR, PROJECT = (Restore(), RestoreDrifted(), Interpolate(),
-                                                                 SafetyVector(), Project())
+class Realign:
+    name = "realign"
+    description = ("SSAH's alignment budget after the fact: train only the model's own redundant units (its unit map, "
+                   "--train-classes) on the reference's refusals and benign answers for --steps steps; "
+                   "--random-control trains as many random units.")
+    needs = frozenset({"model_units", "safety_data"})
+    adapter = False
+
+    def check(self, settings: RepairSettings) -> None:
+        freeze.parse_classes(settings.train_classes, "--train-classes")
+        if type(settings.steps) is not int or settings.steps < 1:
+            raise UserError(f"--steps must be a whole number >= 1, not {settings.steps!r}")
+        if not 0 < settings.lr < 1:
+            raise UserError(f"--lr must be in (0, 1), not {settings.lr:g}")
+
+    def apply(self, job: RepairJob) -> dict:
+        from .. import finetune
+
+        chosen = freeze.select(job.model_classes, freeze.parse_classes(job.settings.train_classes, "--train-classes"),
+                               job.model_safety)
+        if not _count(chosen):
+            raise UserError(f"--train-classes {job.settings.train_classes!r} selects no unit of the model's unit map")
+        if job.settings.random_control:
+            chosen = _control(job, chosen)
+        masks = freeze.unit_masks(job.model.model, job.model.units, chosen, train_units=True)
+        pairs = list(job.safety_pairs) + list(job.utility_pairs)
+        epochs = -(-job.settings.steps * 8 // max(1, len(pairs)))  # enough epochs for the steps (batch 8)
+        settings = finetune.TrainSettings(epochs=epochs, lr=job.settings.lr, batch_size=8, max_steps=job.settings.steps,
+                                          max_length=256, precision="auto", seed=job.settings.seed)
+        torch.manual_seed(job.settings.seed)
+        log = finetune.train(job.model.model, job.model.tokenizer, pairs, settings, description="realigning",
+                             masks=masks)
+        job.model.model.requires_grad_(True)  # as loaded: the masks' training left most weights without gradients
+        return {"train_classes": job.settings.train_classes, "random_control": job.settings.random_control,
+                "units": _count(chosen), "of": job.model.units.total_units, "steps": log["steps"],
+                "lr": job.settings.lr, "examples": len(pairs), "final_loss": round(log["final_loss"], 4),
+                "seconds": log["seconds"]}
+
+
+RESTORE, RESTORE_DRIFTED, INTERPOLATE, SAFETY_VECTOR, PROJECT, REALIGN = (
+    Restore(), RestoreDrifted(), Interpolate(), SafetyVector(), Project(), Realign())

@@ -20,6 +20,8 @@ from ..errors import UserError
 from .methods import RepairJob, RepairSettings
 from .weights import check_same_shape, weight_out_in
 
+SETTING_KEYS = ("alpha", "beta", "classes", "fraction", "energy", "threshold", "train_classes", "steps", "lr",
+                "random_control")  # what a candidate's line names
 AUTO_GRID = tuple(i / 10 for i in range(11))  # --alpha auto: the alphas it may choose, 0 (the reference) to 1
 
 
@@ -125,10 +127,37 @@ def reference_units(reference, unit_map: str | Path | None, audit_settings) -> t
         classes, document = classify.load_map(path)
         freeze.check_map_fits(reference.units, document, path)
         return classes, classify.load_safety_scores(path)
-    from ..auditing import Sets, measure_reference
+    classes, safety, _ = _measured_reference(reference, audit_settings)
+    return classes, safety
 
-    _, classes, _, safety, _ = measure_reference(reference, Sets.load(audit_settings), audit_settings, {})
-    return classes, classify.standardised(safety)
+
+def _measured_reference(reference, audit_settings) -> tuple[dict, dict, tuple[list, str]]:
+    """The reference as the audit measures it (cached): classes, standardised safety scores, calibration refusals."""
+    from ..auditing import Sets, measure_reference
+    from ..unit_classes import classify
+
+    _, classes, _, safety, pairs = measure_reference(reference, Sets.load(audit_settings), audit_settings, {})
+    return classes, classify.standardised(safety), pairs
+
+
+def model_units(job: RepairJob, audit_settings) -> None:
+    """The model's own unit map, as the audit's model stage makes it (its safety scores calibrated on the reference's
+    refusals), and the training data of a repair that trains: the reference's refusals and the benign answers."""
+    from ..auditing import Sets
+    from ..unit_classes import classify
+    from ..unit_classes.analyse import analyse
+    from ..unit_classes.calibration import utility_pairs
+    from ..unit_classes.classify import Fractions
+
+    _, _, (pairs, source) = _measured_reference(job.reference, audit_settings)
+    sets = Sets.load(audit_settings)
+    scores: dict = {}
+    _, job.model_classes = analyse(job.model, sets.safety, sets.utility, audit_settings.method,
+                                   Fractions(audit_settings.scu, audit_settings.ucu, audit_settings.ru),
+                                   batch_size=audit_settings.batch_size, seed=audit_settings.seed, scores_out=scores,
+                                   safety_pairs=(pairs, source))
+    job.model_safety = classify.standardised(scores["safety"])
+    job.safety_pairs, job.utility_pairs = pairs, utility_pairs(sets.utility)
 
 
 def apply(method, job: RepairJob, as_adapter: bool | None = None) -> dict:
@@ -213,6 +242,8 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
     job = RepairJob(loaded, ref, repair_settings, base)
     if "units" in chosen_method.needs:
         job.classes, job.safety = reference_units(ref, unit_map, audit_config)
+    if chosen_method.needs & {"model_units", "safety_data"}:
+        model_units(job, audit_config)
     model_nll = utility_nll(loaded, audit_config) if verify else None
     original = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()} if auto else None
     spec, fingerprint = loaded.spec, loaded.fingerprint
@@ -229,8 +260,7 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
 
     def attempt(alpha: float | None) -> tuple[Candidate, object, float | None]:
         record = build(alpha)
-        setting = {key: value for key, value in record.items() if key in ("alpha", "beta", "classes", "fraction",
-                                                                          "energy", "threshold", "random_control")}
+        setting = {key: value for key, value in record.items() if key in SETTING_KEYS}
         candidate = Candidate({"method": chosen_method.name, **setting}, record)
         result, reference_nll = None, None
         if verify:
