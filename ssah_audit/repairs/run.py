@@ -98,22 +98,39 @@ def check_inputs(method, settings: RepairSettings, auto: bool, verify: bool, una
 def load_inputs(method, model, reference, unaligned, load: dict, merge: bool = False):
     """The three models, checked against each other: the same architecture, and an adapter only where the repair
     can be written as one (or `merge`: written as a full model), of the reference itself."""
-    from .. import api
-
-    loaded = api.load_model(model, **load)
+    loaded = _load(model, load)
     if loaded.adapter is not None and not method.adapter and not merge:
         raise UserError(f"--method {method.name} changes whole weights, which a LoRA adapter cannot hold; repair "
                         "an adapter with interpolate or project, or add --merge to write a full model folder")
-    ref = api.load_model(reference, **{**load, "base": None})
+    ref = _load(reference, {**load, "base": None})
     check_same_shape(loaded.model, ref.model, f"the model {loaded.spec}", f"the reference {ref.spec}")
     if loaded.adapter is not None and not merge and loaded.adapter["base_fingerprint"] != ref.fingerprint:
         raise UserError(f"the adapter {loaded.spec} was trained on {loaded.adapter['base']}, not on the reference "
                         f"{ref.spec}: an adapter is repaired toward its own base; give that base as --reference")
     base = None
     if unaligned:
-        base = api.load_model(unaligned, **{**load, "base": None})
+        base = _load(unaligned, {**load, "base": None})
         check_same_shape(ref.model, base.model, f"the reference {ref.spec}", f"the unaligned model {base.spec}")
     return loaded, ref, base
+
+
+def _load(model, load: dict):
+    """A model as the CLI takes it, or one already loaded (the API's Model), with load_model's options."""
+    from ..models.loading import LoadedModel, LoadOptions
+    from ..models.resolve import load_model
+
+    return model if isinstance(model, LoadedModel) else load_model(model, LoadOptions(**load))
+
+
+def _audit_settings(settings):
+    """The re-audit's settings: an AuditSettings as it is, or a dict of its fields over the defaults."""
+    from ..config import AuditSettings, read_settings
+
+    if settings is None or isinstance(settings, AuditSettings):
+        return settings or AuditSettings()
+    if not isinstance(settings, dict):
+        raise UserError(f"audit_settings must be an AuditSettings or a dict, not {type(settings).__name__}")
+    return read_settings({"audit": settings})
 
 
 def reference_units(reference, unit_map: str | Path | None, audit_settings) -> tuple[dict, dict | None]:
@@ -186,9 +203,11 @@ def _adapter_keys(method) -> tuple[str, ...]:
 
 def verify_candidate(candidate: Candidate, loaded, reference, audit_settings, thresholds, model_nll: float):
     """Audit the repaired model in memory against the reference and fill in the candidate's numbers."""
-    from .. import api
+    from .. import auditing, gate
 
-    result = api.audit(loaded, reference, settings=audit_settings, thresholds=thresholds)
+    limits = gate.thresholds()
+    limits.update(thresholds or {})
+    result = auditing.run(loaded, reference, audit_settings, limits)
     behavior = result.behavior
     candidate.harmful_compliance = behavior.harmful.compliance_rate
     candidate.harmful_ci95 = list(behavior.harmful.ci95)
@@ -221,7 +240,6 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
     AuditSettings or dict, as `audit` takes them; thresholds: the gate's). `progress(line)` gets a line per
     candidate. `merge`: an adapter is repaired and written as a full model folder (whole-weight repairs need it).
     `load`: load_model's options for the model."""
-    from .. import api
     from ..components import REPAIRS
     from ..outputs import check_new_folder
 
@@ -236,7 +254,7 @@ def repair(model, reference, method: str, out: str | Path | None = None, *, sett
         raise UserError(f"repair settings: {exc}") from None
     check_inputs(chosen_method, repair_settings, auto, verify, unaligned, unit_map)
     target = check_new_folder(Path(out).expanduser(), empty_ok=True) if out is not None else None
-    audit_config = api._settings(audit_settings, {}, False)
+    audit_config = _audit_settings(audit_settings)
     loaded, ref, base = load_inputs(chosen_method, model, reference, unaligned, load, merge)
     as_adapter = loaded.adapter is not None and not merge
     job = RepairJob(loaded, ref, repair_settings, base)
