@@ -53,6 +53,7 @@ ROWS = {
     "restore-drifted 7.5 random": ("restore-drifted", {"fraction": 7.5, "random_control": True}),
     "restore-drifted 30": ("restore-drifted", {"fraction": 30}),
     "safety-vector 0.5": ("safety-vector", {"beta": 0.5}),
+    "safety-vector 0.75": ("safety-vector", {"beta": 0.75}),
     "safety-vector 1": ("safety-vector", {"beta": 1.0}),
     "project 0.5": ("project", {"energy": 0.5}),
     "project 0.9": ("project", {"energy": 0.9}),

@@ -274,3 +274,23 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_is_written(cli, tiny_models,
     code, _, stderr = cli("repair", str(tuned), "--reference", str(reference), "--method", "interpolate", "--out",
                           str(tuned / "inside"))
     assert code == 2 and "inside the model folder" in stderr and not (tuned / "inside").exists()
+
+
+def test_alpha_auto_keeps_the_largest_alpha_that_passes_the_gate(cli, tmp_path):
+    """On the organisms: the unaligned organism interpolated toward the aligned one. --alpha auto audits alpha 1 (the
+    unaligned model: it fails), then bisects; it keeps the largest alpha tried that passed, every larger alpha tried
+    failed, one line per candidate, and the written folder is that alpha's model."""
+    out = tmp_path / "auto"
+    code, stdout, stderr = cli("repair", "organism-unaligned", "--reference", "organism-aligned", "--method",
+                               "interpolate", "--alpha", "auto", "--verify", "--quick", "--out", str(out))
+    assert code == 0, stderr
+    card = json.loads((out / "repair.json").read_text())
+    tried = [(c["setting"]["alpha"], c["passed"]) for c in card["candidates"]]
+    assert tried[0] == (1.0, False) and len(tried) >= 3
+    chosen = card["record"]["alpha"]
+    assert (chosen, True) in tried and all(not passed for alpha, passed in tried if alpha > chosen)
+    assert stdout.count("NLL gain kept") >= len(tried)
+    reference, unaligned = state("organism-aligned"), state("organism-unaligned")
+    written = state(out)
+    assert all(torch.allclose(written[name], torch.lerp(reference[name], unaligned[name], chosen), atol=1e-6)
+               for name in reference)
