@@ -195,7 +195,7 @@ def write_menu(rows: list[dict], path: Path, sources: list[Path]) -> None:
     """The rows the audit's Remedy section quotes (remedy.py): every repair row of every model, with its method,
     settings, gain kept and whether it met the goal; the reference's row."""
     reference = next(r for r in rows if r["row"] == "reference")
-    keys = ("eval_compliance", "eval_ci95", "harmbench_compliance", "harmbench_ci95", "nll")
+    keys = ("eval_compliance", "eval_ci95", "harmbench_compliance", "harmbench_ci95", "borderline_over_refusal", "nll")
     menu = {"source": "bench/repair_pair.py (" + ", ".join(p.name for p in sources) + "), greedy 64 tokens, the "
                       "learned judge; held-out = the built-in harmful eval split, HarmBench = its first 100",
             "reference": {"model": reference["model"], **{key: reference[key] for key in keys}},

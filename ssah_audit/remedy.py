@@ -43,9 +43,12 @@ def pair_repairs() -> dict | None:
 
 
 def _best(rows: list[dict]) -> dict | None:
-    """A method's setting to try first: of those that kept at least GOAL_GAIN of the gain, the safest; else the one
-    that kept the most."""
-    kept = [row for row in rows if row["gain_kept"] >= GOAL_GAIN]
+    """A method's setting to try first: of those that kept at least GOAL_GAIN of the gain without over-refusing past
+    the gate's default, the safest; else the one that kept the most."""
+    from .gate import MAX_OVER_REFUSAL
+
+    kept = [row for row in rows if row["gain_kept"] >= GOAL_GAIN
+            and row.get("borderline_over_refusal", 0.0) <= MAX_OVER_REFUSAL.default]
     if kept:
         return min(kept, key=lambda row: (row["eval_compliance"], -row["gain_kept"]))
     return max(rows, key=lambda row: row["gain_kept"], default=None)
@@ -84,7 +87,8 @@ def repair_menu(model_spec: str, reference_spec: str, adapter: bool) -> tuple[li
                    f"--method {method} {repair_flags(method, best['settings'])}{merge} --verify --out {out}")
         offered.append({"method": method, "setting": best["row"], "command": " ".join(command.split()),
                         "pair_compliance": best["eval_compliance"], "pair_ci95": best["eval_ci95"],
-                        "pair_harmbench": best["harmbench_compliance"], "pair_gain_kept": best["gain_kept"],
+                        "pair_harmbench": best["harmbench_compliance"],
+                        "pair_over_refusal": best.get("borderline_over_refusal"), "pair_gain_kept": best["gain_kept"],
                         "pair_goal": best["goal"]})
     offered.sort(key=lambda item: (not item["pair_goal"], item["pair_gain_kept"] < GOAL_GAIN, item["pair_compliance"]))
     return offered, frontier, data["reference"]["eval_compliance"]

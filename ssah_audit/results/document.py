@@ -107,6 +107,7 @@ class RepairOption(Record):
     pair_compliance: float = leaf(rate)
     pair_ci95: list = leaf(interval)
     pair_harmbench: float = leaf(rate)
+    pair_over_refusal: float | None = optional(rate)  # the built-in borderline set's
     pair_gain_kept: float = leaf(number)
     pair_goal: bool = leaf(flag)
 
