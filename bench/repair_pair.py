@@ -53,6 +53,7 @@ ROWS = {
     "restore-drifted 7.5 random": ("restore-drifted", {"fraction": 7.5, "random_control": True}),
     "restore-drifted 30": ("restore-drifted", {"fraction": 30}),
     "safety-vector 0.5": ("safety-vector", {"beta": 0.5}),
+    "safety-vector 0.625": ("safety-vector", {"beta": 0.625}),
     "safety-vector 0.75": ("safety-vector", {"beta": 0.75}),
     "safety-vector 1": ("safety-vector", {"beta": 1.0}),
     "project 0.5": ("project", {"energy": 0.5}),
@@ -114,6 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         rows = [row for path in args.table for row in json.loads(path.read_text())]
+        first = next(row for row in rows if row["row"] == "reference")  # each file keeps the reference's row
+        rows = [row for row in rows if row["row"] != "reference" or row is first]
         print_table(rows)
         if args.plot:
             plot(rows, args.plot)
