@@ -30,7 +30,7 @@ from ssah_audit.data.sets import builtin_set, load_prompt_set  # noqa: E402
 from ssah_audit.models.loading import load_folder  # noqa: E402
 from ssah_audit.models.resolve import load_model  # noqa: E402
 from ssah_audit.repairs.methods import RepairJob, RepairSettings  # noqa: E402
-from ssah_audit.repairs.run import apply, reference_units  # noqa: E402
+from ssah_audit.repairs.run import apply, model_units, reference_units  # noqa: E402
 from ssah_audit.responses.evaluate import judged  # noqa: E402
 from ssah_audit.responses.evaluate import measure as measure_behavior  # noqa: E402
 from ssah_audit.responses.metrics import rate  # noqa: E402
@@ -58,6 +58,8 @@ ROWS = {
     "safety-vector 1": ("safety-vector", {"beta": 1.0}),
     "project 0.5": ("project", {"energy": 0.5}),
     "project 0.9": ("project", {"energy": 0.9}),
+    "realign 50": ("realign", {"steps": 50}),
+    "realign 50 random": ("realign", {"steps": 50, "random_control": True}),
 }
 
 
@@ -148,6 +150,8 @@ def main() -> None:
             if "units" in repair.needs and classes is None:
                 classes, safety = reference_units(reference, None, AuditSettings())
             job = RepairJob(loaded, reference, RepairSettings(**values), unaligned, classes, safety)
+            if repair.needs & {"model_units", "safety_data"}:
+                model_units(job, AuditSettings())
             # an adapter is measured merged: the bench compares repairs, whatever form a folder could keep
             adapter, loaded.adapter = loaded.adapter, None if not repair.adapter else loaded.adapter
             record = apply(repair, job)

@@ -59,7 +59,7 @@ def repair_flags(method: str, settings: dict) -> str:
     if method == "interpolate":
         return "--alpha auto"
     names = {"classes": "--classes", "fraction": "--fraction", "beta": "--beta", "energy": "--energy",
-             "threshold": "--threshold"}
+             "threshold": "--threshold", "train_classes": "--train-classes", "steps": "--steps", "lr": "--lr"}
     flags = [f"{names[key]} {shlex.quote(str(value))}" for key, value in settings.items() if key in names]
     return " ".join(flags + (["--unaligned UNALIGNED_MODEL"] if method in ("safety-vector", "project") else []))
 
