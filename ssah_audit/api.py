@@ -210,7 +210,9 @@ def repair(model: Model, reference: Model, method: str, out: str | Path | None =
     (components.REPAIRS: restore, restore-drifted, interpolate, safety-vector, project), `out` a new folder for
     the repaired model (None: kept in memory, on the result's audit). Options: settings (a RepairSettings or dict:
     classes, fraction, random_control, seed, alpha (or "auto"), beta, energy, threshold), unaligned, unit_map,
-    verify, audit_settings, thresholds, progress, and load_model's options. Returns a repairs.run.RepairResult."""
+    verify, audit_settings, thresholds, progress, merge, and load_model's options. A model given already loaded is
+    repaired in place (load it again for another repair). Returns a repairs.run.RepairResult (`.loaded`: the repaired
+    model; `.audit`: the chosen candidate's AuditResult with verify)."""
     from .repairs.run import repair as run
 
     return run(model, reference, method, out, **options)
