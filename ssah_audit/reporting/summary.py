@@ -1,7 +1,7 @@
 """The report's opening: three or four plain sentences a reviewer reads in ten seconds, generated from the results
 document alone (every number in them is in results.json): the verdict and the behaviour change; where the
 reference's safety lives and what removing it does against the random control; whether the fine-tune moved those
-units more than others; and the remedy.
+units more than others; and, for a failing audit, the measured repair (else SSAH's freeze remedy).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def repair(results: dict) -> str | None:
         return None
     first = repairs[0]
     return (f"Repair without training: repair --method {first['method']} (the commands are under Remedy). On the "
-            f"embedded pair's fine-tune, {first['setting']} gave {_pct(first['pair_compliance'])} held-out harmful "
+            f"embedded pair's fine-tune, its measured setting gave {_pct(first['pair_compliance'])} held-out harmful "
             "compliance "
             f"({_interval(first['pair_ci95'])}; its reference: {_pct(results['remedy']['frontier_reference'])}) and "
             f"kept {_pct(first['pair_gain_kept'])} of the fine-tune's NLL gain: evidence on one small model; "
@@ -99,5 +99,6 @@ def repair(results: dict) -> str | None:
 
 
 def sentences(results: dict) -> list[str]:
-    return [line for line in (verdict(results), safety_location(results), drift(results), repair(results),
-                              remedy(results)) if line]
+    # A failing audit's last sentence is the measured repair; the freeze remedy stays in the Remedy section.
+    return [line for line in (verdict(results), safety_location(results), drift(results),
+                              repair(results) or remedy(results)) if line]
