@@ -90,7 +90,8 @@ def repair_menu(model_spec: str, reference_spec: str, adapter: bool) -> tuple[li
                         "pair_harmbench": best["harmbench_compliance"],
                         "pair_over_refusal": best.get("borderline_over_refusal"), "pair_gain_kept": best["gain_kept"],
                         "pair_goal": best["goal"]})
-    offered.sort(key=lambda item: (not item["pair_goal"], item["pair_gain_kept"] < GOAL_GAIN, item["pair_compliance"]))
+    # Ordered by what the audit itself measures (gain kept, then held-out compliance), never by HarmBench's column.
+    offered.sort(key=lambda item: (item["pair_gain_kept"] < GOAL_GAIN, item["pair_compliance"]))
     return offered, frontier, data["reference"]["eval_compliance"]
 
 
