@@ -90,8 +90,6 @@ def repair(
     from ..config import load_config, read_settings
     from ..outputs import check_new_folder
 
-    if unaligned is None and REPAIRS.get(method).needs & {"unaligned"}:
-        raise UserError(f"--method {method} needs --unaligned: the model the reference was aligned from")
     target = check_new_folder(out_dir, empty_ok=True)
     for folder in (path for path in model_paths(model, reference, unaligned) if path.is_dir()):
         if folder.resolve() == target.resolve() or folder.resolve() in target.resolve().parents:
