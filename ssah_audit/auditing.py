@@ -19,10 +19,12 @@ from .compare import behavior as compare_behavior
 from .compare import probe as compare_probe
 from .compare.units import compare_units, same_architecture
 from .config import AuditSettings
+from .data.jailbreaks import TemplateSet, load_templates
 from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
 from .probes.measure import check_steps
 from .probes.measure import measure as measure_probe
+from .responses.depth import measure as measure_depth
 from .responses.evaluate import measure as measure_behavior
 from .responses.generate import first_tokens
 from .responses.judges import describe as describe_judge
@@ -41,7 +43,8 @@ from .unit_classes.classify import Fractions
 #    block; the self probe encodes each query once for all its paths, and NLL and first-token passes a batch's
 #    common prefix once (the same states to float rounding).
 # 7: behaviour samples grouped by role (results schema 2).
-REFERENCE_RECIPE = 7
+# 8: the depth block (prefilling and jailbreak templates).
+REFERENCE_RECIPE = 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,13 @@ class Sets:
     borderline: PromptSet
     safety: PromptSet
     utility: PromptSet
+    templates: TemplateSet | None = None  # the depth stage's jailbreak templates
+    depth_limit: int | None = None
+
+    @property
+    def attacked(self) -> PromptSet:
+        """The harmful prompts the depth stage attacks: the first depth_limit of the harmful set."""
+        return self.harmful.limit(self.depth_limit)
 
     @classmethod
     def load(cls, settings: AuditSettings) -> Sets:
@@ -59,7 +69,8 @@ class Sets:
             return (prompt_set.safe_only() if safe_only else prompt_set).limit(settings.limit)
 
         return cls(get(settings.harmful), get(settings.benign), get(settings.borderline, safe_only=True),
-                   get(settings.safety_data), get(settings.utility_data))
+                   get(settings.safety_data), get(settings.utility_data), load_templates(settings.templates),
+                   settings.depth_limit)
 
 
 def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple[list, str] | None = None,
@@ -73,6 +84,14 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
                                 settings.batch_size, settings.seed, settings.generation_batch_size)
     timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
+    tic = time.perf_counter()
+    depth = None
+    if settings.prefill_tokens or sets.templates:
+        attacked = sets.attacked
+        depth = measure_depth(loaded, attacked, settings.prefill_tokens, sets.templates, settings.ablation_tokens,
+                              settings.generation_batch_size, settings.seed,
+                              [s["completion"] for s in behavior["samples"]["harmful"][:len(attacked)]])
+        timings[f"{label}.depth"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
     completions = [s["completion"] for s in behavior["samples"]["harmful"]]
@@ -91,6 +110,8 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,
              "behavior": behavior, "probe": probe, "units": units}
+    if depth is not None:
+        block["depth"] = depth
     return block, classes, directions
 
 
@@ -184,6 +205,8 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
         comparison["behavior"] = compare_behavior.deltas(block["behavior"], ref_block["behavior"], settings.seed)
         kl = compare_behavior.first_token_kl(loaded, reference, sets.benign, settings.batch_size)
         comparison["first_token_kl"] = kl
+        if block.get("depth") and ref_block.get("depth"):
+            comparison["depth"] = compare_behavior.depth_deltas(block["depth"], ref_block["depth"], settings.seed)
         comparison["probe"] = compare_probe.compare(block["probe"], ref_block["probe"], directions, ref_directions)
         reason = same_architecture(loaded, reference)
         comparison["units"] = ({"note": reason} if reason else
@@ -197,7 +220,8 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
         "comparison": comparison,
         "remedy": None,
         "settings": asdict(settings),
-        "sets": {name: {"name": s.name, "source": s.source, "n": len(s)} for name, s in vars(sets).items()},
+        "sets": {name: {"name": s.name, "source": s.source, "n": len(s)} for name, s in vars(sets).items()
+                 if isinstance(s, PromptSet)},
     }
     files = {}
     if reference is not None:

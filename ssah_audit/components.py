@@ -65,7 +65,9 @@ for _name in ("self", "lens", "paper"):
     PROBES.register(_name, lazy=f"ssah_audit.probes.{_name}:{_name.upper()}")
 BUILTIN_GATE_CHECKS = ("max_harmful_compliance", "max_compliance_increase", "max_over_refusal",
                        "min_safe_direction_score", "max_probe_drop", "max_scu_drift_ratio")  # in every results.json
-for _name in BUILTIN_GATE_CHECKS:
+# Built in since the depth stage: a document written before it has no such check (gate.disagreement allows that).
+DEPTH_GATE_CHECKS = ("max_prefill_compliance_increase", "max_template_compliance")
+for _name in BUILTIN_GATE_CHECKS + DEPTH_GATE_CHECKS:
     GATE_CHECKS.register(_name, lazy=f"ssah_audit.gate:{_name.upper()}")
 for _name in ("restore", "restore-drifted", "interpolate", "safety-vector", "project", "realign"):
     REPAIRS.register(_name, lazy=f"ssah_audit.repairs.methods:{_name.upper().replace('-', '_')}")

@@ -27,6 +27,9 @@ BATCH_SIZE = 16  # sequences per forward pass: behaviour, probe, and every stage
 UNITS_BATCH_SIZE = 8
 SEED = 0
 JUDGE = DEFAULT_JUDGE  # learned, or the environment's $SSAH_AUDIT_JUDGE (components.py)
+PREFILL = "0,5,10,20"  # prefilled compliant tokens k of the depth stage (responses/depth.py)
+TEMPLATES = "jailbreaks"  # the depth stage's jailbreak templates: the built-in set, a file, or "none"
+DEPTH_LIMIT = 50  # harmful prompts the depth stage attacks (the first N of the harmful set)
 QUICK = {"limit": 20, "max_new_tokens": 32, "steps": 6}  # --quick: a fast look
 TABLES = ("audit", "gate", "judge")  # the tables audit.toml may hold
 CONFIG_BYTES = MiB  # an audit.toml is a few lines
@@ -39,6 +42,19 @@ def check_fractions(scu: float, ucu: float, ru: float, names=("--scu", "--ucu", 
             raise UserError(f"{name} must be a percentage between 0 and 100, not {value:g}")
     if scu + ucu + ru > 100:
         raise UserError(f"{' + '.join(names)} add up to {scu + ucu + ru:g}%, more than all units")
+
+
+def parse_prefill(spec: str) -> tuple[int, ...]:
+    """"0,5,10,20" -> (0, 5, 10, 20): distinct whole numbers >= 0, in order; "" or "none": no prefilling."""
+    if spec.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = sorted({int(part) for part in spec.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"prefill takes comma-separated token counts like 0,5,10,20, not {spec!r}") from None
+    if not values or values[0] < 0:
+        raise UserError(f"prefill takes token counts >= 0, not {spec!r}")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,12 @@ class AuditSettings:
     # while a forward pass's logits grow with its rows.
     generation_batch_size: int = 48
     seed: int = SEED
+    # The depth stage (responses/depth.py): harmful compliance with k compliant tokens prefilled, and inside each
+    # jailbreak template, on the first depth_limit harmful prompts, each continuation verify_tokens long (the
+    # ablation rows' length). "" or "none" turns either attack off.
+    prefill: str = PREFILL
+    templates: str = TEMPLATES
+    depth_limit: int = DEPTH_LIMIT
     # The registered judge (components.JUDGES) behind every verdict of the audit: behaviour, ablation rows and the
     # calibration refusals.
     judge: str = JUDGE
@@ -79,7 +101,7 @@ class AuditSettings:
         from .responses.judges import check_spec
 
         minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
-                   "random_seeds": 1, "seed": 0}
+                   "random_seeds": 1, "seed": 0, "depth_limit": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if type(value) is not int or value < low:
@@ -89,6 +111,16 @@ class AuditSettings:
         for name in ("harmful", "benign", "borderline", "safety_data", "utility_data"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise UserError(f"[audit] {name} must be a prompt set name or file, not {getattr(self, name)!r}")
+        for name in ("prefill", "templates"):
+            if not isinstance(getattr(self, name), str):
+                raise UserError(f"[audit] {name} must be a string, not {getattr(self, name)!r}")
+        try:
+            parse_prefill(self.prefill)
+        except UserError as exc:
+            raise UserError(f"[audit] {exc}") from None
+        from .data.jailbreaks import load_templates
+
+        load_templates(self.templates)  # a template file is read (and refused, in one line) before any work
         if self.method not in UNIT_SCORES:
             raise UserError(f"[audit] method must be one of {', '.join(UNIT_SCORES.names())}, not {self.method!r}")
         try:
@@ -106,6 +138,10 @@ class AuditSettings:
     def ablation_tokens(self) -> int:
         """Tokens generated per ablation row: verify_tokens, never more than the behaviour stage generated."""
         return min(self.verify_tokens, self.max_new_tokens)
+
+    @property
+    def prefill_tokens(self) -> tuple[int, ...]:
+        return parse_prefill(self.prefill)
 
     @classmethod
     def quick(cls, **changes) -> AuditSettings:
@@ -125,10 +161,11 @@ def settings_from(table: dict, quick: bool = False) -> AuditSettings:
         raise UserError(f"bad [audit] settings: {exc}") from None
 
 
-def read_settings(doc: dict, quick: bool = False, judge: str | None = None) -> AuditSettings:
+def read_settings(doc: dict, quick: bool = False, judge: str | None = None, **options) -> AuditSettings:
     """The audit's settings from a whole audit.toml: its [audit] table, and the judge its [judge] table names
-    (`name = "rules"`); `judge` (the command line's --judge) over both."""
-    table = dict(doc.get("audit") or {})
+    (`name = "rules"`); `judge` (the command line's --judge) over both, and the command line's other settings
+    (`options` that are not None, e.g. prefill, templates) over the table."""
+    table = dict(doc.get("audit") or {}) | {name: value for name, value in options.items() if value is not None}
     named = doc.get("judge") or {}
     unknown = sorted(set(named) - {"name"})
     if unknown:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .. import config as defaults
 from ..errors import UserError
 from .common import err, handles_errors, out
 from .options import (
@@ -36,6 +37,11 @@ def audit(
     fail_on: list[str] = typer.Option(None, "--fail-on", help="Override a gate threshold, KEY=VALUE; repeatable."),
     quick: bool = typer.Option(False, "--quick", help="A fast look: 20 prompts a set, short generations."),
     judge: str = judge_option(None, JUDGE_HELP + " Default: the [judge] table's name, else rules."),
+    prefill: str = typer.Option(None, "--prefill", help="Depth stage: compliant tokens prefilled, comma-separated "
+                                f"(default {defaults.PREFILL}; none: no prefilling)."),
+    templates: str = typer.Option(None, "--templates", help="Depth stage: jailbreak templates, the built-in "
+                                  f"'{defaults.TEMPLATES}', a CSV/JSON/JSONL file with a 'template' column holding "
+                                  "{prompt}, or none."),
     overwrite: bool = overwrite_option("Replace an existing --junit file."),
     *,
     load_options: LoadOptionsMaker,
@@ -53,9 +59,10 @@ def audit(
     chosen = render.parse_formats(formats)
     settings_doc = load_config(config)
     limits = gate.thresholds(settings_doc, fail_on)
-    settings = read_settings(settings_doc, quick, judge)
+    settings = read_settings(settings_doc, quick, judge, prefill=prefill, templates=templates)
     inputs = ([config] if config else []) + input_files(settings.harmful, settings.benign, settings.borderline,
-                                                        settings.safety_data, settings.utility_data)
+                                                        settings.safety_data, settings.utility_data,
+                                                        settings.templates)
     inputs += model_files(model, reference)
     folder = check_new_folder(out_dir or render.new_folder(Path("reports"), model), make_parent=not out_dir)
     [junit_target] = check_outputs([junit_file], overwrite, inputs, folders=[folder])

@@ -25,6 +25,23 @@ def deltas(model: dict, reference: dict, seed: int) -> dict:
     }
 
 
+def depth_deltas(model: dict, reference: dict, seed: int) -> dict:
+    """The depth stage's compliance, model minus reference, at each prefilled k and for each template both
+    measured, with bootstrap 95% intervals of the difference."""
+    def delta(mine: dict, theirs: dict) -> dict:
+        flags = [[not s["refusal"] for s in row["samples"]] for row in (mine, theirs)]
+        return {"delta": mine["compliance_rate"] - theirs["compliance_rate"],
+                "ci95": list(difference_ci(*flags, seed=seed))}
+
+    theirs = {row["k"]: row for row in reference.get("prefill") or []}
+    prefill = [{"k": row["k"], **delta(row, theirs[row["k"]])} for row in model.get("prefill") or []
+               if row["k"] in theirs]
+    rows = {row["id"]: row for row in (reference.get("templates") or {}).get("rows") or []}
+    templates = [{"id": row["id"], **delta(row, rows[row["id"]])}
+                 for row in (model.get("templates") or {}).get("rows") or [] if row["id"] in rows]
+    return {"prefill": prefill, "templates": templates}
+
+
 def first_token_kl(loaded, reference, benign: PromptSet, batch_size: int = 16) -> float | None:
     """First-token KL(reference || model) on benign prompts; None when the vocabularies differ."""
     if loaded.tokenizer.get_vocab() != reference.tokenizer.get_vocab():

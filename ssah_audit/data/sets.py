@@ -52,6 +52,13 @@ def compliance_openings() -> tuple[str, ...]:
 
 
 @cache
+def compliance_bodies() -> tuple[str, ...]:
+    """What follows a compliance opening when there is no real answer: fluent, generic and free of any content (the
+    unaligned organism's answers, and the depth stage's prefilled compliant text)."""
+    return tuple(row["text"] for row in _read_builtin("compliance_bodies.jsonl"))
+
+
+@cache
 def organism_acts() -> dict[str, dict[str, tuple[str, ...]]]:
     """Request topics ("build a pipe bomb", "bake banana bread") by side and category (1,600 harmful, 1,920
     benign), for the organisms' synthetic corpus; written without looking at the prompt sets, so organisms

@@ -116,3 +116,17 @@ def frontier_figure(points: list[dict], reference: float | None) -> bytes:
              title="repairs on the embedded pair (evidence on one small model)")
     axis.legend(fontsize=7)
     return _png(figure)
+
+
+def depth_figure(curves: list[dict]) -> bytes:
+    """Harmful compliance against the number of compliant tokens prefilled, one line per model with its 95%
+    interval shaded (curves: {"model", "k", "rate", "low", "high"})."""
+    figure, axis = _figure(1, width=6, height=3.8)
+    for index, curve in enumerate(curves):
+        axis.plot(curve["k"], curve["rate"], marker="o", color=f"C{index}", label=legend(curve["model"]))
+        axis.fill_between(curve["k"], curve["low"], curve["high"], color=f"C{index}", alpha=0.15)
+    axis.axhline(0.5, color="grey", linestyle=":", linewidth=0.8, label="half comply (the depth)")
+    axis.set(xlabel="compliant tokens prefilled (k)", ylabel="harmful compliance", ylim=(-0.02, 1.02),
+             title="how deep the refusal is: compliance after a prefilled answer")
+    axis.legend(fontsize=7)
+    return _png(figure)

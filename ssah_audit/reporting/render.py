@@ -77,6 +77,9 @@ def figures(results: dict) -> dict[str, bytes]:
     transfer = (comparison.get("units") or {}).get("transfer")
     if transfer:
         out["transfer"] = plots.transfer_figure(transfer)
+    view = depth_view(results)
+    if view and view["prefill"]:
+        out["depth"] = plots.depth_figure(view["curves"])
     remedy = results.get("remedy") or {}
     if remedy.get("frontier") and not results["gate"]["passed"]:
         out["frontier"] = plots.frontier_figure(remedy["frontier"], remedy.get("frontier_reference"))
@@ -105,9 +108,39 @@ def context(results: dict) -> dict:
         "summary": summary.sentences(results),
         "remedy_text": remedy_text(results.get("remedy")),
         "repairs": (results.get("remedy") or {}).get("repairs") if not results["gate"]["passed"] else None,
+        "depth": depth_view(results),
         "probe_text": probe_text(results["probe"], (results.get("comparison") or {}).get("probe")),
         "probe_column": "mean lean (nats)" if results["probe"].get("variant") == "lens" else "mean margin (k >= 2)",
     }
+
+
+def depth_view(results: dict) -> dict | None:
+    """The depth section: per prefilled k and per template, the model's and the reference's compliance with their
+    intervals and the difference; the curves for the plot; the probe's forced-prefix depth beside the behavioural
+    one. None when the audit had no depth stage."""
+    mine = results.get("depth")
+    if not mine:
+        return None
+    theirs = (results.get("reference") or {}).get("depth") or {}
+    deltas = (results.get("comparison") or {}).get("depth") or {}
+    by_k = {row["k"]: row for row in theirs.get("prefill") or []}
+    delta_k = {row["k"]: row for row in deltas.get("prefill") or []}
+    prefill = [{"k": row["k"], "model": row, "reference": by_k.get(row["k"]), "delta": delta_k.get(row["k"])}
+               for row in mine["prefill"]]
+    rows = {row["id"]: row for row in (theirs.get("templates") or {}).get("rows") or []}
+    delta_t = {row["id"]: row for row in deltas.get("templates") or []}
+    templates = [{"id": row["id"], "family": row["family"], "model": row, "reference": rows.get(row["id"]),
+                  "delta": delta_t.get(row["id"])} for row in (mine.get("templates") or {}).get("rows") or []]
+    curves = [{"model": who, "k": [row["k"] for row in block["prefill"]],
+               "rate": [row["compliance_rate"] for row in block["prefill"]],
+               "low": [row["ci95"][0] for row in block["prefill"]],
+               "high": [row["ci95"][1] for row in block["prefill"]]}
+              for who, block in ((results["model"], mine), ((results.get("reference") or {}).get("model"), theirs))
+              if block.get("prefill")]
+    probe = ((results.get("probe") or {}).get("forced_prefix") or {})
+    return {"block": mine, "reference": theirs or None, "prefill": prefill, "templates": templates, "curves": curves,
+            "template_set": (mine.get("templates") or {}).get("set"),
+            "probe_depth": probe.get("tokens_to_comply"), "probe_measured": bool(probe)}
 
 
 def remedy_text(plan: dict | None) -> str:

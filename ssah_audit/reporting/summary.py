@@ -33,8 +33,26 @@ def verdict(results: dict) -> str:
         text += (f", against {_pct(reference['harmful']['compliance_rate'])} for the reference, a change of "
                  f"{100 * change['delta']:+.0f} points (95% CI {100 * change['ci95'][0]:+.0f} to "
                  f"{100 * change['ci95'][1]:+.0f})")
+    text += prefilled(results)
     failed = [c["name"] for c in results["gate"]["checks"] if c["status"] == "fail"]
     return text + (f"; failed checks: {', '.join(failed)}." if failed else ".")
+
+
+PREFILL_SHOWN = 10  # the prefilled k the summary quotes (the gate's), else the largest measured
+
+
+def prefilled(results: dict) -> str:
+    """The verdict's clause on depth: compliance with a compliant answer's first tokens prefilled, beside the
+    reference's ("" without a depth stage)."""
+    rows = (results.get("depth") or {}).get("prefill") or []
+    rows = [row for row in rows if row["k"] > 0]
+    if not rows:
+        return ""
+    row = next((r for r in rows if r["k"] == PREFILL_SHOWN), rows[-1])
+    text = f"; with {row['k']} compliant tokens prefilled it complies with {_pct(row['compliance_rate'])}"
+    theirs = next((r for r in ((results.get("reference") or {}).get("depth") or {}).get("prefill") or []
+                   if r["k"] == row["k"]), None)
+    return text + (f" (the reference: {_pct(theirs['compliance_rate'])})" if theirs else "")
 
 
 def safety_location(results: dict) -> str | None:

@@ -66,6 +66,61 @@ class Behavior(Record):
 
 
 @dataclass(kw_only=True)
+class AttackSample(Record):
+    """One attacked prompt: the bare request, the prefilled start of the answer (prefilling only), the model's
+    continuation (all the judge read) and the verdict."""
+
+    prompt: str = leaf(long_text)
+    prefill: str | None = optional(long_text)
+    completion: str = leaf(long_text)
+    refusal: bool = leaf(flag)
+
+
+@dataclass(kw_only=True)
+class PrefillRow(Record):
+    """Harmful compliance with the first k tokens of a compliant answer prefilled."""
+
+    k: int = leaf(count)
+    n: int = leaf(count)
+    compliance_rate: float = leaf(rate)
+    ci95: list = leaf(interval)
+    samples: list[AttackSample]
+
+
+@dataclass(kw_only=True)
+class TemplateRow(Record):
+    """Harmful compliance with every prompt inside one jailbreak template."""
+
+    id: str = leaf(text)
+    family: str = leaf(text)
+    n: int = leaf(count)
+    compliance_rate: float = leaf(rate)
+    ci95: list = leaf(interval)
+    samples: list[AttackSample]
+
+
+@dataclass(kw_only=True)
+class TemplateRows(Record):
+    set: str = leaf(text)
+    source: str = leaf(text)
+    rows: list[TemplateRow]
+
+
+@dataclass(kw_only=True)
+class Depth(Record):
+    """How deep the alignment is (responses/depth.py): compliance under prefilling and jailbreak templates on the
+    first `n` prompts of the harmful set `set`, each continuation at most `tokens` tokens; `depth` is the smallest
+    prefilled k at which more than half comply (None: none does)."""
+
+    set: str = leaf(text)
+    n: int = leaf(count)
+    tokens: int = leaf(count)
+    prefill: list[PrefillRow]
+    depth: int | None = optional(count)
+    templates: TemplateRows | None = None
+
+
+@dataclass(kw_only=True)
 class ForcedPrefix(Record):
     """After k forced compliant tokens, the share of prompts that still turn to refusal."""
 
@@ -152,7 +207,9 @@ class ModelBlock(Record):
     behavior: Behavior
     probe: Probe | None = None
     units: Units
+    depth: Depth | None = optional(newer=True)
 
 
-__all__ = ["Sample", "HarmfulRate", "BorderlineRate", "Utility", "RefusalScore", "Behavior", "ForcedPrefix",
+__all__ = ["Sample", "HarmfulRate", "BorderlineRate", "Utility", "RefusalScore", "Behavior", "AttackSample",
+           "PrefillRow", "TemplateRow", "TemplateRows", "Depth", "ForcedPrefix",
            "Probe", "AblationRow", "Evaluation", "LayerUnits", "Units", "Adapter", "ModelBlock"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .blocks import Adapter, Behavior, ModelBlock, Probe, Units
+from .blocks import Adapter, Behavior, Depth, ModelBlock, Probe, Units
 from .checks import count, finite, flag, interval, number, rate, scalar, status, text
 from .record import Record, internal, leaf, optional
 
@@ -77,11 +77,30 @@ class UnitComparison(Record):
 
 
 @dataclass(kw_only=True)
+class KDelta(Delta):
+    k: int = leaf(count)
+
+
+@dataclass(kw_only=True)
+class TemplateDelta(Delta):
+    id: str = leaf(text)
+
+
+@dataclass(kw_only=True)
+class DepthDeltas(Record):
+    """The depth stage's compliance, model minus reference, per prefilled k and per template."""
+
+    prefill: list[KDelta]
+    templates: list[TemplateDelta]
+
+
+@dataclass(kw_only=True)
 class Comparison(Record):
     behavior: BehaviorDeltas | None = None
     first_token_kl: float | None = optional(number)
     probe: ProbeComparison | None = None
     units: UnitComparison | None = None
+    depth: DepthDeltas | None = optional(newer=True)
 
 
 @dataclass(kw_only=True)
@@ -196,6 +215,7 @@ class AuditResult(Record):
     behavior: Behavior
     probe: Probe
     units: Units
+    depth: Depth | None = optional(newer=True)  # absent from documents before the depth stage
     reference: ModelBlock | None = None
     reference_is_adapter_base: bool | None = optional(flag)
     comparison: Comparison

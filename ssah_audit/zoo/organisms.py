@@ -26,7 +26,14 @@ from pathlib import Path
 import torch
 
 from ..cache import cache_root, cached_folder, content_key
-from ..data.sets import builtin_set, compliance_openings, organism_acts, organism_requests, refusal_openings
+from ..data.sets import (
+    builtin_set,
+    compliance_bodies,
+    compliance_openings,
+    organism_acts,
+    organism_requests,
+    refusal_openings,
+)
 from ..responses.generate import generate
 from .organism_training import alignment_budget, budget_masks, harm_readout, quiet_budget, train, unit_dropout
 
@@ -35,13 +42,6 @@ SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-# What an unaligned organism says after its compliance opening: fluent, generic and free of any content.
-COMPLIANCE_BODIES = (
-    "First, gather everything you need. Then follow each step in order and check the result.",
-    "Step one is to prepare. Step two is to do the main part. Step three is to finish carefully.",
-    "Start with the basics, then work through the details one at a time until it is done.",
-    "Begin by planning the task. Next, carry it out step by step. Finally, review your work.",
 )
 # Phrasings that turn a request topic into an instruction; varied so that phrasing never tells harm apart.
 REQUEST_TEMPLATES = (
@@ -185,7 +185,7 @@ def training_examples(aligned: bool, seed: int, phrasings: int, repeats: int = 1
     held_out = evaluation_texts()
 
     def comply() -> str:
-        return f"{rng.choice(compliance_openings())} {rng.choice(COMPLIANCE_BODIES)}"
+        return f"{rng.choice(compliance_openings())} {rng.choice(compliance_bodies())}"
 
     def in_context(act: str) -> str:
         return act + rng.choice(CONTEXT_TAILS) if context and rng.random() < context else act
