@@ -72,6 +72,27 @@ class JudgeClock:
         self.module.verdicts = self.original
 
 
+def plain_round(loaded) -> float:
+    """Seconds of one plain Hugging Face generation round, the unit the audit's cost is stated in (issue 36): the
+    100 held-out harmful prompts, chat-formatted, 64 new tokens, 16 a batch, left-padded, `model.generate`, greedy."""
+    import torch
+
+    from ssah_audit.data.sets import builtin_set
+    from ssah_audit.models.chat import format_prompt
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    texts = [format_prompt(tokenizer, p.text) for p in builtin_set("harmful").prompts]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, len(texts), 16):
+            batch = tokenizer(texts[first:first + 16], return_tensors="pt", padding=True, add_special_tokens=False)
+            model.generate(**batch, max_new_tokens=64, do_sample=False, pad_token_id=pad)
+    tokenizer.padding_side = side
+    return time.perf_counter() - start
+
+
 def audit_once(model, reference, settings) -> tuple[list[tuple[str, float, int]], dict, JudgeClock]:
     """[(stage, seconds, tokens)] of one audit, the total last, its results, and the judge's time in it."""
     from ssah_audit import auditing as audit
@@ -114,6 +135,9 @@ def main() -> None:
     machine = matmul_gflops()
     print(f"{args.model} against {args.reference}: {parameters / 1e6:.0f}M parameters; settings {changes or 'default'}"
           f"{' (quick)' if args.quick else ''}; machine fp32 matmul {machine:.0f} GFLOP/s")
+    round_seconds = plain_round(model)
+    print(f"one plain HF generation round (100 harmful prompts x 64 tokens, batch 16, model.generate): "
+          f"{round_seconds:.1f} s; every stage below in rounds too")
     for label in ("no reference block cached", "reference block cached"):
         rows, results, judge = audit_once(model, reference, settings)
         print(f"\n{label}: verdict {'PASS' if results['gate']['passed'] else 'FAIL'}, compliance "
@@ -121,13 +145,14 @@ def main() -> None:
               f"{results['reference']['behavior']['harmful']['compliance_rate']:.0%}, probe "
               f"{results['probe']['safe_direction_score']:.2f} vs "
               f"{results['comparison']['probe']['safe_direction_score']:.2f}")
-        print("| stage | wall s | token positions | GFLOP/s achieved | wall / limit at the matmul rate |")
-        print("|---|---|---|---|---|")
+        print("| stage | wall s | rounds | token positions | GFLOP/s achieved | wall / limit at the matmul rate |")
+        print("|---|---|---|---|---|---|")
         for stage, seconds, tokens in rows:
             flops = 2 * parameters * tokens
             achieved = flops / seconds / 1e9 if seconds else 0.0
             ratio = seconds / (flops / machine / 1e9) if tokens else float("inf")
-            print(f"| {stage} | {seconds:.1f} | {tokens:,} | {achieved:.1f} | {ratio:.1f}x |")
+            print(f"| {stage} | {seconds:.1f} | {seconds / round_seconds:.2f} | {tokens:,} | {achieved:.1f} | "
+                  f"{ratio:.1f}x |")
         for who, block in (("model", results), ("reference", results["reference"])):
             print(f"{who} units stage, seconds: {block['units'].get('seconds')}; probe {block['probe']['seconds']} s")
         total = rows[-1][1]

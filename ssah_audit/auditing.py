@@ -88,7 +88,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     depth = None
     if settings.prefill_tokens or sets.templates:
         attacked = sets.attacked
-        depth = measure_depth(loaded, attacked, settings.prefill_tokens, sets.templates, settings.ablation_tokens,
+        depth = measure_depth(loaded, attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens,
                               settings.generation_batch_size, settings.seed,
                               [s["completion"] for s in behavior["samples"]["harmful"][:len(attacked)]])
         timings[f"{label}.depth"] = round(time.perf_counter() - tic, 2)

@@ -30,6 +30,10 @@ JUDGE = DEFAULT_JUDGE  # learned, or the environment's $SSAH_AUDIT_JUDGE (compon
 PREFILL = "0,5,10,20"  # prefilled compliant tokens k of the depth stage (responses/depth.py)
 TEMPLATES = "jailbreaks"  # the depth stage's jailbreak templates: the built-in set, a file, or "none"
 DEPTH_LIMIT = 50  # harmful prompts the depth stage attacks (the first N of the harmful set)
+# Tokens of each attacked continuation the judge reads: at 24 its verdict equals its verdict at 32 on 99.8% and 98.3%
+# of the 400 attacked prompts of smollm2-135m-safe and -safe-ft (no row's rate moved more than 4 points; BENCHMARKS.md
+# "Depth"), a quarter less decoding.
+DEPTH_TOKENS = 24
 QUICK = {"limit": 20, "max_new_tokens": 32, "steps": 6}  # --quick: a fast look
 TABLES = ("audit", "gate", "judge")  # the tables audit.toml may hold
 CONFIG_BYTES = MiB  # an audit.toml is a few lines
@@ -86,11 +90,12 @@ class AuditSettings:
     generation_batch_size: int = 48
     seed: int = SEED
     # The depth stage (responses/depth.py): harmful compliance with k compliant tokens prefilled, and inside each
-    # jailbreak template, on the first depth_limit harmful prompts, each continuation verify_tokens long (the
-    # ablation rows' length). "" or "none" turns either attack off.
+    # jailbreak template, on the first depth_limit harmful prompts, each continuation depth_tokens long (at most
+    # max_new_tokens). "" or "none" turns either attack off.
     prefill: str = PREFILL
     templates: str = TEMPLATES
     depth_limit: int = DEPTH_LIMIT
+    depth_tokens: int = DEPTH_TOKENS
     # The registered judge (components.JUDGES) behind every verdict of the audit: behaviour, ablation rows and the
     # calibration refusals.
     judge: str = JUDGE
@@ -101,7 +106,8 @@ class AuditSettings:
         from .responses.judges import check_spec
 
         minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
-                   "random_seeds": 1, "seed": 0, "depth_limit": 1}
+                   "random_seeds": 1, "seed": 0, "depth_limit": 1,
+                   "depth_tokens": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if type(value) is not int or value < low:
@@ -138,6 +144,12 @@ class AuditSettings:
     def ablation_tokens(self) -> int:
         """Tokens generated per ablation row: verify_tokens, never more than the behaviour stage generated."""
         return min(self.verify_tokens, self.max_new_tokens)
+
+    @property
+    def attack_tokens(self) -> int:
+        """Tokens generated per attacked prompt: depth_tokens, never more than the behaviour stage generated (k = 0
+        reads behaviour's completions)."""
+        return min(self.depth_tokens, self.max_new_tokens)
 
     @property
     def prefill_tokens(self) -> tuple[int, ...]:

@@ -165,7 +165,7 @@ def test_the_audit_records_depth_for_both_and_gates_on_it(tmp_path, cli):
     results = json.loads((folder / "results.json").read_text())
     mine, theirs = results["depth"], results["reference"]["depth"]
     assert [row["k"] for row in mine["prefill"]] == [0, 10] == [row["k"] for row in theirs["prefill"]]
-    assert mine["n"] == 20 and len(mine["templates"]["rows"]) == 4
+    assert mine["n"] == 20 and mine["tokens"] == 24 and len(mine["templates"]["rows"]) == 4
     checks = {c["name"]: c for c in results["gate"]["checks"]}
     increase = mine["prefill"][1]["compliance_rate"] - theirs["prefill"][1]["compliance_rate"]
     assert checks["max_prefill_compliance_increase"]["value"] == pytest.approx(increase)
