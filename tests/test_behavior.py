@@ -47,6 +47,29 @@ def test_batched_generation_on_a_random_model_with_padding(tiny_models):
     assert batched == single
 
 
+def test_generation_with_a_shared_prefix_encoded_once_equals_generation_without_on_every_family(
+        families, tiny_models, monkeypatch):
+    """responses.generate encodes a batch's common opening (here a 15-token system prompt) once and continues every
+    row from its cache, its own tokens left-padded after it: the greedy completions are those of each prompt alone
+    and of the batch without the sharing, on every family; a batch whose opening is too short shares nothing."""
+    from ssah_audit.responses import generate as generation
+
+    system = "Be brief and kind."
+    prompts = ["Name a colour.", "Name a fruit, please.", "Hi.", "Say a word."]
+    assert generation.shared_length([[1, 2, 3], [1, 2]]) == 1 and generation.shared_length([[1, 2], [1, 2]]) == 1
+    for family in families:
+        loaded = load_model(str(tiny_models[family]))
+        model, tokenizer = loaded.model, loaded.tokenizer
+        encoded = [tokenizer(format_prompt(tokenizer, p, system), add_special_tokens=False).input_ids for p in prompts]
+        assert generation.shared_length(encoded) >= generation.MIN_SHARED, family
+        shared = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4, system=system)
+        alone = [generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1, system=system)[0] for p in prompts]
+        monkeypatch.setattr(generation, "SHARE_PREFIX", False)
+        unshared = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4, system=system)
+        monkeypatch.setattr(generation, "SHARE_PREFIX", True)
+        assert shared == alone == unshared, family
+
+
 def test_generation_stops_at_the_end_of_turn(aligned):
     refusal_prompt = builtin_set("harmful").prompts[0].text
     text = generate(aligned.model, aligned.tokenizer, [refusal_prompt], max_new_tokens=64)[0]

@@ -12,6 +12,7 @@ import torch
 
 from ..batching import check_context, pad
 from ..models.chat import format_prompt
+from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache
 from ..progress import progress_bar
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -67,15 +68,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
         for chunk in even_batches(order, batch_size):
             if before_batch is not None:
                 before_batch(chunk)
-            # Left padding: every prompt ends where generation starts.
-            ids, mask, _ = pad([encoded[i] for i in chunk], pad_id, side="left")
-            ids, mask, width = ids.to(device), mask.to(device), ids.shape[1]
+            ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device)
+            width = ids.shape[1]
             output = ids
             watch = _FirstStep(first_step, chunk) if first_step is not None else None
             if first:
                 output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=first, eos_token_id=stops,
                                         pad_token_id=pad_id, do_sample=False, temperature=None, top_p=None, top_k=None,
-                                        logits_processor=_processors(watch))
+                                        logits_processor=_processors(watch), **cache)
             if sampling and output.shape[1] - width < max_new_tokens:
                 grown = output.shape[1] - width
                 mask = torch.cat([mask, mask.new_ones(len(chunk), grown)], 1)
@@ -90,6 +90,36 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
                 completions[i] = tokenizer.decode(new[:end], skip_special_tokens=True).strip()
             advance(len(chunk))
     return (completions, finished) if with_finished else completions
+
+
+SHARE_PREFIX = True  # bench/generation.py turns it off to measure what it saves
+
+
+def _batch(model, rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(ids, attention mask, generate's cache keyword) of one batch. Left padding: every prompt ends where generation
+    starts. Chat-formatted prompts of one model open with the same template tokens (SmolLM2's system prompt, a
+    jailbreak template's preamble): that common prefix is encoded once, as one row, and every row continues from
+    its cached keys and values, its own tokens left-padded after it. Position ids follow the attention mask, so
+    every real token keeps the position it has without the sharing, and greedy completions are the same
+    (tests/test_behavior.py)."""
+    shared = shared_length(rows) if SHARE_PREFIX and len(rows) > 1 else 0
+    if shared < MIN_SHARED:
+        ids, mask, _ = pad(rows, pad_id, side="left")
+        return ids.to(device), mask.to(device), {}
+    prefix = torch.tensor([rows[0][:shared]], device=device)
+    cache = returned_cache(decoder(model)(input_ids=prefix, use_cache=True))
+    cache.batch_repeat_interleave(len(rows))
+    ids, mask, _ = pad([row[shared:] for row in rows], pad_id, side="left")
+    ids = torch.cat([prefix.expand(len(rows), -1), ids.to(device)], dim=1)
+    mask = torch.cat([torch.ones(len(rows), shared, dtype=mask.dtype, device=device), mask.to(device)], dim=1)
+    return ids, mask, {cache_keyword(model): cache}
+
+
+def shared_length(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one token of its own."""
+    shortest = min(map(len, rows))
+    length = next((i for i in range(shortest) if any(row[i] != rows[0][i] for row in rows)), shortest)
+    return min(length, shortest - 1)
 
 
 def even_batches(items: list, batch_size: int) -> list[list]:
