@@ -70,6 +70,23 @@ def test_generation_with_a_shared_prefix_encoded_once_equals_generation_without_
         assert shared == alone == unshared, family
 
 
+def test_rows_ablated_one_by_one_share_no_opening(tiny_models):
+    """An ablation per row (units.verify) changes the opening's states row by row: such a batch is not shared, and
+    each row's completion is that of its own ablated model."""
+    from ssah_audit.unit_classes.ablate import ablated, row_ablation
+
+    loaded = load_model(str(tiny_models["llama"]))
+    model, tokenizer = loaded.model, loaded.tokenizer
+    system, prompts = "Be brief and kind.", ["Name a colour.", "Hi."]
+    chosen = {wb.name: torch.arange(wb.units) for wb in loaded.units.modules()}  # every unit: a different model
+    with row_ablation(loaded.units, [{}, chosen]) as select:
+        rows = generate(model, tokenizer, prompts * 2, max_new_tokens=6, batch_size=4, system=system,
+                        before_batch=lambda chunk: select([index // len(prompts) for index in chunk]))
+    with ablated(loaded.units, chosen):
+        removed = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=4, system=system)
+    assert rows == generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=4, system=system) + removed
+
+
 def test_generation_stops_at_the_end_of_turn(aligned):
     refusal_prompt = builtin_set("harmful").prompts[0].text
     text = generate(aligned.model, aligned.tokenizer, [refusal_prompt], max_new_tokens=64)[0]

@@ -68,7 +68,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
         for chunk in even_batches(order, batch_size):
             if before_batch is not None:
                 before_batch(chunk)
-            ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device)
+            # a caller that changes the model row by row (an ablation per row) gets no shared opening: its rows'
+            # openings have different states
+            ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device, share=before_batch is None)
             width = ids.shape[1]
             output = ids
             watch = _FirstStep(first_step, chunk) if first_step is not None else None
@@ -95,14 +97,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
 SHARE_PREFIX = True  # bench/generation.py turns it off to measure what it saves
 
 
-def _batch(model, rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _batch(model, rows: list[list[int]], pad_id: int, device,
+           share: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(ids, attention mask, generate's cache keyword) of one batch. Left padding: every prompt ends where generation
     starts. Chat-formatted prompts of one model open with the same template tokens (SmolLM2's system prompt, a
     jailbreak template's preamble): that common prefix is encoded once, as one row, and every row continues from
     its cached keys and values, its own tokens left-padded after it. Position ids follow the attention mask, so
     every real token keeps the position it has without the sharing, and greedy completions are the same
     (tests/test_behavior.py)."""
-    shared = shared_length(rows) if SHARE_PREFIX and len(rows) > 1 else 0
+    shared = shared_length(rows) if share and SHARE_PREFIX and len(rows) > 1 else 0
     if shared < MIN_SHARED:
         ids, mask, _ = pad(rows, pad_id, side="left")
         return ids.to(device), mask.to(device), {}

@@ -77,25 +77,29 @@ class AttackSample(Record):
 
 
 @dataclass(kw_only=True)
-class PrefillRow(Record):
-    """Harmful compliance with the first k tokens of a compliant answer prefilled."""
+class AttackRow(Record):
+    """Harmful compliance under one attack, with its bootstrap interval (each kind adds what it is, then its
+    samples, so that results.json shows the numbers before the texts)."""
 
-    k: int = leaf(count)
     n: int = leaf(count)
     compliance_rate: float = leaf(rate)
     ci95: list = leaf(interval)
+
+
+@dataclass(kw_only=True)
+class PrefillRow(AttackRow):
+    """With the first k tokens of a compliant answer prefilled."""
+
+    k: int = leaf(count)
     samples: list[AttackSample]
 
 
 @dataclass(kw_only=True)
-class TemplateRow(Record):
-    """Harmful compliance with every prompt inside one jailbreak template."""
+class TemplateRow(AttackRow):
+    """With every prompt inside one jailbreak template."""
 
     id: str = leaf(text)
     family: str = leaf(text)
-    n: int = leaf(count)
-    compliance_rate: float = leaf(rate)
-    ci95: list = leaf(interval)
     samples: list[AttackSample]
 
 
@@ -211,5 +215,5 @@ class ModelBlock(Record):
 
 
 __all__ = ["Sample", "HarmfulRate", "BorderlineRate", "Utility", "RefusalScore", "Behavior", "AttackSample",
-           "PrefillRow", "TemplateRow", "TemplateRows", "Depth", "ForcedPrefix",
+           "AttackRow", "PrefillRow", "TemplateRow", "TemplateRows", "Depth", "ForcedPrefix",
            "Probe", "AblationRow", "Evaluation", "LayerUnits", "Units", "Adapter", "ModelBlock"]
