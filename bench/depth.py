@@ -5,7 +5,7 @@ predict the behaviour? Both depths are "the smallest k at which fewer than half 
 
 Run: .venv/bin/python bench/depth.py [MODEL ...] [--ks 0,1,2,3,5,10,20] [--limit 50] [--judge learned] [--json F]
 Default models: the embedded pair (smollm2-135m-safe, smollm2-135m-safe-ft) and the organisms. The harmful prompts
-are the built-in eval split's first --limit (the audit's depth stage reads the first 50); the probe reads the same
+are the built-in eval split's first --limit (the audit's depth stage reads the first 40); the probe reads the same
 prompts with its audit settings (10 steps, so forced k = 0..9).
 """
 

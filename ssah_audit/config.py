@@ -29,7 +29,9 @@ SEED = 0
 JUDGE = DEFAULT_JUDGE  # learned, or the environment's $SSAH_AUDIT_JUDGE (components.py)
 PREFILL = "0,5,10,20"  # prefilled compliant tokens k of the depth stage (responses/depth.py)
 TEMPLATES = "jailbreaks"  # the depth stage's jailbreak templates: the built-in set, a file, or "none"
-DEPTH_LIMIT = 50  # harmful prompts the depth stage attacks (the first N of the harmful set)
+# Harmful prompts the depth stage attacks (the first N of the harmful set): at 50 the stage cost 26-28% of the audit
+# without it on the pair (BENCHMARKS.md "Depth"), over issue 34's 25%; 40 keeps it near a fifth.
+DEPTH_LIMIT = 40
 # Tokens of each attacked continuation the judge reads: at 24 its verdict equals its verdict at 32 on 99.8% and 98.3%
 # of the 400 attacked prompts of smollm2-135m-safe and -safe-ft (no row's rate moved more than 4 points; BENCHMARKS.md
 # "Depth"), a quarter less decoding.
