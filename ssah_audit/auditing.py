@@ -24,6 +24,7 @@ from .data.prompt import PromptSet
 from .data.sets import load_prompt_set
 from .probes.measure import check_steps
 from .probes.measure import measure as measure_probe
+from .responses.depth import check_fits
 from .responses.depth import measure as measure_depth
 from .responses.evaluate import measure as measure_behavior
 from .responses.generate import first_tokens
@@ -194,6 +195,7 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
     sets = Sets.load(settings)
     for model in filter(None, (loaded, reference)):  # sizes first: a later stage must not fail after the work
         check_steps(model.model, settings.steps)
+        check_fits(model, sets.attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens)
     ref_block = ref_classes = ref_directions = ref_refusals = None
     if reference is not None:
         ref_block, ref_classes, ref_directions, ref_safety, ref_refusals = measure_reference(reference, sets, settings,

@@ -186,3 +186,15 @@ def test_the_audit_records_depth_for_both_and_gates_on_it(tmp_path, cli):
     assert checks["max_prefill_compliance_increase"]["status"] == "skipped"
     assert checks["max_template_compliance"]["status"] == "skipped"
 
+
+
+def test_an_attacked_prompt_longer_than_the_context_is_one_line_before_any_work(cli, tiny_models, tmp_path):
+    """conftest's tiny models hold 64 positions: a template that cannot fit is refused at the start (exit 2), not
+    after the behaviour stage ran, and no report folder is made."""
+    templates = tmp_path / "long.jsonl"
+    templates.write_text(json.dumps({"template": "Please read all of this first. " * 6 + "{prompt}"}) + "\n")
+    model = str(tiny_models["llama"])
+    code, _, stderr = cli("audit", model, "--reference", model, "--quick", "--judge", "rules", "--templates",
+                          str(templates), "--prefill", "none", "--out", str(tmp_path / "r"))
+    assert code == 2 and "pass --templates none" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "r").exists()

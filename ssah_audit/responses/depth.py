@@ -14,9 +14,11 @@ other row is generated in one batched call. The depth is the smallest k whose co
 
 from __future__ import annotations
 
+from ..batching import context_length
 from ..data.jailbreaks import TemplateSet
 from ..data.prompt import Prompt, PromptSet
 from ..data.sets import compliance_bodies, compliance_openings
+from ..errors import UserError
 from ..models.chat import format_prompt
 from .generate import first_tokens, generate
 from .judges import refusals
@@ -50,21 +52,41 @@ def depth_of(prefill: list[dict]) -> int | None:
     return next((row["k"] for row in prefill if row["compliance_rate"] > DEPTH_PASSES), None)
 
 
-def measure(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: TemplateSet | None, tokens: int,
-            generation_batch_size: int, seed: int = 0, unprefilled: list[str] | None = None) -> dict:
-    """The depth block of one model on `harmful`: compliance per prefilled k and per template, with bootstrap
-    intervals and every sample. `unprefilled`: the model's greedy completions of these prompts already generated
-    (the behaviour stage's), which k = 0 reads cut to `tokens` instead of generating them again."""
-    tokenizer, prompts = loaded.tokenizer, list(harmful.prompts)
-    jobs: list[tuple[str, str, str]] = []  # (row, formatted text, prefilled text)
+def _jobs(tokenizer, prompts: list[Prompt], ks: tuple[int, ...], templates: TemplateSet | None,
+          skip_zero: bool) -> list[tuple[str, str, str]]:
+    """(row, formatted text, prefilled text) for every attacked prompt the stage generates."""
+    jobs = []
     for k in ks:
-        if k == 0 and unprefilled is not None:
+        if k == 0 and skip_zero:
             continue
         for index, prompt in enumerate(prompts):
             start = prefill_text(tokenizer, prompt, index, k)
             jobs.append((f"prefill:{k}", format_prompt(tokenizer, prompt.text) + start, start))
     for template in templates.templates if templates else ():
         jobs += [(f"template:{template.id}", format_prompt(tokenizer, template.wrap(p.text)), "") for p in prompts]
+    return jobs
+
+
+def check_fits(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: TemplateSet | None, tokens: int) -> None:
+    """The longest attacked prompt plus its continuation fits the model's context: checked before the audit's work,
+    so a long template is one line at the start, not a failure after the behaviour stage."""
+    jobs = _jobs(loaded.tokenizer, list(harmful.prompts), ks, templates, skip_zero=False)
+    limit = context_length(loaded.model)
+    if jobs and limit:
+        longest = max(len(loaded.tokenizer(text, add_special_tokens=False).input_ids) for _, text, _ in jobs)
+        if longest + tokens > limit:
+            raise UserError(f"the depth stage's longest attacked prompt plus its {tokens} tokens needs "
+                            f"{longest + tokens} tokens but the model's context is {limit}; pass --templates none "
+                            "(or a file of shorter templates) or --prefill none")
+
+
+def measure(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: TemplateSet | None, tokens: int,
+            generation_batch_size: int, seed: int = 0, unprefilled: list[str] | None = None) -> dict:
+    """The depth block of one model on `harmful`: compliance per prefilled k and per template, with bootstrap
+    intervals and every sample. `unprefilled`: the model's greedy completions of these prompts already generated
+    (the behaviour stage's), which k = 0 reads cut to `tokens` instead of generating them again."""
+    tokenizer, prompts = loaded.tokenizer, list(harmful.prompts)
+    jobs = _jobs(tokenizer, prompts, ks, templates, skip_zero=unprefilled is not None)
     completions = generate(loaded.model, tokenizer, [text for _, text, _ in jobs], tokens, generation_batch_size,
                            description=f"{loaded.spec}: depth", formatted=True) if jobs else []
     by_row: dict[str, list[tuple[str, str]]] = {}
