@@ -28,7 +28,8 @@ DEPTH_PASSES = 0.5  # the depth: the smallest k at which more than half of the p
 
 
 def compliant_text(prompt: Prompt, index: int) -> str:
-    """A compliant answer to prefill from: the prompt's own answer, else its data set's compliance opening
+    """A compliant answer to prefill from: the prompt's own answer (a set's `answer`/`response` column, trusted to
+    be compliant: a set answered with refusals would prefill refusals), else its data set's compliance opening
     (AdvBench's "Sure, here is ...") or a built-in one, followed by a generic body, so that 20 tokens exist."""
     if prompt.answer:
         return prompt.answer
