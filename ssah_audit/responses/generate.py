@@ -94,7 +94,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     return (completions, finished) if with_finished else completions
 
 
-SHARE_PREFIX = True  # bench/generation.py turns it off to measure what it saves
+SHARE_PREFIX = True  # off only to compare: tests/test_behavior.py checks the completions are the same without it
 
 
 def _batch(model, rows: list[list[int]], pad_id: int, device,
@@ -119,7 +119,8 @@ def _batch(model, rows: list[list[int]], pad_id: int, device,
 
 
 def shared_length(rows: list[list[int]]) -> int:
-    """How many leading tokens every row shares, leaving each row at least one token of its own."""
+    """How many leading tokens every row shares, leaving each row at least one token of its own (the unpadded
+    lists' form of models.prefix.common_prefix, which reads a right-padded batch)."""
     shortest = min(map(len, rows))
     length = next((i for i in range(shortest) if any(row[i] != rows[0][i] for row in rows)), shortest)
     return min(length, shortest - 1)
