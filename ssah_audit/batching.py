@@ -30,6 +30,20 @@ def pad(sequences: list[list[int]], pad_id: int = 0, side: str = "right",
     return (ids, mask, offsets) if filled is None else (ids, mask, offsets, filled)
 
 
+def groups_of(counts: list[int], rows: int) -> list[list[int]]:
+    """Consecutive indices in groups whose counts sum to at most `rows` (an index with more is a group alone): a
+    query with its paths or its completions, whose query is encoded once and its rows run after it."""
+    groups: list[list[int]] = []
+    size = 0
+    for index, count in enumerate(counts):
+        if not groups or size + count > rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(index)
+        size += count
+    return groups
+
+
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so left padding does not shift positions."""
     return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -70,21 +70,37 @@ def test_generation_with_a_shared_prefix_encoded_once_equals_generation_without_
         assert shared == alone == unshared, family
 
 
-def test_rows_ablated_one_by_one_share_no_opening(tiny_models):
-    """An ablation per row (units.verify) changes the opening's states row by row: such a batch is not shared, and
-    each row's completion is that of its own ablated model."""
+@pytest.mark.parametrize("told", [False, True])
+def test_rows_ablated_one_by_one_share_an_opening_per_ablation(tiny_models, told):
+    """An ablation per row (units.verify) changes the opening's states row by row: told which rows run the same
+    ablation (`variants`), a batch encodes its opening once per ablation, else not at all; either way each row's
+    completion is that of its own ablated model."""
     from ssah_audit.unit_classes.ablate import ablated, row_ablation
 
     loaded = load_model(str(tiny_models["llama"]))
     model, tokenizer = loaded.model, loaded.tokenizer
     system, prompts = "Be brief and kind.", ["Name a colour.", "Hi."]
-    chosen = {wb.name: torch.arange(wb.units) for wb in loaded.units.modules()}  # every unit: a different model
+    chosen = {wb.name: torch.arange(0, wb.units, 2) for wb in loaded.units.modules()}  # half the units: another model
+    which = [index // len(prompts) for index in range(2 * len(prompts))]
+    steps = {}  # each row's first-step log-probabilities: text from a tiny random model hardly depends on its prompt
+
+    def record(into):
+        return lambda indices, log_probs: into.update(zip(indices, log_probs, strict=True))
+
     with row_ablation(loaded.units, [{}, chosen]) as select:
         rows = generate(model, tokenizer, prompts * 2, max_new_tokens=6, batch_size=4, system=system,
-                        before_batch=lambda chunk: select([index // len(prompts) for index in chunk]))
+                        before_batch=lambda chunk: select([which[index] for index in chunk]),
+                        variants=which if told else None, first_step=record(steps))
+    alone = {}
+    dense = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=4, system=system,
+                     first_step=record(alone))
     with ablated(loaded.units, chosen):
-        removed = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=4, system=system)
-    assert rows == generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=4, system=system) + removed
+        removed = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=4, system=system,
+                           first_step=lambda indices, log_probs: alone.update(
+                               (index + len(prompts), row) for index, row in zip(indices, log_probs, strict=True)))
+    assert rows == dense + removed
+    for index in range(2 * len(prompts)):
+        assert torch.allclose(steps[index], alone[index], atol=1e-4), index
 
 
 def test_generation_stops_at_the_end_of_turn(aligned):

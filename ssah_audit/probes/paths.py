@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import config as defaults
-from ..batching import check_context, pad, positions_from_mask
+from ..batching import check_context, groups_of, pad, positions_from_mask
 from ..data.sets import compliance_openings, refusal_openings
 from ..errors import UserError
 from ..models.chat import format_prompt
@@ -103,7 +103,7 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
     """
     device = next(model.parameters()).device
     check_context(model, max(len(query) for query in queries) + steps, "the longest probe sequence")
-    for group in _query_groups([len(p) for p in paths], PATH_ROWS_PER_BATCH * batch_size):
+    for group in groups_of([len(p) for p in paths], PATH_ROWS_PER_BATCH * batch_size):
         ids, mask, _ = pad([queries[i] for i in group], side="left")
         positions = positions_from_mask(mask)
         encoded = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
@@ -121,19 +121,6 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
         states = torch.stack(along, dim=2).double().cpu()  # [paths, steps, layers + 1, hidden]
         del encoded, cache, along
         yield group, after_query, list(states.split(counts))
-
-
-def _query_groups(path_counts: list[int], rows: int) -> list[list[int]]:
-    """Consecutive query indices in groups of at most `rows` paths (a query with more paths is a group alone)."""
-    groups: list[list[int]] = []
-    size = 0
-    for index, count in enumerate(path_counts):
-        if not groups or size + count > rows:
-            groups.append([])
-            size = 0
-        groups[-1].append(index)
-        size += count
-    return groups
 
 
 def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",

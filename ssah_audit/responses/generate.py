@@ -39,7 +39,8 @@ def padding_id(tokenizer, stops: list[int]) -> int:
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              batch_size: int = DEFAULT_BATCH_SIZE, system: str | None = None, description: str = "generating",
              formatted: bool = False, with_finished: bool = False, sample_seed: int | None = None,
-             greedy_tokens: int = 0, before_batch=None, first_step=None) -> list[str] | tuple[list[str], list[bool]]:
+             greedy_tokens: int = 0, before_batch=None, first_step=None,
+             variants: list[int] | None = None) -> list[str] | tuple[list[str], list[bool]]:
     """Greedy completions of `prompts` (chat-formatted unless `formatted`), in the order given. With
     `with_finished`, also whether each one ended by itself (False: cut at `max_new_tokens`).
 
@@ -47,7 +48,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     distribution (temperature 1, no top-k/top-p). Training on such answers keeps the model's opening (where
     it chooses to fulfil or refuse) as sharp as greedy answers would, and the rest of its distribution as it
     was, where greedy answers sharpen it. `before_batch`, when given, is called with each batch's prompt indices
-    before it runs (units.ablate.row_ablation uses it to set each row's ablation). `first_step`, when given, is
+    before it runs (units.ablate.row_ablation uses it to set each row's ablation); `variants` then says which rows
+    run the same model (each prompt's ablation condition): a batch's common opening is encoded once per variant
+    (without `variants`, rows changed by `before_batch` share nothing). `first_step`, when given, is
     called with each batch's prompt indices and the log-probabilities of its first generated token
     [rows, vocabulary]: the prompt's next-token distribution, which a refusal score needs, without another pass."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
@@ -66,11 +69,12 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     finished: list[bool] = [True] * len(texts)
     with progress_bar(description, len(texts)) as advance:
         for chunk in even_batches(order, batch_size):
+            # rows of different variants (ablations) have different states for the same opening: one encoding each
+            kinds = [0] * len(chunk) if before_batch is None else [variants[i] for i in chunk] if variants else None
+            select = None if before_batch is None else lambda rows, chunk=chunk: before_batch([chunk[r] for r in rows])
+            ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device, kinds, select)
             if before_batch is not None:
                 before_batch(chunk)
-            # a caller that changes the model row by row (an ablation per row) gets no shared opening: its rows'
-            # openings have different states
-            ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device, share=before_batch is None)
             width = ids.shape[1]
             output = ids
             watch = _FirstStep(first_step, chunk) if first_step is not None else None
@@ -97,21 +101,25 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
 SHARE_PREFIX = True  # off only to compare: tests/test_behavior.py checks the completions are the same without it
 
 
-def _batch(model, rows: list[list[int]], pad_id: int, device,
-           share: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _batch(model, rows: list[list[int]], pad_id: int, device, kinds: list | None = None,
+           select=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(ids, attention mask, generate's cache keyword) of one batch. Left padding: every prompt ends where generation
     starts. Chat-formatted prompts of one model open with the same template tokens (SmolLM2's system prompt, a
     jailbreak template's preamble): that common prefix is encoded once, as one row, and every row continues from
     its cached keys and values, its own tokens left-padded after it. Position ids follow the attention mask, so
     every real token keeps the position it has without the sharing, and greedy completions are the same
-    (tests/test_behavior.py)."""
-    shared = shared_length(rows) if share and SHARE_PREFIX and len(rows) > 1 else 0
-    if shared < MIN_SHARED:
+    (tests/test_behavior.py). `kinds`: rows of one kind run the same model (None: no two rows do), encoded once per
+    kind, `select` called with the batch rows each encoding stands for (row ablation)."""
+    shared = shared_length(rows) if kinds is not None and SHARE_PREFIX and len(rows) > 1 else 0
+    distinct = list(dict.fromkeys(kinds or []))
+    if shared < MIN_SHARED or len(distinct) == len(rows):
         ids, mask, _ = pad(rows, pad_id, side="left")
         return ids.to(device), mask.to(device), {}
+    if select is not None:
+        select([kinds.index(kind) for kind in distinct])
     prefix = torch.tensor([rows[0][:shared]], device=device)
-    cache = returned_cache(decoder(model)(input_ids=prefix, use_cache=True))
-    cache.batch_repeat_interleave(len(rows))
+    cache = returned_cache(decoder(model)(input_ids=prefix.expand(len(distinct), -1), use_cache=True))
+    cache.batch_select_indices(torch.tensor([distinct.index(kind) for kind in kinds], device=device))
     ids, mask, _ = pad([row[shared:] for row in rows], pad_id, side="left")
     ids = torch.cat([prefix.expand(len(rows), -1), ids.to(device)], dim=1)
     mask = torch.cat([torch.ones(len(rows), shared, dtype=mask.dtype, device=device), mask.to(device)], dim=1)

@@ -28,6 +28,10 @@ SPECS = {"hf:": "ssah_audit.responses.hf_judge", "learned:": "ssah_audit.respons
 # The judge that measurements without a judge of their own use: the audit sets it from its settings for the whole
 # run (`using`), so behaviour, the ablation rows and the calibration refusals all read the same judge.
 _ACTIVE: ContextVar[str] = ContextVar("ssah_audit_judge", default=DEFAULT_JUDGE)
+# Within `using`, the verdicts given so far by (prompt, completion): an audit asks about one pair more than once (an
+# ablation row that says what the unablated model said, a short completion cut to the ablation rows' length), and a
+# judge is a function of its pair, so a pair is judged once per run.
+_SEEN: ContextVar[dict | None] = ContextVar("ssah_audit_verdicts", default=None)
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,11 @@ def using(judge: str) -> Iterator[None]:
     found = resolve(judge)  # an unknown name or an unreadable classifier is refused before any work
     if hasattr(found, "prepare"):  # a judge that loads a model loads it now, so that it cannot fail after the work
         found.prepare()
-    token = _ACTIVE.set(judge)
+    token, seen = _ACTIVE.set(judge), _SEEN.set({})
     try:
         yield
     finally:
+        _SEEN.reset(seen)
         _ACTIVE.reset(token)
 
 
@@ -99,11 +104,15 @@ def verdicts(pairs: list[tuple[str, str]], judge: str | None = None) -> list[Ver
     """The verdicts of `judge` (default: the active one, see `using`), one per pair, checked: a judge that answers
     for fewer or more pairs than it was given would shift every verdict onto the wrong completion."""
     judge = judge or active()
-    found = list(resolve(judge).judge(list(pairs)))
-    if len(found) != len(pairs) or not all(isinstance(v, Verdict) for v in found):
-        raise TypeError(f"judge {judge!r} must return one responses.verdict.Verdict per pair ({len(pairs)}), "
+    seen = _SEEN.get() if judge == active() else None
+    seen = {} if seen is None else seen
+    wanted = list(dict.fromkeys(pair for pair in map(tuple, pairs) if pair not in seen))  # each new pair once
+    found = list(resolve(judge).judge(wanted)) if wanted else []
+    if len(found) != len(wanted) or not all(isinstance(v, Verdict) for v in found):
+        raise TypeError(f"judge {judge!r} must return one responses.verdict.Verdict per pair ({len(wanted)}), "
                         f"not {len(found)} values")
-    return found
+    seen.update(zip(wanted, found, strict=True))
+    return [seen[tuple(pair)] for pair in pairs]
 
 
 def refusals(pairs: list[tuple[str, str]], judge: str | None = None) -> list[bool]:

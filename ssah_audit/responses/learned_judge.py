@@ -12,6 +12,7 @@ usable), as for the rules.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ LAYERS = (8, 14)
 TOKENS = 128  # completion tokens read
 POOLS = ("first6", "first32", "all")  # summaries of the completion's hidden states, see `pool`
 PROMPT_TOKENS = 256  # the chat-formatted prompt's last tokens kept
-BATCH = 8
+ROWS = 32  # completions read together (their prompts encoded once each, before them)
 WEIGHTS = "judge_learned.safetensors"
 
 
@@ -52,34 +53,65 @@ def pool(hidden, name: str):
     return hidden[:{"first6": 6, "first32": 32, "all": len(hidden)}[name]].mean(dim=0)
 
 
-def features(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = BATCH,
+def features(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = ROWS,
              layers: tuple[int, ...] = LAYERS, pools: tuple[str, ...] = POOLS) -> np.ndarray:
     """[pairs, pools x layers x hidden] float32: per pool (see `pool`) and layer, a summary of the completion's hidden
-    states, read with the prompt before it. `model` is the backbone (`backbone`), cut to max(layers) layers."""
+    states, read with the prompt before it. `model` is the backbone (`backbone`), cut to max(layers) layers.
+
+    Why it is shaped so: an audit asks about one prompt many times (behaviour, each ablation row, each prefilled k),
+    and the prompt is most of the tokens. Each distinct prompt is encoded once, left-padded with position ids that
+    count real tokens, and each of its completions attends to its cached keys and values: the states are the
+    prompt-then-completion sequence's own (causal attention), to float rounding (tests/test_learned_judge.py).
+    A pair asked twice is read once. At most `batch_size` completions run together."""
     import torch
 
+    from ..batching import groups_of, pad, positions_from_mask
+    from ..models.prefix import cache_keyword, returned_cache
+
     encoded = [encode(tokenizer, prompt, completion) for prompt, completion in pairs]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    first: dict[tuple, int] = {}  # (prompt ids, completion ids) -> the first pair that reads them
+    for index, (query, answer) in enumerate(encoded):
+        first.setdefault((tuple(query), tuple(answer)), index)
+    by_query: dict[tuple, list[int]] = {}
+    for (query, _), index in first.items():
+        by_query.setdefault(query, []).append(index)
+    queries = sorted(by_query, key=len)
     out = np.zeros((len(pairs), len(pools), len(layers), model.config.hidden_size), dtype=np.float32)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            width = max(len(encoded[i][0]) + len(encoded[i][1]) for i in batch)
-            ids = torch.full((len(batch), width), pad)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                sequence = encoded[i][0] + encoded[i][1]
-                ids[row, :len(sequence)] = torch.tensor(sequence)
-                mask[row, :len(sequence)] = 1
-            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            for row, i in enumerate(batch):
-                begin, length = len(encoded[i][0]), len(encoded[i][1])
-                for place, layer in enumerate(layers):
-                    completion = hidden[layer][row, begin:begin + length].float()
-                    for slot, name in enumerate(pools):
-                        out[i, slot, place] = pool(completion, name).numpy()
+        for group in groups_of([len(by_query[q]) for q in queries], batch_size):
+            ids, mask, _ = pad([list(queries[g]) for g in group], side="left")
+            positions = positions_from_mask(mask)
+            cache = returned_cache(model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True))
+            rows = sorted(((place, index) for place, g in enumerate(group) for index in by_query[queries[g]]),
+                          key=lambda row: len(encoded[row[1]][1]))
+            for chunk in _similar_lengths(rows, [len(encoded[index][1]) for _, index in rows]):
+                owner = torch.tensor([place for place, _ in chunk])
+                chunk_cache = copy.deepcopy(cache)
+                chunk_cache.batch_select_indices(owner)
+                answers, answer_mask, _ = pad([encoded[index][1] for _, index in chunk])
+                hidden = model(input_ids=answers, attention_mask=torch.cat([mask[owner], answer_mask], dim=1),
+                               position_ids=positions[owner, -1:] + 1 + torch.arange(answers.shape[1]),
+                               output_hidden_states=True, **{cache_keyword(model): chunk_cache}).hidden_states
+                for row, (_, index) in enumerate(chunk):
+                    length = len(encoded[index][1])
+                    for place, layer in enumerate(layers):
+                        completion = hidden[layer][row, :length].float()
+                        for slot, name in enumerate(pools):
+                            out[index, slot, place] = pool(completion, name).numpy()
+    for index, (query, answer) in enumerate(encoded):  # a pair asked again shares the first one's features
+        out[index] = out[first[(tuple(query), tuple(answer))]]
     return out.reshape(len(pairs), -1)
+
+
+def _similar_lengths(rows: list, lengths: list[int], waste: float = 1.25) -> list[list]:
+    """`rows` (sorted by their `lengths`) cut into runs whose padded area is at most `waste` x their tokens: a group's
+    completions of 24 and of 64 tokens run apart, each attending to the group's one encoding of its prompts."""
+    chunks, start = [], 0
+    for end in range(1, len(rows) + 1):
+        if end == len(rows) or lengths[end] * (end + 1 - start) > waste * sum(lengths[start:end + 1]):
+            chunks.append(rows[start:end])
+            start = end
+    return chunks
 
 
 def backbone(depth: int = max(LAYERS)):

@@ -52,7 +52,7 @@ def generate_conditions(loaded, conditions: list[dict], prompts: list[str], max_
     with row_ablation(loaded.units, conditions) as select:
         completions = generate(loaded.model, loaded.tokenizer, prompts * len(conditions), max_new_tokens,
                                batch_size * len(conditions), description=f"{loaded.spec}: {description}",
-                               before_batch=lambda chunk: select([which[i] for i in chunk]),
+                               before_batch=lambda chunk: select([which[i] for i in chunk]), variants=which,
                                first_step=refusal_score_recorder(scores, loaded.tokenizer))
 
     def per_condition(values):
@@ -71,9 +71,12 @@ def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: lis
                                             description)
     if completions_out is not None:
         completions_out.update(zip(conditions, generated, strict=True))
+    # one call for every condition: a judge that encodes a prompt once for all its completions reads each once
+    flat = refusals([(prompt, completion) for completions in generated
+                     for prompt, completion in zip(harmful, completions, strict=True)])
     table = {}
-    for (label, chosen), completions, refusal in zip(conditions.items(), generated, scores, strict=True):
-        complied = [not refused for refused in refusals(list(zip(harmful, completions, strict=True)))]
+    for k, ((label, chosen), refusal) in enumerate(zip(conditions.items(), scores, strict=True)):
+        complied = [not refused for refused in flat[k * len(harmful):(k + 1) * len(harmful)]]
         with ablated(loaded.units, chosen):
             table[label] = row(loaded, harmful, benign, complied, refusal, batch_size) | {"units": count(chosen)}
     return table
