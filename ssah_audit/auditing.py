@@ -45,7 +45,9 @@ from .unit_classes.classify import Fractions
 #    common prefix once (the same states to float rounding).
 # 7: behaviour samples grouped by role (results schema 2).
 # 8: the depth block (prefilling and jailbreak templates).
-REFERENCE_RECIPE = 8
+# 9: generation 96 rows a batch (the ablation rows too); an opening shared per ablation condition and per template;
+#    unit statistics encode a batch's opening once; the learned judge encodes a prompt once for its completions.
+REFERENCE_RECIPE = 9
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,12 @@ class AuditSettings:
     # costs as much as a class's row); `units --verify` keeps three for the spread between them.
     random_seeds: int = 1
     batch_size: int = BATCH_SIZE
-    # Rows per generation batch (forward passes take batch_size): a decoding step reads every weight once whatever
-    # the rows, so on 2 cores 96 prompts x 64 tokens took 30 s at 16 rows, 18 s at 48, 16 s at 96, identical
-    # completions; 48 rows keep the KV cache (5.7 MB a row of 124 tokens for SmolLM2-135M) small,
-    # while a forward pass's logits grow with its rows.
-    generation_batch_size: int = 48
+    # Rows per generation batch: behaviour, depth, calibration and the ablation rows (all conditions together; forward
+    # passes take batch_size). A decoding step reads every weight once whatever the rows: on one 2-core machine 96
+    # prompts x 64 tokens took 30 s at 16 rows, 18 s at 48, 16 s at 96; on a slower one (fp32 matmul 145 GFLOP/s)
+    # 200 x 32 took 28.4 s at 48 rows, 21.8 s at 100, 22.2 s at 200 (BENCHMARKS.md "The audit in rounds"). A row's
+    # KV cache is 5.7 MB at 124 tokens for SmolLM2-135M.
+    generation_batch_size: int = 96
     seed: int = SEED
     # The depth stage (responses/depth.py): harmful compliance with k compliant tokens prefilled, and inside each
     # jailbreak template, on the first depth_limit harmful prompts, each continuation depth_tokens long (at most

@@ -70,6 +70,27 @@ def test_generation_with_a_shared_prefix_encoded_once_equals_generation_without_
         assert shared == alone == unshared, family
 
 
+def test_variants_share_each_their_own_opening(families, tiny_models):
+    """Prompts of several openings in one batch (the depth stage's jailbreak templates): told which prompts share
+    one (`variants`), a batch encodes each opening once, left-padded beside the others, and every row's first step
+    and completion are those of the prompt alone, on every family (first steps: a tiny random model's text hardly
+    depends on its prompt)."""
+    openings = ["Be brief and kind.", "Talk like a pirate."]
+    asks = ["Name a colour.", "Hi.", "Say a word."]
+    for family in families:
+        loaded = load_model(str(tiny_models[family]))
+        model, tokenizer = loaded.model, loaded.tokenizer
+        texts = [format_prompt(tokenizer, ask, system) for system in openings for ask in asks]
+        together, alone = {}, {}
+        rows = generate(model, tokenizer, texts, max_new_tokens=6, batch_size=6, formatted=True,
+                        variants=[i // len(asks) for i in range(len(texts))],
+                        first_step=lambda indices, log_probs: together.update(zip(indices, log_probs, strict=True)))
+        for index, text in enumerate(texts):
+            assert rows[index] == generate(model, tokenizer, [text], max_new_tokens=6, batch_size=1, formatted=True,
+                                           first_step=lambda _, log_probs, i=index: alone.update({i: log_probs[0]}))[0]
+            assert torch.allclose(together[index], alone[index], atol=1e-4), (family, index)
+
+
 @pytest.mark.parametrize("told", [False, True])
 def test_rows_ablated_one_by_one_share_an_opening_per_ablation(tiny_models, told):
     """An ablation per row (units.verify) changes the opening's states row by row: told which rows run the same

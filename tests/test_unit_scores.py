@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ssah_audit.errors import UserError
+from ssah_audit.models.prefix import MIN_SHARED
 from ssah_audit.models.resolve import load_model
 from ssah_audit.models.unit_map import weight_out_in
 from ssah_audit.unit_classes import ablate, classify, scores, stats
@@ -53,8 +54,10 @@ def fp32_tolerances(x: torch.Tensor) -> tuple[float, float]:
 @pytest.mark.parametrize("response_only", [False, True])
 def test_streaming_statistics_equal_a_direct_computation(tiny_models, family, response_only):
     loaded = load_model(str(tiny_models[family]))
-    exchanges = stats.encode(loaded.tokenizer, PAIRS)
+    # a common opening, as a chat template's system prompt gives: each batch encodes it once and counts it per row
+    exchanges = stats.encode(loaded.tokenizer, [("Please answer: " + prompt, answer) for prompt, answer in PAIRS])
     assert len({len(ids) for ids, _ in exchanges}) > 1, "different lengths: the batches are padded"
+    assert all(ids[:MIN_SHARED] == exchanges[0][0][:MIN_SHARED] for ids, _ in exchanges)
     streamed = stats.collect(loaded.model, loaded.units, exchanges, batch_size=3, response_only=response_only)
     direct = stored_inputs(loaded, exchanges, response_only)
     for name, x in direct.items():
@@ -73,6 +76,13 @@ def test_running_merge_is_exact_for_any_split():
         running.add(chunk)
     torch.testing.assert_close(running.variance, x.var(0))
     torch.testing.assert_close(running.mean, x.mean(0))
+    weighted, counts = RunningStats.empty(5), torch.tensor([3, 0, 1, 5])  # a shared opening: a row per position
+    weighted.add(x[:4], counts)
+    weighted.add(x[4:])
+    repeated = torch.cat([x[:4].repeat_interleave(counts, dim=0), x[4:]])
+    assert weighted.count == len(repeated)
+    torch.testing.assert_close(weighted.variance, repeated.var(0))
+    torch.testing.assert_close(weighted.l2, repeated.norm(dim=0))
 
 
 def test_scores_follow_their_definitions(tiny_models):

@@ -88,14 +88,15 @@ def measure(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: Template
     (the behaviour stage's), which k = 0 reads cut to `tokens` instead of generating them again."""
     tokenizer, prompts = loaded.tokenizer, list(harmful.prompts)
     jobs = _jobs(tokenizer, prompts, ks, templates, skip_zero=unprefilled is not None)
+    names = list(dict.fromkeys(row for row, _, _ in jobs))
+    # each row (a template, a k) a variant: a batch encodes a template's preamble once, where the whole batch
+    # shares only the system prompt (responses.generate)
+    completions = generate(loaded.model, tokenizer, [text for _, text, _ in jobs], tokens, generation_batch_size,
+                           description=f"{loaded.spec}: depth", formatted=True,
+                           variants=[names.index(row) for row, _, _ in jobs]) if jobs else []
     by_row: dict[str, list[tuple[str, str]]] = {}
-    for row in dict.fromkeys(row for row, _, _ in jobs):
-        # a row's prompts at once: a template's preamble is then every batch's common opening, encoded once
-        # (responses.generate), where batches mixing templates share only the system prompt
-        mine = [(text, start) for name, text, start in jobs if name == row]
-        completions = generate(loaded.model, tokenizer, [text for text, _ in mine], tokens, generation_batch_size,
-                               description=f"{loaded.spec}: depth, {row}", formatted=True)
-        by_row[row] = [(start, completion) for (_, start), completion in zip(mine, completions, strict=True)]
+    for (row, _, start), completion in zip(jobs, completions, strict=True):
+        by_row.setdefault(row, []).append((start, completion))
     if 0 in ks and unprefilled is not None:
         by_row["prefill:0"] = [("", first_tokens(tokenizer, c, tokens)) for c in unprefilled]
     texts = [p.text for p in prompts]

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..batching import check_context, pad
+from ..batching import check_context, pad, positions_from_mask
 from ..models.chat import format_prompt
 from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache
 from ..progress import progress_bar
@@ -48,9 +48,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     distribution (temperature 1, no top-k/top-p). Training on such answers keeps the model's opening (where
     it chooses to fulfil or refuse) as sharp as greedy answers would, and the rest of its distribution as it
     was, where greedy answers sharpen it. `before_batch`, when given, is called with each batch's prompt indices
-    before it runs (units.ablate.row_ablation uses it to set each row's ablation); `variants` then says which rows
-    run the same model (each prompt's ablation condition): a batch's common opening is encoded once per variant
-    (without `variants`, rows changed by `before_batch` share nothing). `first_step`, when given, is
+    before it runs (units.ablate.row_ablation uses it to set each row's ablation). `variants`, when given, says which
+    prompts share an opening and a model (a jailbreak template; an ablation condition): a batch encodes each
+    variant's common opening once (without it every prompt is one variant, unless `before_batch` changes the model
+    row by row: then nothing is shared). `first_step`, when given, is
     called with each batch's prompt indices and the log-probabilities of its first generated token
     [rows, vocabulary]: the prompt's next-token distribution, which a refusal score needs, without another pass."""
     texts = prompts if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
@@ -69,8 +70,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     finished: list[bool] = [True] * len(texts)
     with progress_bar(description, len(texts)) as advance:
         for chunk in even_batches(order, batch_size):
-            # rows of different variants (ablations) have different states for the same opening: one encoding each
-            kinds = [0] * len(chunk) if before_batch is None else [variants[i] for i in chunk] if variants else None
+            # rows of different variants (ablations, templates) have different openings or states: one encoding each
+            kinds = ([variants[i] for i in chunk] if variants is not None else
+                     [0] * len(chunk) if before_batch is None else None)
             select = None if before_batch is None else lambda rows, chunk=chunk: before_batch([chunk[r] for r in rows])
             ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device, kinds, select)
             if before_batch is not None:
@@ -105,25 +107,30 @@ def _batch(model, rows: list[list[int]], pad_id: int, device, kinds: list | None
            select=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(ids, attention mask, generate's cache keyword) of one batch. Left padding: every prompt ends where generation
     starts. Chat-formatted prompts of one model open with the same template tokens (SmolLM2's system prompt, a
-    jailbreak template's preamble): that common prefix is encoded once, as one row, and every row continues from
-    its cached keys and values, its own tokens left-padded after it. Position ids follow the attention mask, so
-    every real token keeps the position it has without the sharing, and greedy completions are the same
-    (tests/test_behavior.py). `kinds`: rows of one kind run the same model (None: no two rows do), encoded once per
-    kind, `select` called with the batch rows each encoding stands for (row ablation)."""
-    shared = shared_length(rows) if kinds is not None and SHARE_PREFIX and len(rows) > 1 else 0
+    jailbreak template's preamble): rows of one kind (`kinds`; None: no two rows share anything) share their common
+    opening, encoded once, and continue from its cached keys and values, their own tokens left-padded after it;
+    the openings of several kinds are encoded together, left-padded. Position ids follow the attention mask, so every
+    real token keeps the position it has without the sharing, and greedy completions are the same
+    (tests/test_behavior.py). `select`, when given, is called with the batch rows whose model each opening is
+    encoded with (row ablation: a kind is an ablation condition)."""
     distinct = list(dict.fromkeys(kinds or []))
-    if shared < MIN_SHARED or len(distinct) == len(rows):
+    members = {kind: [r for r, k in enumerate(kinds) if k == kind] for kind in distinct}
+    shared = {kind: shared_length([rows[r] for r in members[kind]]) for kind in distinct}
+    if (not SHARE_PREFIX or len(distinct) == len(rows) or min(shared.values(), default=0) < 1
+            or max(shared.values()) < MIN_SHARED):
         ids, mask, _ = pad(rows, pad_id, side="left")
         return ids.to(device), mask.to(device), {}
     if select is not None:
-        select([kinds.index(kind) for kind in distinct])
-    prefix = torch.tensor([rows[0][:shared]], device=device)
-    cache = returned_cache(decoder(model)(input_ids=prefix.expand(len(distinct), -1), use_cache=True))
-    cache.batch_select_indices(torch.tensor([distinct.index(kind) for kind in kinds], device=device))
-    ids, mask, _ = pad([row[shared:] for row in rows], pad_id, side="left")
-    ids = torch.cat([prefix.expand(len(rows), -1), ids.to(device)], dim=1)
-    mask = torch.cat([torch.ones(len(rows), shared, dtype=mask.dtype, device=device), mask.to(device)], dim=1)
-    return ids, mask, {cache_keyword(model): cache}
+        select([members[kind][0] for kind in distinct])
+    opening, opening_mask, _ = pad([rows[members[kind][0]][:shared[kind]] for kind in distinct], pad_id, side="left")
+    opening, opening_mask = opening.to(device), opening_mask.to(device)
+    cache = returned_cache(decoder(model)(input_ids=opening, attention_mask=opening_mask, use_cache=True,
+                                          position_ids=positions_from_mask(opening_mask)))
+    which = torch.tensor([distinct.index(kind) for kind in kinds], device=device)
+    cache.batch_select_indices(which)
+    ids, mask, _ = pad([row[shared[kind]:] for row, kind in zip(rows, kinds, strict=True)], pad_id, side="left")
+    return (torch.cat([opening[which], ids.to(device)], dim=1), torch.cat([opening_mask[which], mask.to(device)], dim=1),
+            {cache_keyword(model): cache})
 
 
 def shared_length(rows: list[list[int]]) -> int:

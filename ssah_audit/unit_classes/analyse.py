@@ -24,8 +24,8 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
     """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
     evaluation sets, when the caller already has it (see verify.verify). `scores_out`, when given, receives
     the raw "safety" and "utility" scores per module (for a unit map that keeps them). `generation_batch_size`:
-    rows per batch of the reference's calibration refusals, when not `batch_size`. `random_seeds`: the random
-    controls of the verification. `safety_pairs`: calibration.safety_pairs' result, when the caller already has it
+    rows per generation batch (the reference's calibration refusals, the ablation rows), when not `batch_size`.
+    `random_seeds`: the random controls of the verification. `safety_pairs`: calibration.safety_pairs' result, when the caller already has it
     (the audit keeps the reference's refusals with its cached block)."""
     check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
@@ -58,7 +58,7 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
         tic = time.perf_counter()
         if run_verify:
             doc["ablation"] = verify.verify(loaded, classes, harmful, benign, max_new_tokens, batch_size,
-                                            seeds=random_seeds, dense=dense)
+                                            seeds=random_seeds, dense=dense, rows=generation_batch_size)
             seconds["verify"] = time.perf_counter() - tic
         if run_sweep:
             tic = time.perf_counter()

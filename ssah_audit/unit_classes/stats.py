@@ -19,6 +19,7 @@ import torch
 
 from ..batching import check_context, pad
 from ..models.chat import encode_exchange
+from ..models.prefix import MIN_SHARED, cache_keyword, common_prefix, decoder, returned_cache
 from ..progress import progress_bar
 
 
@@ -36,19 +37,23 @@ class RunningStats:
         zeros = torch.zeros(units, dtype=torch.float64, device=device)
         return cls(0, zeros.clone(), zeros.clone(), zeros.clone())
 
-    def add(self, x: torch.Tensor) -> None:
-        """Merge a block of rows (tokens) x: [n, units]."""
-        n = x.shape[0]
-        if n == 0:
+    def add(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Merge a block of rows (tokens) x: [n, units], row i counted weights[i] times (whole numbers; a batch's
+        shared opening, encoded once, stands for every row that has it)."""
+        if x.shape[0] == 0:
             return
         x = x.double()
-        batch_mean = x.mean(dim=0)
+        w = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if weights is None else weights.double()
+        n = int(w.sum())
+        if n == 0:
+            return
+        batch_mean = (w[:, None] * x).sum(dim=0) / n
         centred = x - batch_mean
         total = self.count + n
         delta = batch_mean - self.mean
         self.mean += delta * (n / total)
-        self.m2 += (centred * centred).sum(dim=0) + delta * delta * (self.count * n / total)
-        self.sumsq += (x * x).sum(dim=0)
+        self.m2 += (w[:, None] * centred * centred).sum(dim=0) + delta * delta * (self.count * n / total)
+        self.sumsq += (w[:, None] * x * x).sum(dim=0)
         self.count = total
 
     @property
@@ -101,14 +106,30 @@ def collect(model, unit_map, exchanges, batch_size: int = 8, response_only: bool
 
     def make_hook(name):
         def hook(module, args):
-            stats[name].add(args[0][selected["tokens"]])
+            if selected["weights"] is None:
+                stats[name].add(args[0][selected["tokens"]])
+            else:  # the shared opening, one row: each position counted for every row that selects it
+                stats[name].add(args[0][0], selected["weights"])
         return hook
 
-    body = model.base_model  # the decoder without the LM head: its logits are not needed here
+    body = decoder(model)  # the decoder without the LM head: its logits are not needed here
     with _pre_hooks(unit_map, make_hook), progress_bar(description, len(exchanges)) as advance:
         for ids, mask, select, chunk in _batches(model, exchanges, batch_size, response_only):
-            selected["tokens"] = select.to(device)
-            body(input_ids=ids.to(device), attention_mask=mask.to(device))
+            ids, mask, select = ids.to(device), mask.to(device), select.to(device)
+            # the chat template's opening (SmolLM2's system prompt: a third of a calibration pair) is the same in
+            # every row: encoded once and counted once per row, its statistics are the same to float rounding
+            shared = common_prefix(ids, mask) if len(ids) > 1 else 0
+            kwargs = {}
+            if shared >= MIN_SHARED:
+                selected["weights"] = select[:, :shared].sum(dim=0)
+                opening = body(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
+                cache = returned_cache(opening)
+                cache.batch_repeat_interleave(len(ids))
+                kwargs = {cache_keyword(model): cache,
+                          "position_ids": torch.arange(shared, ids.shape[1], device=device).expand(len(ids), -1)}
+                ids, select = ids[:, shared:], select[:, shared:]
+            selected["weights"], selected["tokens"] = None, select
+            body(input_ids=ids, attention_mask=mask, **kwargs)
             advance(len(chunk))
     return stats
 

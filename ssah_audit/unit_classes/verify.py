@@ -42,16 +42,16 @@ def row(loaded, harmful: list[str], benign: list[tuple[str, str]], complied: lis
 
 
 def generate_conditions(loaded, conditions: list[dict], prompts: list[str], max_new_tokens: int = 64,
-                        batch_size: int = 16,
-                        description: str = "ablations") -> tuple[list[list[str]], list[list[float]]]:
+                        batch_size: int = 16, description: str = "ablations",
+                        rows: int | None = None) -> tuple[list[list[str]], list[list[float]]]:
     """Greedy completions of `prompts` under each condition (the units to remove), all conditions in shared
-    batches of `batch_size` prompts x len(conditions) rows, and each row's refusal score from its first step;
-    one list of each per condition."""
+    batches of `rows` rows (default `batch_size` prompts x len(conditions)), and each row's refusal score from its
+    first step; one list of each per condition."""
     which = [k for k in range(len(conditions)) for _ in prompts]
     scores = [0.0] * len(which)
     with row_ablation(loaded.units, conditions) as select:
         completions = generate(loaded.model, loaded.tokenizer, prompts * len(conditions), max_new_tokens,
-                               batch_size * len(conditions), description=f"{loaded.spec}: {description}",
+                               rows or batch_size * len(conditions), description=f"{loaded.spec}: {description}",
                                before_batch=lambda chunk: select([which[i] for i in chunk]), variants=which,
                                first_step=refusal_score_recorder(scores, loaded.tokenizer))
 
@@ -63,12 +63,13 @@ def generate_conditions(loaded, conditions: list[dict], prompts: list[str], max_
 
 def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: list[tuple[str, str]],
                        max_new_tokens: int = 64, batch_size: int = 16, description: str = "ablations",
-                       completions_out: dict | None = None) -> dict:
+                       completions_out: dict | None = None, rows: int | None = None) -> dict:
     """measure() under each condition (label: the units to remove), the generations of all conditions in shared
     batches (the refusal scores from their first step); the NLL per condition with its columns zeroed.
-    `completions_out`, when given, receives each condition's completions (bench/ablation_batching.py)."""
+    `completions_out`, when given, receives each condition's completions (bench/ablation_batching.py); `rows`: rows
+    per generation batch (see generate_conditions)."""
     generated, scores = generate_conditions(loaded, list(conditions.values()), harmful, max_new_tokens, batch_size,
-                                            description)
+                                            description, rows)
     if completions_out is not None:
         completions_out.update(zip(conditions, generated, strict=True))
     # one call for every condition: a judge that encodes a prompt once for all its completions reads each once
@@ -83,7 +84,7 @@ def measure_conditions(loaded, conditions: dict, harmful: list[str], benign: lis
 
 
 def verify(loaded, classes, harmful: list[str], benign: list[tuple[str, str]], max_new_tokens: int = 64,
-           batch_size: int = 16, seeds=RANDOM_SEEDS, dense: dict | None = None) -> dict:
+           batch_size: int = 16, seeds=RANDOM_SEEDS, dense: dict | None = None, rows: int | None = None) -> dict:
     """{"dense" | "SCU" | "UCU" | "RU" | "random": {compliance_rate, refusal_score, nll, units, ...}}.
 
     `dense`, when the caller already measured the unablated model on these prompts with these settings (the
@@ -95,7 +96,7 @@ def verify(loaded, classes, harmful: list[str], benign: list[tuple[str, str]], m
         conditions["dense"] = {}
     measured = measure_conditions(loaded, conditions, harmful, benign, max_new_tokens, batch_size,
                                   ("dense, " if dense is None else "")
-                                  + f"without SCU, UCU, RU and {len(seeds)} x {size} random units")
+                                  + f"without SCU, UCU, RU and {len(seeds)} x {size} random units", rows=rows)
     table = {"dense": (dense or measured["dense"]) | {"units": 0}}
     table |= {name: measured[name] for name in ("SCU", "UCU", "RU")}
     runs = [measured[f"random {seed}"] for seed in seeds]
