@@ -120,7 +120,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--report", type=Path, help="Render the second audit's reports into this new folder.")
+    parser.add_argument("--threads", type=int, help="torch threads for the round and both audits (a slower machine: "
+                        "1 on a 2-core one); default torch's own")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     fresh_reference_cache()
     from ssah_audit.auditing import AuditSettings
     from ssah_audit.models.resolve import load_model
@@ -133,8 +139,11 @@ def main() -> None:
     model, reference = load_model(args.model), load_model(args.reference)
     parameters = sum(p.numel() for p in model.model.parameters())
     machine = matmul_gflops()
+    import torch
+
     print(f"{args.model} against {args.reference}: {parameters / 1e6:.0f}M parameters; settings {changes or 'default'}"
-          f"{' (quick)' if args.quick else ''}; machine fp32 matmul {machine:.0f} GFLOP/s")
+          f"{' (quick)' if args.quick else ''}; {torch.get_num_threads()} torch threads; machine fp32 matmul "
+          f"{machine:.0f} GFLOP/s")
     round_seconds = plain_round(model)
     print(f"one plain HF generation round (100 harmful prompts x 64 tokens, batch 16, model.generate): "
           f"{round_seconds:.1f} s; every stage below in rounds too")
@@ -156,6 +165,7 @@ def main() -> None:
         for who, block in (("model", results), ("reference", results["reference"])):
             print(f"{who} units stage, seconds: {block['units'].get('seconds')}; probe {block['probe']['seconds']} s")
         total = rows[-1][1]
+        print(f"**{label}: {total:.1f} s = {total / round_seconds:.2f} rounds**")
         print(f"judge {settings.judge}: {judge.answers} answers in {judge.seconds:.1f} s "
               f"({judge.answers / max(judge.seconds, 1e-9):.0f} a second), {judge.seconds / total:.1%} of the audit; "
               f"the audit over the same audit with a judge that costs nothing: {total / (total - judge.seconds):.3f}x")

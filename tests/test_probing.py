@@ -202,15 +202,18 @@ def test_forced_prefix_counts_the_tokens_before_compliance():
 def test_self_margins_holds_and_first_tokens_are_what_they_say(families, tiny_models):
     """The self probe's margin is d(G, mean C) - d(G, mean R) between plain forward passes' hidden states, whatever
     the grouping into batches; its last-layer hold and its per-layer first-token lean equal the lens's (the same
-    quantities read from the same passes), on every family."""
+    quantities read from the same passes), on every family. The two queries share an 8-token opening, which a pass
+    of both encodes once (as a chat template's system prompt)."""
     import torch
 
     from ssah_audit.probes import lens as lens_probe
     from ssah_audit.probes import self as self_probe
 
     steps = 4
-    items = [probe_paths.ProbeItem([5, 9, 17, 33, 40], [[50, 51, 52, 53], [60, 61, 62, 63]], [[70, 71, 72, 73]]),
-             probe_paths.ProbeItem([7, 8], [[50, 51, 52, 53], [60, 61, 62, 63]], [[80, 81, 82, 83], [90, 91, 92, 93]])]
+    opening = [5, 9, 17, 33, 40, 41, 42, 43]
+    items = [probe_paths.ProbeItem(opening + [44, 45], [[50, 51, 52, 53], [60, 61, 62, 63]], [[70, 71, 72, 73]]),
+             probe_paths.ProbeItem(opening + [7, 8, 9], [[50, 51, 52, 53], [60, 61, 62, 63]],
+                                   [[80, 81, 82, 83], [90, 91, 92, 93]])]
     own = [[11, 12, 13, 14], [60, 61, 21, 22]]
     for family in families:
         model = load_model(str(tiny_models[family])).model
@@ -231,5 +234,9 @@ def test_self_margins_holds_and_first_tokens_are_what_they_say(families, tiny_mo
             complying = torch.stack([states(c) for c in item.compliances]).mean(0)
             expected = probe_paths.cosine_distance(mine, complying) - probe_paths.cosine_distance(mine, refusing)
             np.testing.assert_allclose(grouped.lean[index], expected.numpy(), atol=1e-5, err_msg=family)
+            with torch.no_grad():
+                after = torch.stack(model(torch.tensor([item.query]), output_hidden_states=True).hidden_states)
+            torch.testing.assert_close(probe_paths.query_states(model, [i.query for i in items])[index],
+                                       after[:, 0, -1].double(), atol=1e-5, rtol=1e-4)
         assert grouped.lean.shape == (2, model.config.num_hidden_layers + 1, steps)
         assert grouped.per_prompt.shape == (2,) and grouped.per_layer.shape == (2, model.config.num_hidden_layers + 1)

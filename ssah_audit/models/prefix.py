@@ -36,6 +36,14 @@ def common_prefix(ids: torch.Tensor, mask: torch.Tensor) -> int:
     return min(shared, int(mask.sum(dim=1).min()) - 1)
 
 
+def shared_length(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one token of its own (common_prefix's
+    form for unpadded lists of ids)."""
+    shortest = min(map(len, rows))
+    length = next((i for i in range(shortest) if any(row[i] != rows[0][i] for row in rows)), shortest)
+    return min(length, shortest - 1)
+
+
 def last_hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The decoder's last hidden states [batch, length, hidden] of a right-padded batch, its common prefix encoded
     once when it is at least MIN_SHARED tokens long."""

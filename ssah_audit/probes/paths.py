@@ -13,7 +13,7 @@ from ..batching import check_context, groups_of, pad, positions_from_mask
 from ..data.sets import compliance_openings, refusal_openings
 from ..errors import UserError
 from ..models.chat import format_prompt
-from ..models.prefix import cache_keyword, decoder, returned_cache
+from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache, shared_length
 
 DEFAULT_STEPS = defaults.STEPS
 REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
@@ -99,16 +99,13 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
     letting every path attend to its keys and values (the cache, repeated per path) does a quarter of the work of
     encoding Q + path nine times, with the same states (causal attention; tests/test_probing.py checks them
     against whole sequences). Queries are left-padded with explicit position ids, so every real token keeps its
-    position; every path is cut to `steps` tokens (all are at least that long), so paths need no padding.
+    position, after their common opening, encoded once; every path is cut to `steps` tokens (all are at least
+    that long), so paths need no padding.
     """
     device = next(model.parameters()).device
     check_context(model, max(len(query) for query in queries) + steps, "the longest probe sequence")
     for group in groups_of([len(p) for p in paths], PATH_ROWS_PER_BATCH * batch_size):
-        ids, mask, _ = pad([queries[i] for i in group], side="left")
-        positions = positions_from_mask(mask)
-        encoded = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   position_ids=positions.to(device), use_cache=True, output_hidden_states=True)
-        cache = returned_cache(encoded)
+        encoded, cache, mask, positions = _encode_queries(model, [queries[i] for i in group])
         after_query = torch.stack([layer[:, -1] for layer in encoded.hidden_states], dim=1).double().cpu()
         counts = [len(paths[i]) for i in group]
         rows = torch.repeat_interleave(torch.arange(len(group)), torch.tensor(counts))
@@ -121,6 +118,41 @@ def query_path_states(model, queries: list[list[int]], paths: list[list[list[int
         states = torch.stack(along, dim=2).double().cpu()  # [paths, steps, layers + 1, hidden]
         del encoded, cache, along
         yield group, after_query, list(states.split(counts))
+
+
+@torch.inference_mode()
+def query_states(model, queries: list[list[int]], batch_size: int = 16) -> torch.Tensor:
+    """Hidden states (all layers, embedding output first, float64) after each query: [queries, layers + 1, hidden],
+    `batch_size` queries a pass, their common opening encoded once (see _encode_queries)."""
+    check_context(model, max(len(query) for query in queries), "the longest probe sequence")
+    found = []
+    for start in range(0, len(queries), batch_size):
+        encoded = _encode_queries(model, queries[start:start + batch_size])[0]
+        found.append(torch.stack([layer[:, -1] for layer in encoded.hidden_states], dim=1).double().cpu())
+        del encoded
+    return torch.cat(found)
+
+
+def _encode_queries(model, queries: list[list[int]]):
+    """(the decoder's output with hidden states after each query's own tokens, its cache, attention mask and position
+    ids) of left-padded queries; their common opening (the chat template's system prompt) is encoded once and every
+    query continues from its cache, its own tokens left-padded after it, each real token at its own position."""
+    device = next(model.parameters()).device
+    shared = shared_length(queries) if len(queries) > 1 else 0
+    shared = shared if shared >= MIN_SHARED else 0
+    ids, mask, _ = pad([query[shared:] for query in queries], side="left")
+    mask = torch.cat([torch.ones(len(queries), shared, dtype=mask.dtype), mask], dim=1)
+    positions = positions_from_mask(mask)
+    kwargs = {}
+    if shared:
+        opening = decoder(model)(input_ids=torch.tensor([queries[0][:shared]], device=device), use_cache=True)
+        cache = returned_cache(opening)
+        cache.batch_repeat_interleave(len(queries))
+        kwargs = {cache_keyword(model): cache}
+    encoded = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             position_ids=positions[:, shared:].to(device), use_cache=True, output_hidden_states=True,
+                             **kwargs)
+    return encoded, returned_cache(encoded), mask, positions
 
 
 def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",

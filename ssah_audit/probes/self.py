@@ -29,7 +29,7 @@ import torch
 from ..models.head import output_log_probs
 from ..responses.generate import generate
 from .lens import Leans, forced_readout, lens_states, summarise
-from .paths import ProbeItem, build_items, cosine_distance, hidden_at, long_enough, query_path_states
+from .paths import ProbeItem, build_items, cosine_distance, long_enough, query_path_states, query_states
 from .variant import Measured, ProbeVariant
 
 
@@ -75,8 +75,7 @@ def leans(model, items: list[ProbeItem], own: list[list[int]], steps: int, batch
 def query_leans(model, items: list[ProbeItem], batch_size: int = 16) -> tuple[np.ndarray, torch.Tensor]:
     """(first-token leans [prompts, layers + 1], states after Q [prompts, layers + 1, hidden]) from one pass of each
     query alone: all the decision layer and the linear probes need of the benign prompts."""
-    states = hidden_at(model, [item.query for item in items], [[len(item.query) - 1] for item in items],
-                       batch_size=batch_size)[:, 0]
+    states = query_states(model, [item.query for item in items], batch_size)
     leans = [_first_token_lean(model, state, item) for state, item in zip(states, items, strict=True)]
     return torch.stack(leans).numpy(), states
 

@@ -12,7 +12,7 @@ import torch
 
 from ..batching import check_context, pad, positions_from_mask
 from ..models.chat import format_prompt
-from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache
+from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache, shared_length
 from ..progress import progress_bar
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -131,14 +131,6 @@ def _batch(model, rows: list[list[int]], pad_id: int, device, kinds: list | None
     ids, mask, _ = pad([row[shared[kind]:] for row, kind in zip(rows, kinds, strict=True)], pad_id, side="left")
     return (torch.cat([opening[which], ids.to(device)], dim=1), torch.cat([opening_mask[which], mask.to(device)], dim=1),
             {cache_keyword(model): cache})
-
-
-def shared_length(rows: list[list[int]]) -> int:
-    """How many leading tokens every row shares, leaving each row at least one token of its own (the unpadded
-    lists' form of models.prefix.common_prefix, which reads a right-padded batch)."""
-    shortest = min(map(len, rows))
-    length = next((i for i in range(shortest) if any(row[i] != rows[0][i] for row in rows)), shortest)
-    return min(length, shortest - 1)
 
 
 def even_batches(items: list, batch_size: int) -> list[list]:
