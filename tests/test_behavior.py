@@ -84,10 +84,12 @@ def test_variants_share_each_their_own_opening(families, tiny_models):
         together, alone = {}, {}
         rows = generate(model, tokenizer, texts, max_new_tokens=6, batch_size=6, formatted=True,
                         variants=[i // len(asks) for i in range(len(texts))],
-                        first_step=lambda indices, log_probs: together.update(zip(indices, log_probs, strict=True)))
+                        first_step=lambda indices, log_probs, into=together: into.update(zip(indices, log_probs,
+                                                                                            strict=True)))
         for index, text in enumerate(texts):
             assert rows[index] == generate(model, tokenizer, [text], max_new_tokens=6, batch_size=1, formatted=True,
-                                           first_step=lambda _, log_probs, i=index: alone.update({i: log_probs[0]}))[0]
+                                           first_step=lambda _, log_probs, i=index, into=alone: into.update(
+                                               {i: log_probs[0]}))[0]
             assert torch.allclose(together[index], alone[index], atol=1e-4), (family, index)
 
 

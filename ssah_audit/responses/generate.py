@@ -129,8 +129,8 @@ def _batch(model, rows: list[list[int]], pad_id: int, device, kinds: list | None
     which = torch.tensor([distinct.index(kind) for kind in kinds], device=device)
     cache.batch_select_indices(which)
     ids, mask, _ = pad([row[shared[kind]:] for row, kind in zip(rows, kinds, strict=True)], pad_id, side="left")
-    return (torch.cat([opening[which], ids.to(device)], dim=1), torch.cat([opening_mask[which], mask.to(device)], dim=1),
-            {cache_keyword(model): cache})
+    ids = torch.cat([opening[which], ids.to(device)], dim=1)
+    return ids, torch.cat([opening_mask[which], mask.to(device)], dim=1), {cache_keyword(model): cache}
 
 
 def even_batches(items: list, batch_size: int) -> list[list]:

@@ -25,8 +25,8 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
     evaluation sets, when the caller already has it (see verify.verify). `scores_out`, when given, receives
     the raw "safety" and "utility" scores per module (for a unit map that keeps them). `generation_batch_size`:
     rows per generation batch (the reference's calibration refusals, the ablation rows), when not `batch_size`.
-    `random_seeds`: the random controls of the verification. `safety_pairs`: calibration.safety_pairs' result, when the caller already has it
-    (the audit keeps the reference's refusals with its cached block)."""
+    `random_seeds`: the random controls of the verification. `safety_pairs`: calibration.safety_pairs' result, when
+    the caller already has it (the audit keeps the reference's refusals with its cached block)."""
     check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
     start = time.perf_counter()
