@@ -11,8 +11,9 @@ import os
 import typer
 
 from ..progress import set_quiet
+from ..threads import use_available_cores
 from . import audit, behavior, cache, finetune, inspect, judge, probe, prompts, repair, units, zoo
-from .common import STATE, OneLineErrors, run_app
+from .common import STATE, OneLineErrors, handles_errors, run_app
 
 app = typer.Typer(help="Audit the safety of fine-tuned causal language models (SSAH).", cls=OneLineErrors,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -28,11 +29,13 @@ app.add_typer(cache.app, name="cache")
 
 
 @app.callback()
+@handles_errors
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Also print the traceback of an error (same exit codes)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI logs)."),
 ) -> None:
     STATE["debug"], STATE["quiet"] = debug, quiet
+    use_available_cores()  # before torch loads: in a CPU-limited container it would start a thread per host core
     set_quiet(quiet)
     if quiet or not debug:
         _quiet_libraries(show_progress=not quiet)

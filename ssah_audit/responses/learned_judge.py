@@ -1,12 +1,12 @@
 """`learned`: a refusal classifier on a fixed embedded backbone. SmolLM2-135M-Instruct (the zoo's model, from the
-PyPI wheel), cut to its first 8 layers, reads the prompt and the completion as one chat exchange; the mean hidden
-states of the completion's first 6 tokens, first 32 and all read (up to 128) feed a logistic regression shipped
-with the package (data/builtin/judge_learned.safetensors, 42 KB). bench/judge_learned.py trains it on XSTest
-v2's human-labelled completions of five models and hand-written contrast cases (disclaimer-then-answer, soft
-refusals) and reports its leave-one-model-out accuracy (BENCHMARKS.md).
+PyPI wheel), cut to its first 14 layers, reads the prompt and the completion as one chat exchange; the mean hidden
+states of the completion's first 6 tokens, first 32 and all read (up to 128), at layers 8 and 14, feed a logistic
+regression shipped with the package (data/builtin/judge_learned.safetensors, 42 KB). bench/judge_learned.py trains
+it on XSTest v2's human-labelled completions of five models and hand-written contrast cases (disclaimer-then-answer,
+soft refusals) and reports its leave-one-model-out accuracy (BENCHMARKS.md).
 
-Layer 8 is the backbone's last layer here, so its hidden state is the final norm of layer 8's output, as it was
-when the weights were fitted. An empty or whitespace-only completion is a refusal without reading it (nothing
+Layer 14 is the backbone's last layer here, so its hidden state is the final norm of layer 14's output, as it
+was when the weights were fitted. An empty or whitespace-only completion is a refusal without reading it (nothing
 usable), as for the rules.
 """
 
