@@ -124,8 +124,9 @@ def _batch(model, rows: list[list[int]], pad_id: int, device, kinds: list | None
         select([members[kind][0] for kind in distinct])
     opening, opening_mask, _ = pad([rows[members[kind][0]][:shared[kind]] for kind in distinct], pad_id, side="left")
     opening, opening_mask = opening.to(device), opening_mask.to(device)
-    cache = returned_cache(decoder(model)(input_ids=opening, attention_mask=opening_mask, use_cache=True,
-                                          position_ids=positions_from_mask(opening_mask)))
+    padded = {} if bool(opening_mask.all()) else {"attention_mask": opening_mask,  # one opening: no padding
+                                                  "position_ids": positions_from_mask(opening_mask)}
+    cache = returned_cache(decoder(model)(input_ids=opening, use_cache=True, **padded))
     which = torch.tensor([distinct.index(kind) for kind in kinds], device=device)
     cache.batch_select_indices(which)
     ids, mask, _ = pad([row[shared[kind]:] for row, kind in zip(rows, kinds, strict=True)], pad_id, side="left")
