@@ -9,6 +9,7 @@ import torch
 
 from ssah_audit.data.sets import builtin_set
 from ssah_audit.models.chat import format_exchange, format_prompt
+from ssah_audit.models.prefix import MIN_SHARED, shared_length
 from ssah_audit.models.resolve import load_model
 from ssah_audit.responses import metrics
 from ssah_audit.responses.generate import generate
@@ -56,12 +57,12 @@ def test_generation_with_a_shared_prefix_encoded_once_equals_generation_without_
 
     system = "Be brief and kind."
     prompts = ["Name a colour.", "Name a fruit, please.", "Hi.", "Say a word."]
-    assert generation.shared_length([[1, 2, 3], [1, 2]]) == 1 and generation.shared_length([[1, 2], [1, 2]]) == 1
+    assert shared_length([[1, 2, 3], [1, 2]]) == 1 and shared_length([[1, 2], [1, 2]]) == 1
     for family in families:
         loaded = load_model(str(tiny_models[family]))
         model, tokenizer = loaded.model, loaded.tokenizer
         encoded = [tokenizer(format_prompt(tokenizer, p, system), add_special_tokens=False).input_ids for p in prompts]
-        assert generation.shared_length(encoded) >= generation.MIN_SHARED, family
+        assert shared_length(encoded) >= MIN_SHARED, family
         shared = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4, system=system)
         alone = [generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1, system=system)[0] for p in prompts]
         monkeypatch.setattr(generation, "SHARE_PREFIX", False)

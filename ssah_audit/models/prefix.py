@@ -8,6 +8,8 @@ import inspect
 
 import torch
 
+from ..batching import pad, positions_from_mask
+
 MIN_SHARED = 8  # shorter common prefixes are not worth a second pass
 
 
@@ -42,6 +44,38 @@ def shared_length(rows: list[list[int]]) -> int:
     shortest = min(map(len, rows))
     length = next((i for i in range(shortest) if any(row[i] != rows[0][i] for row in rows)), shortest)
     return min(length, shortest - 1)
+
+
+def opening_batch(model, rows: list[list[int]], pad_id: int = 0, kinds: list | None = None,
+                  select=None) -> tuple[torch.Tensor, torch.Tensor, dict, int]:
+    """(ids, attention mask, the cache keyword, the opening's columns) of a left-padded batch whose rows' openings are
+    encoded once (every prompt ends where generation or a path starts). Chat-formatted prompts of one model open
+    with the same template tokens (SmolLM2's system prompt, a jailbreak template's preamble): rows of one kind
+    (`kinds`; None: no two rows share anything) share their common opening, encoded once, and continue from its
+    cached keys and values, their own tokens left-padded after it; the openings of several kinds are encoded
+    together, left-padded. Position ids follow the attention mask, so every real token keeps the position it has
+    without the sharing (tests/test_behavior.py, tests/test_probing.py). `select`, when given, is called with the
+    batch rows whose model each opening is encoded with (row ablation: a kind is an ablation condition)."""
+    device = next(model.parameters()).device
+    distinct = list(dict.fromkeys(kinds or []))
+    members = {kind: [r for r, k in enumerate(kinds) if k == kind] for kind in distinct}
+    shared = {kind: shared_length([rows[r] for r in members[kind]]) for kind in distinct}
+    if len(distinct) == len(rows) or min(shared.values(), default=0) < 1 or max(shared.values()) < MIN_SHARED:
+        ids, mask, _ = pad(rows, pad_id, side="left")
+        return ids.to(device), mask.to(device), {}, 0
+    if select is not None:
+        select([members[kind][0] for kind in distinct])
+    opening, opening_mask, _ = pad([rows[members[kind][0]][:shared[kind]] for kind in distinct], pad_id, side="left")
+    opening, opening_mask = opening.to(device), opening_mask.to(device)
+    padded = {} if bool(opening_mask.all()) else {"attention_mask": opening_mask,  # one opening: no padding
+                                                  "position_ids": positions_from_mask(opening_mask)}
+    cache = returned_cache(decoder(model)(input_ids=opening, use_cache=True, **padded))
+    which = torch.tensor([distinct.index(kind) for kind in kinds], device=device)
+    cache.batch_select_indices(which)
+    ids, mask, _ = pad([row[shared[kind]:] for row, kind in zip(rows, kinds, strict=True)], pad_id, side="left")
+    ids = torch.cat([opening[which], ids.to(device)], dim=1)
+    return (ids, torch.cat([opening_mask[which], mask.to(device)], dim=1), {cache_keyword(model): cache},
+            opening.shape[1])
 
 
 def last_hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

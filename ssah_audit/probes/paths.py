@@ -13,7 +13,7 @@ from ..batching import check_context, groups_of, pad, positions_from_mask
 from ..data.sets import compliance_openings, refusal_openings
 from ..errors import UserError
 from ..models.chat import format_prompt
-from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache, shared_length
+from ..models.prefix import cache_keyword, decoder, opening_batch, returned_cache
 
 DEFAULT_STEPS = defaults.STEPS
 REFUSAL_VARIANTS = 4  # refusal openings averaged per prompt
@@ -135,24 +135,13 @@ def query_states(model, queries: list[list[int]], batch_size: int = 16) -> torch
 
 def _encode_queries(model, queries: list[list[int]]):
     """(the decoder's output with hidden states after each query's own tokens, its cache, attention mask and position
-    ids) of left-padded queries; their common opening (the chat template's system prompt) is encoded once and every
-    query continues from its cache, its own tokens left-padded after it, each real token at its own position."""
-    device = next(model.parameters()).device
-    shared = shared_length(queries) if len(queries) > 1 else 0
-    shared = shared if shared >= MIN_SHARED else 0
-    ids, mask, _ = pad([query[shared:] for query in queries], side="left")
-    mask = torch.cat([torch.ones(len(queries), shared, dtype=mask.dtype), mask], dim=1)
+    ids) of left-padded queries, their common opening (the chat template's system prompt) encoded once
+    (models.prefix.opening_batch)."""
+    ids, mask, cache, shared = opening_batch(model, queries, kinds=[0] * len(queries))
     positions = positions_from_mask(mask)
-    kwargs = {}
-    if shared:
-        opening = decoder(model)(input_ids=torch.tensor([queries[0][:shared]], device=device), use_cache=True)
-        cache = returned_cache(opening)
-        cache.batch_repeat_interleave(len(queries))
-        kwargs = {cache_keyword(model): cache}
-    encoded = decoder(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             position_ids=positions[:, shared:].to(device), use_cache=True, output_hidden_states=True,
-                             **kwargs)
-    return encoded, returned_cache(encoded), mask, positions
+    encoded = decoder(model)(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                             use_cache=True, output_hidden_states=True, **cache)
+    return encoded, returned_cache(encoded), mask.cpu(), positions.cpu()
 
 
 def hidden_at(model, sequences: list[list[int]], positions: list[list[int]], padding_side: str = "right",

@@ -10,9 +10,9 @@ import math
 
 import torch
 
-from ..batching import check_context, pad, positions_from_mask
+from ..batching import check_context
 from ..models.chat import format_prompt
-from ..models.prefix import MIN_SHARED, cache_keyword, decoder, returned_cache, shared_length
+from ..models.prefix import opening_batch
 from ..progress import progress_bar
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -61,7 +61,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     stops = stop_token_ids(model, tokenizer)
     pad_id = padding_id(tokenizer, stops)
-    device = next(model.parameters()).device
     sampling = sample_seed is not None
     if sampling:
         torch.manual_seed(sample_seed)
@@ -74,7 +73,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
             kinds = ([variants[i] for i in chunk] if variants is not None else
                      [0] * len(chunk) if before_batch is None else None)
             select = None if before_batch is None else lambda rows, chunk=chunk: before_batch([chunk[r] for r in rows])
-            ids, mask, cache = _batch(model, [encoded[i] for i in chunk], pad_id, device, kinds, select)
+            ids, mask, cache, _ = opening_batch(model, [encoded[i] for i in chunk], pad_id,
+                                                kinds if SHARE_PREFIX else None, select)
             if before_batch is not None:
                 before_batch(chunk)
             width = ids.shape[1]
@@ -101,37 +101,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
 
 
 SHARE_PREFIX = True  # off only to compare: tests/test_behavior.py checks the completions are the same without it
-
-
-def _batch(model, rows: list[list[int]], pad_id: int, device, kinds: list | None = None,
-           select=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(ids, attention mask, generate's cache keyword) of one batch. Left padding: every prompt ends where generation
-    starts. Chat-formatted prompts of one model open with the same template tokens (SmolLM2's system prompt, a
-    jailbreak template's preamble): rows of one kind (`kinds`; None: no two rows share anything) share their common
-    opening, encoded once, and continue from its cached keys and values, their own tokens left-padded after it;
-    the openings of several kinds are encoded together, left-padded. Position ids follow the attention mask, so every
-    real token keeps the position it has without the sharing, and greedy completions are the same
-    (tests/test_behavior.py). `select`, when given, is called with the batch rows whose model each opening is
-    encoded with (row ablation: a kind is an ablation condition)."""
-    distinct = list(dict.fromkeys(kinds or []))
-    members = {kind: [r for r, k in enumerate(kinds) if k == kind] for kind in distinct}
-    shared = {kind: shared_length([rows[r] for r in members[kind]]) for kind in distinct}
-    if (not SHARE_PREFIX or len(distinct) == len(rows) or min(shared.values(), default=0) < 1
-            or max(shared.values()) < MIN_SHARED):
-        ids, mask, _ = pad(rows, pad_id, side="left")
-        return ids.to(device), mask.to(device), {}
-    if select is not None:
-        select([members[kind][0] for kind in distinct])
-    opening, opening_mask, _ = pad([rows[members[kind][0]][:shared[kind]] for kind in distinct], pad_id, side="left")
-    opening, opening_mask = opening.to(device), opening_mask.to(device)
-    padded = {} if bool(opening_mask.all()) else {"attention_mask": opening_mask,  # one opening: no padding
-                                                  "position_ids": positions_from_mask(opening_mask)}
-    cache = returned_cache(decoder(model)(input_ids=opening, use_cache=True, **padded))
-    which = torch.tensor([distinct.index(kind) for kind in kinds], device=device)
-    cache.batch_select_indices(which)
-    ids, mask, _ = pad([row[shared[kind]:] for row, kind in zip(rows, kinds, strict=True)], pad_id, side="left")
-    ids = torch.cat([opening[which], ids.to(device)], dim=1)
-    return ids, torch.cat([opening_mask[which], mask.to(device)], dim=1), {cache_keyword(model): cache}
 
 
 def even_batches(items: list, batch_size: int) -> list[list]:
