@@ -127,6 +127,35 @@ def test_rows_ablated_one_by_one_share_an_opening_per_ablation(tiny_models, told
         assert torch.allclose(steps[index], alone[index], atol=1e-4), index
 
 
+@pytest.mark.parametrize("ablating", [False, True])
+def test_rows_that_end_leave_the_batch_with_the_same_completions(aligned, monkeypatch, ablating):
+    """Greedy rows leave the batch when they end (refusals end early, answers run on): every completion, whether it
+    ended, and its first step equal transformers' `generate`, which carries ended rows to the end; also when each row
+    runs its own ablation (units.verify), whose rows must be re-selected as others leave."""
+    from ssah_audit.responses import generate as generation
+    from ssah_audit.unit_classes.ablate import random_units, row_ablation
+
+    prompts = mixed_prompts(6)
+    conditions = [{}, random_units(aligned.units, 200, 0)] if ablating else [{}]
+    which = [index % len(conditions) for index in range(len(prompts))]
+    runs = {}
+    for compact in (True, False):
+        monkeypatch.setattr(generation, "COMPACT", compact)
+        steps = {}
+        with row_ablation(aligned.units, conditions) as select:
+            texts, ended = generate(aligned.model, aligned.tokenizer, prompts, max_new_tokens=24, batch_size=12,
+                                    with_finished=True, before_batch=lambda chunk: select([which[i] for i in chunk]),
+                                    first_step=lambda indices, log_probs, into=steps: into.update(
+                                        zip(indices, log_probs, strict=True)))
+        runs[compact] = texts, ended, steps
+    (texts, ended, steps), (expected, expected_ended, expected_steps) = runs[True], runs[False]
+    lengths = [len(aligned.tokenizer(text).input_ids) for text in texts]
+    assert any(ended) and not all(ended) and len(set(lengths)) > 2, lengths  # rows left the batch at several steps
+    assert texts == expected and ended == expected_ended
+    for index in range(len(prompts)):
+        assert torch.allclose(steps[index], expected_steps[index], atol=1e-5), index
+
+
 def test_generation_stops_at_the_end_of_turn(aligned):
     refusal_prompt = builtin_set("harmful").prompts[0].text
     text = generate(aligned.model, aligned.tokenizer, [refusal_prompt], max_new_tokens=64)[0]

@@ -1,4 +1,4 @@
-"""Batched greedy generation: chat-formatted, left-padded, KV-cached, stopping when every sequence ends.
+"""Batched greedy generation: chat-formatted, left-padded, KV-cached; a row leaves its batch when it ends.
 
 Prompts are sorted by length before batching, so a batch pads little, and the outputs are returned in
 the caller's order. Greedy decoding makes the result deterministic.
@@ -10,9 +10,9 @@ import math
 
 import torch
 
-from ..batching import check_context
+from ..batching import check_context, positions_from_mask
 from ..models.chat import format_prompt
-from ..models.prefix import opening_batch
+from ..models.prefix import cache_keyword, opening_batch, returned_cache
 from ..progress import progress_bar
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -73,14 +73,18 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
             kinds = ([variants[i] for i in chunk] if variants is not None else
                      [0] * len(chunk) if before_batch is None else None)
             select = None if before_batch is None else lambda rows, chunk=chunk: before_batch([chunk[r] for r in rows])
-            ids, mask, cache, _ = opening_batch(model, [encoded[i] for i in chunk], pad_id,
+            ids, mask, cache, opened = opening_batch(model, [encoded[i] for i in chunk], pad_id,
                                                 kinds if SHARE_PREFIX else None, select)
             if before_batch is not None:
                 before_batch(chunk)
             width = ids.shape[1]
             output = ids
             watch = _FirstStep(first_step, chunk) if first_step is not None else None
-            if first:
+            if first and not sampling and COMPACT:
+                output = _greedy(model, ids, mask, cache, opened, first, stops, pad_id, watch,
+                                 None if before_batch is None else lambda rows, chunk=chunk: before_batch(
+                                     [chunk[r] for r in rows]))
+            elif first:
                 output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=first, eos_token_id=stops,
                                         pad_token_id=pad_id, do_sample=False, temperature=None, top_p=None, top_k=None,
                                         logits_processor=_processors(watch), **cache)
@@ -101,6 +105,54 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
 
 
 SHARE_PREFIX = True  # off only to compare: tests/test_behavior.py checks the completions are the same without it
+
+
+COMPACT = True  # off only to compare: greedy rows leave the batch when they end (tests/test_behavior.py)
+
+
+def _greedy(model, ids: torch.Tensor, mask: torch.Tensor, cache: dict, opened: int, max_new_tokens: int,
+            stops: list[int], pad_id: int, watch, select) -> torch.Tensor:
+    """`model.generate`'s greedy output (prompt columns, then new tokens, `pad_id` after a row's stop) for a
+    left-padded batch whose first `opened` columns `cache` already holds, where a row that has ended leaves the
+    batch: its cached keys and values are dropped, so later steps compute only the rows still going. Why: refusals
+    end in 10-20 tokens and a 64-token batch otherwise carries them to the end (a refusing model's completions
+    average 20 tokens). `select(rows)` re-selects the rows' ablations (units.ablate.row_ablation) as they leave."""
+    keyword = cache_keyword(model)
+    past = cache.get(keyword)
+    extra = {"logits_to_keep": 1} if _keeps_logits(model) else {}
+    positions = positions_from_mask(mask)
+    inputs, position, live = ids[:, opened:], positions[:, opened:], torch.arange(len(ids), device=ids.device)
+    new = torch.full((len(ids), max_new_tokens), pad_id, dtype=ids.dtype, device=ids.device)
+    stop = torch.tensor(stops, dtype=ids.dtype, device=ids.device)
+    for step in range(max_new_tokens):
+        output = model(input_ids=inputs, attention_mask=mask, position_ids=position, use_cache=True,
+                       **({keyword: past} if past is not None else {}), **extra)
+        logits = output.logits[:, -1]
+        if watch is not None and step == 0:
+            watch(None, logits)
+        token = logits.argmax(-1)
+        new[live, step] = token
+        going = ~torch.isin(token, stop)
+        if step == max_new_tokens - 1 or not bool(going.any()):
+            break
+        past = returned_cache(output)
+        if not bool(going.all()):
+            kept = going.nonzero().squeeze(1)
+            past.batch_select_indices(kept)
+            live, token, mask, position = live[kept], token[kept], mask[kept], position[kept]
+            if select is not None:
+                select(live.tolist())
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        inputs, position = token[:, None], position[:, -1:] + 1
+    return torch.cat([ids, new], dim=1)
+
+
+def _keeps_logits(model) -> bool:
+    """Whether the causal LM's forward can compute the head on the last position only (most transformers 5.x
+    families can): a generation step needs no other."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def even_batches(items: list, batch_size: int) -> list[list]:
