@@ -127,6 +127,28 @@ def test_rows_ablated_one_by_one_share_an_opening_per_ablation(tiny_models, told
         assert torch.allclose(steps[index], alone[index], atol=1e-4), index
 
 
+def test_greedy_steps_equal_transformers_generate_on_every_family(families, tiny_models, monkeypatch):
+    """The package's greedy loop (rows leave the batch as they end) gives transformers' `generate` completions and
+    first-step log-probabilities on every family: positions, masks and the cache are passed as each family needs."""
+    from ssah_audit.responses import generate as generation
+
+    prompts = ["Name a colour.", "Name a fruit, please.", "Hi.", "Say a word."]
+    for family in families:
+        loaded = load_model(str(tiny_models[family]))
+        runs = {}
+        for compact in (True, False):
+            monkeypatch.setattr(generation, "COMPACT", compact)
+            steps = {}
+            texts = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6, batch_size=4,
+                             system="Be brief and kind.",
+                             first_step=lambda indices, log_probs, into=steps: into.update(
+                                 zip(indices, log_probs, strict=True)))
+            runs[compact] = texts, steps
+        assert runs[True][0] == runs[False][0], family
+        for index in range(len(prompts)):
+            assert torch.allclose(runs[True][1][index], runs[False][1][index], atol=1e-5), (family, index)
+
+
 @pytest.mark.parametrize("ablating", [False, True])
 def test_rows_that_end_leave_the_batch_with_the_same_completions(aligned, monkeypatch, ablating):
     """Greedy rows leave the batch when they end (refusals end early, answers run on): every completion, whether it
