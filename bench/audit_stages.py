@@ -2,9 +2,10 @@
 achieved GFLOP/s (2 x parameters x tokens / s) and the ratio of each stage's wall time to the time its tokens would
 take at the machine's fp32 matmul rate (measured in the same run), and peak RSS.
 
-Two audits of MODEL against REFERENCE in one process: first with no reference block cached (a fresh
-audit-references folder beside the cached models), then with the reference's block cached, as a CI gate auditing
-its next fine-tune would run.
+Two audits of MODEL against REFERENCE in one process: first with no reference block cached (a fresh audit-references
+folder beside the cached models), then with the reference's block cached, as a CI gate auditing its next fine-tune
+would run. The plain round is timed before, between and after them, and each audit is stated in the mean of the
+rounds either side of it.
 
 The judge's share is timed too (every verdict the audit asks for, the backbone's first load included): the audit
 with a judge that costs nothing would take the total less that, so total / (total - judge) is what the judge
@@ -144,12 +145,16 @@ def main() -> None:
     print(f"{args.model} against {args.reference}: {parameters / 1e6:.0f}M parameters; settings {changes or 'default'}"
           f"{' (quick)' if args.quick else ''}; {torch.get_num_threads()} torch threads; machine fp32 matmul "
           f"{machine:.0f} GFLOP/s")
-    round_seconds = plain_round(model)
+    before = plain_round(model)
     print(f"one plain HF generation round (100 harmful prompts x 64 tokens, batch 16, model.generate): "
-          f"{round_seconds:.1f} s; every stage below in rounds too")
+          f"{before:.1f} s, timed again after each audit; an audit's rounds are against the mean of the rounds "
+          "before and after it (the machine's speed drifts by 10-30% within an hour here)")
     for label in ("no reference block cached", "reference block cached"):
         rows, results, judge = audit_once(model, reference, settings)
-        print(f"\n{label}: verdict {'PASS' if results['gate']['passed'] else 'FAIL'}, compliance "
+        after = plain_round(model)
+        round_seconds, before = (before + after) / 2, after
+        print(f"\nround before {2 * round_seconds - after:.1f} s, after {after:.1f} s: mean {round_seconds:.1f} s")
+        print(f"{label}: verdict {'PASS' if results['gate']['passed'] else 'FAIL'}, compliance "
               f"{results['behavior']['harmful']['compliance_rate']:.0%} vs "
               f"{results['reference']['behavior']['harmful']['compliance_rate']:.0%}, probe "
               f"{results['probe']['safe_direction_score']:.2f} vs "

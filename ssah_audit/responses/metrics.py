@@ -62,9 +62,11 @@ def rate(flags, seed: int = 0) -> Rate:
     return Rate(len(flags), value, bootstrap_ci(flags, seed))
 
 
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _by_length(sequences: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of `sequences` in batches of `size`, shortest first: a right-padded batch of similar lengths pads
+    little (the utility answers run 53-86 tokens; in the given order their batches carried 17% padding)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[start:start + size] for start in range(0, len(order), size)]
 
 
 def _device(model) -> torch.device:
@@ -76,8 +78,9 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
     """Mean NLL per answer token of (prompt, reference answer) pairs, and its perplexity."""
     total_nll, total_tokens = 0.0, 0
     device = _device(model)
-    for batch in _batches(pairs, batch_size):
-        rows = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in batch]
+    encoded = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in pairs]
+    for batch in _by_length([seq for seq, _ in encoded], batch_size):
+        rows = [encoded[i] for i in batch]
         labels_of = [[-100] * n_prompt + seq[n_prompt:] for seq, n_prompt in rows]
         ids, mask, _, labels = pad([seq for seq, _ in rows], fill=labels_of)
         targets = labels[:, 1:].to(device)
@@ -92,15 +95,17 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
 @torch.inference_mode()
 def first_token_logprobs(model, tokenizer, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
     """Log-probabilities of the first response token for each chat-formatted prompt (rows: prompts)."""
-    rows = []
     device = _device(model)
-    for batch in _batches(prompts, batch_size):
-        encoded = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in batch]
-        ids, mask, _ = pad(encoded)  # right padding: positions stay 0..n-1 in every architecture
+    encoded = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in prompts]
+    rows: list[torch.Tensor] = [None] * len(prompts)
+    for batch in _by_length(encoded, batch_size):
+        ids, mask, _ = pad([encoded[i] for i in batch])  # right padding: positions stay 0..n-1 in every architecture
         states = final_states(model, ids.to(device), mask.to(device))
-        last = torch.tensor([len(seq) - 1 for seq in encoded], device=states.device)
-        rows.append(output_log_probs(model, states[torch.arange(len(batch), device=states.device), last]).cpu())
-    return torch.cat(rows)
+        last = torch.tensor([len(encoded[i]) - 1 for i in batch], device=states.device)
+        read = output_log_probs(model, states[torch.arange(len(batch), device=states.device), last]).cpu()
+        for i, row in zip(batch, read, strict=True):
+            rows[i] = row
+    return torch.stack(rows) if rows else torch.zeros(0)
 
 
 def first_token_kl(model, reference, tokenizer, prompts: list[str], batch_size: int = 16) -> float:
