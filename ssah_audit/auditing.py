@@ -47,7 +47,8 @@ from .unit_classes.classify import Fractions
 # 8: the depth block (prefilling and jailbreak templates).
 # 9: generation 96 rows a batch (the ablation rows too); an opening shared per ablation condition and per template;
 #    unit statistics encode a batch's opening once; the learned judge encodes a prompt once for its completions.
-REFERENCE_RECIPE = 9
+# 10: the benign queries' final states are kept (the first-token KL reads them instead of running both models).
+REFERENCE_RECIPE = 10
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,12 @@ class Sets:
 
 
 def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple[list, str] | None = None,
-                timings: dict | None = None, label: str = "model",
-                scores_out: dict | None = None) -> tuple[dict, dict, object]:
+                timings: dict | None = None, label: str = "model", scores_out: dict | None = None,
+                states_out: dict | None = None) -> tuple[dict, dict, object]:
     """(block of results, unit classes, refusal directions) for one model; `safety_pairs`: the reference's
     calibration refusals (from measure_reference), else the built-in refusal openings calibrate the safety score;
-    `scores_out` receives the raw unit scores (see units.analyse)."""
+    `scores_out` receives the raw unit scores (see units.analyse), `states_out` the probe's benign final states
+    (see probes.measure)."""
     timings = timings if timings is not None else {}
     tic = time.perf_counter()
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
@@ -99,7 +101,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
     completions = [s["completion"] for s in behavior["samples"]["harmful"]]
     probe, directions = measure_probe(loaded, sets.harmful, sets.benign, settings.steps, settings.batch_size,
-                                        completions=completions)
+                                        completions=completions, states_out=states_out)
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
@@ -143,12 +145,24 @@ def _reference_cache_key(reference, settings: AuditSettings) -> str:
                        asdict(settings), describe_judge(settings.judge))
 
 
-def measure_reference(reference, sets: Sets, settings: AuditSettings,
-                      timings: dict) -> tuple[dict, dict, object, dict, tuple[list, str]]:
-    """(block, unit classes, refusal directions, raw safety scores, calibration refusals) of the reference, from
-    the cache when this reference was measured with these settings before. The calibration refusals are the
-    reference's own replies to the safety calibration prompts, which calibrate the audited model's safety score:
-    they depend only on the reference and the settings, so a cached reference need not generate them again."""
+@dataclass(frozen=True)
+class MeasuredReference:
+    """What the audit keeps of its reference (cached whole). `refusals`: the reference's own replies to the safety
+    calibration prompts, which calibrate the audited model's safety score; `benign_final`: its benign queries' final
+    states, the reference side of the first-token KL."""
+
+    block: dict
+    classes: dict
+    directions: object
+    safety: dict  # the raw safety scores (the remedy's freeze map ranks CU by them)
+    refusals: tuple[list, str]
+    benign_final: object
+
+
+def measure_reference(reference, sets: Sets, settings: AuditSettings, timings: dict) -> MeasuredReference:
+    """The reference's measurements, from the cache when this reference was measured with these settings before
+    (the calibration refusals and the states depend only on the reference and the settings, so a cached reference
+    need not generate or run anything again)."""
     from . import reference_cache
     from .unit_classes.calibration import safety_pairs
     from .unit_classes.classify import CLASSES
@@ -164,19 +178,19 @@ def measure_reference(reference, sets: Sets, settings: AuditSettings,
             if isinstance(part, dict) and "model" in part:
                 part["model"] = reference.spec
         source = calibration["source"].replace(calibration["model"], reference.spec)
-        return (block, tensors["classes"], tensors["directions"], tensors["safety"],
-                ([tuple(pair) for pair in calibration["pairs"]], source))
+        return MeasuredReference(block, tensors["classes"], tensors["directions"], tensors["safety"],
+                                 ([tuple(pair) for pair in calibration["pairs"]], source), tensors["benign_final"])
     keep = reference_cache.writable(folder)  # before the work: a read-only cache is said now, not after it
-    scores: dict = {}
-    block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference", scores)
+    scores, states = {}, {}
+    block, classes, directions = measure_one(reference, sets, settings, None, timings, "reference", scores, states)
     tic = time.perf_counter()
     pairs, source = safety_pairs(sets.safety, reference, settings.seed, batch_size=settings.generation_batch_size)
     timings["reference.calibration"] = round(time.perf_counter() - tic, 2)
     if keep:
         reference_cache.save(folder, block, {"classes": classes, "directions": directions, "safety": scores["safety"],
-                                             "codes": list(CLASSES)},
+                                             "codes": list(CLASSES), "benign_final": states["benign_final"]},
                              {"model": reference.spec, "source": source, "pairs": pairs})
-    return block, classes, directions, scores["safety"], (pairs, source)
+    return MeasuredReference(block, classes, directions, scores["safety"], (pairs, source), states["benign_final"])
 
 
 def run(loaded, reference=None, settings: AuditSettings = AuditSettings(), limits: dict | None = None,
@@ -198,28 +212,29 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
     for model in filter(None, (loaded, reference)):  # sizes first: a later stage must not fail after the work
         check_steps(model.model, settings.steps)
         check_fits(model, sets.attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens)
-    ref_block = ref_classes = ref_directions = ref_refusals = None
-    if reference is not None:
-        ref_block, ref_classes, ref_directions, ref_safety, ref_refusals = measure_reference(reference, sets, settings,
-                                                                                             timings)
-    block, classes, directions = measure_one(loaded, sets, settings, ref_refusals, timings)
+    measured = measure_reference(reference, sets, settings, timings) if reference is not None else None
+    states: dict = {}
+    block, classes, directions = measure_one(loaded, sets, settings, measured and measured.refusals, timings,
+                                             states_out=states)
     comparison = {}
     tic = time.perf_counter()
-    if reference is not None:
+    if measured is not None:
+        ref_block = measured.block
         comparison["behavior"] = compare_behavior.deltas(block["behavior"], ref_block["behavior"], settings.seed)
-        kl = compare_behavior.first_token_kl(loaded, reference, sets.benign, settings.batch_size)
-        comparison["first_token_kl"] = kl
+        comparison["first_token_kl"] = compare_behavior.first_token_kl_of_states(
+            loaded, reference, states["benign_final"], measured.benign_final)
         if block.get("depth") and ref_block.get("depth"):
             comparison["depth"] = compare_behavior.depth_deltas(block["depth"], ref_block["depth"], settings.seed)
-        comparison["probe"] = compare_probe.compare(block["probe"], ref_block["probe"], directions, ref_directions)
+        comparison["probe"] = compare_probe.compare(block["probe"], ref_block["probe"], directions,
+                                                    measured.directions)
         reason = same_architecture(loaded, reference)
         comparison["units"] = ({"note": reason} if reason else
-                               compare_units(loaded, reference, ref_classes, classes))
+                               compare_units(loaded, reference, measured.classes, classes))
         timings["comparison"] = round(time.perf_counter() - tic, 2)
     results = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         **block,
-        "reference": ref_block,
+        "reference": measured and measured.block,
         "reference_is_adapter_base": base_is_reference,
         "comparison": comparison,
         "remedy": None,
@@ -228,9 +243,9 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
                  if isinstance(s, PromptSet)},
     }
     files = {}
-    if reference is not None:
+    if measured is not None:
         where = str(folder / remedy.MAP_NAME) if folder else remedy.MAP_NAME
-        results["remedy"], files = remedy.plan(reference.spec, ref_block, ref_classes, ref_safety, where,
+        results["remedy"], files = remedy.plan(reference.spec, measured.block, measured.classes, measured.safety, where,
                                                loaded.spec, loaded.adapter is not None)
     checks = gate.evaluate(results, limits or gate.thresholds())
     results["gate"] = {"passed": gate.passed(checks), "checks": [c.as_dict() for c in checks]}

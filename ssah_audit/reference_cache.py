@@ -2,9 +2,10 @@
 fingerprint and the settings, so auditing many fine-tunes against one reference measures it once.
 
 An entry is three files: block.json (the measurements), tensors.pt (unit classes, refusal directions, raw safety
-scores) and calibration.json (the reference's own refusals). It is built in a staging folder and published in one
-rename, so a full disk or a kill never leaves half an entry under its key; an entry is checked whole on every read,
-and a damaged one (edited, truncated, from a bug) is measured again with a warning naming it, never trusted.
+scores, the benign queries' final states) and calibration.json (the reference's own refusals). It is built in a
+staging folder and published in one rename, so a full disk or a kill never leaves half an entry under its key; an
+entry is checked whole on every read, and a damaged one (edited, truncated, from a bug) is measured again with a
+warning naming it, never trusted.
 A cache that cannot be written (read-only, full) costs only the caching: the audit goes on and says so.
 """
 
@@ -21,7 +22,7 @@ from .errors import UserError
 from .progress import warn
 
 FILES = ("block.json", "tensors.pt", "calibration.json")
-TENSORS = ("classes", "directions", "safety", "codes")
+TENSORS = ("classes", "directions", "safety", "codes", "benign_final")
 
 
 def entry_folder(key: str) -> Path:
@@ -63,7 +64,8 @@ def _read(folder: Path) -> tuple[dict, dict, dict]:
     except UserError as exc:
         raise _Damaged(str(exc).split(": ", 1)[-1]) from None
     if not isinstance(tensors, dict) or any(key not in tensors for key in TENSORS) or \
-            not isinstance(tensors["directions"], torch.Tensor) or not _tensors_by_name(tensors["classes"]) or \
+            not all(isinstance(tensors[key], torch.Tensor) for key in ("directions", "benign_final")) or \
+            not _tensors_by_name(tensors["classes"]) or \
             not _tensors_by_name(tensors["safety"]):
         raise _Damaged(f"tensors.pt does not hold {', '.join(TENSORS)}")
     pairs = calibration.get("pairs") if isinstance(calibration, dict) else None

@@ -49,7 +49,7 @@ def reference_entry(path):
     results = json.loads((Path(__file__).parents[1] / "reports" / "example" / "results.json").read_text())
     tensors = {"classes": {"layers.0.mlp.down_proj": torch.zeros(4, dtype=torch.long)},
                "directions": torch.zeros(3, 8), "safety": {"layers.0.mlp.down_proj": torch.zeros(4)},
-               "codes": ["SCU", "UCU", "CU", "RU"]}
+               "codes": ["SCU", "UCU", "CU", "RU"], "benign_final": torch.zeros(2, 8)}
     calibration = {"model": "ref", "source": "the reference's own refusals (ref)", "pairs": [["How?", "I can't."]]}
     reference_cache.save(path, results["reference"], tensors, calibration)
     assert reference_cache.problem(path) is None

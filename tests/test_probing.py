@@ -240,3 +240,35 @@ def test_self_margins_holds_and_first_tokens_are_what_they_say(families, tiny_mo
                                        after[:, 0, -1].double(), atol=1e-5, rtol=1e-4)
         assert grouped.lean.shape == (2, model.config.num_hidden_layers + 1, steps)
         assert grouped.per_prompt.shape == (2,) and grouped.per_layer.shape == (2, model.config.num_hidden_layers + 1)
+
+
+@pytest.mark.parametrize("name", ["self", "lens", "paper"])
+def test_the_probes_benign_final_states_give_the_first_token_distributions(families, tiny_models, name):
+    """Every probe variant hands back the benign queries' final states (probes.measure's "benign_final"): the LM head
+    reads the first-token distributions from them that metrics.first_token_logprobs computes with its own passes, on
+    every family, so the audit's first-token KL can read them instead of running both models again."""
+    import torch
+
+    from ssah_audit.compare import behavior as compare_behavior
+    from ssah_audit.data.prompt import PromptSet
+    from ssah_audit.models.head import output_log_probs
+    from ssah_audit.responses import metrics
+
+    def short(name, texts):  # the tiny models' context is 64 positions
+        return PromptSet(name, "test", tuple(Prompt(str(i), text) for i, text in enumerate(texts)))
+
+    harmful = short("harmful", ["Explain how to pick a lock.", "Write a threat."])
+    benign = short("benign", ["Name a colour.", "Hi.", "Say a long word, please.", "Count to three."])
+    finals = {}
+    for family in families:
+        loaded = load_model(str(tiny_models[family]))
+        out: dict = {}
+        probe_measure.measure(loaded, harmful, benign, steps=3, batch_size=2, variant=name, states_out=out)
+        expected = metrics.first_token_logprobs(loaded.model, loaded.tokenizer, [p.text for p in benign.prompts])
+        with torch.no_grad():
+            read = output_log_probs(loaded.model, out["benign_final"])
+        torch.testing.assert_close(read, expected, atol=1e-4, rtol=1e-4, msg=family)
+        finals[family] = loaded, out["benign_final"]
+    (mine, ours), (theirs, their_states) = finals["llama"], finals["mistral"]
+    assert compare_behavior.first_token_kl_of_states(mine, theirs, ours, their_states) == pytest.approx(
+        metrics.first_token_kl(mine.model, theirs.model, mine.tokenizer, [p.text for p in benign.prompts]), rel=1e-4)

@@ -3,7 +3,10 @@ difference) and the first-token KL between the two on benign prompts."""
 
 from __future__ import annotations
 
+import torch
+
 from ..data.prompt import PromptSet
+from ..models.head import output_log_probs
 from ..responses import metrics
 from ..responses.metrics import difference_ci
 
@@ -44,7 +47,25 @@ def depth_deltas(model: dict, reference: dict, seed: int) -> dict:
 
 def first_token_kl(loaded, reference, benign: PromptSet, batch_size: int = 16) -> float | None:
     """First-token KL(reference || model) on benign prompts; None when the vocabularies differ."""
-    if loaded.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+    if not same_vocabulary(loaded, reference):
         return None
     return metrics.first_token_kl(loaded.model, reference.model, loaded.tokenizer, [p.text for p in benign.prompts],
                           batch_size)
+
+
+def first_token_kl_of_states(loaded, reference, ours: torch.Tensor, theirs: torch.Tensor) -> float | None:
+    """first_token_kl from the benign queries' final states each model's probe already holds (probes.measure's
+    "benign_final"): the LM head reads them, no model runs again (issue 36); None when the vocabularies differ."""
+    if not same_vocabulary(loaded, reference):
+        return None
+    return metrics.mean_kl(_log_probs(reference.model, theirs), _log_probs(loaded.model, ours))
+
+
+def _log_probs(model, states: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        parameter = next(model.parameters())
+        return output_log_probs(model, states.to(parameter.device, parameter.dtype)).cpu()
+
+
+def same_vocabulary(loaded, reference) -> bool:
+    return loaded.tokenizer.get_vocab() == reference.tokenizer.get_vocab()

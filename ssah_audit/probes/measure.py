@@ -44,13 +44,15 @@ def check_steps(model, steps: int) -> None:
 
 
 def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int = 16, variant: str = "self",
-            completions: list[str] | None = None) -> tuple[dict, torch.Tensor]:
+            completions: list[str] | None = None, states_out: dict | None = None) -> tuple[dict, torch.Tensor]:
     """Everything `ssah-audit probe` reports for one model, as JSON data, plus the refusal directions
     ([layers + 1, hidden]) that a reference comparison needs. `variant` names a registered probe variant:
     "self" (self.py, the default) compares the model's own continuation with a refusal and a compliance path;
     "lens" (lens.py) is its preference between those paths read through the LM head; "paper" is the cosine margin of the
     SSAH paper, kept for reproduction: it does not tell aligned from unaligned models apart (README, probing).
-    `completions`: the model's greedy completions of the harmful prompts, when already generated."""
+    `completions`: the model's greedy completions of the harmful prompts, when already generated. `states_out`, when
+    given, receives "benign_final": the benign queries' last-token states after the final norm [prompts, hidden],
+    from which the LM head reads each one's first-token distribution (the audit's first-token KL) without a pass."""
     from ..components import PROBES
 
     probe_variant = PROBES.get(variant)
@@ -62,6 +64,8 @@ def measure(loaded, harmful, benign, steps: int = DEFAULT_STEPS, batch_size: int
     doc, per_prompt = measured.doc, measured.per_prompt
     harmful_states, benign_states = measured.harmful_states, measured.benign_states
     directions = refusal_directions(harmful_states, benign_states)
+    if states_out is not None:
+        states_out["benign_final"] = benign_states[:, -1].float()  # the last layer's entry carries the final norm
     folds = min(5, len(harmful_states), len(benign_states))
     accuracy = linear_probe_accuracy(harmful_states, benign_states, folds) if folds >= 2 else None
     doc = {"model": loaded.spec, "fingerprint": loaded.fingerprint, **doc,

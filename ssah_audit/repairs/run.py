@@ -153,8 +153,8 @@ def _measured_reference(reference, audit_settings) -> tuple[dict, dict, tuple[li
     from ..auditing import Sets, measure_reference
     from ..unit_classes import classify
 
-    _, classes, _, safety, pairs = measure_reference(reference, Sets.load(audit_settings), audit_settings, {})
-    return classes, classify.standardised(safety), pairs
+    measured = measure_reference(reference, Sets.load(audit_settings), audit_settings, {})
+    return measured.classes, classify.standardised(measured.safety), measured.refusals
 
 
 def model_units(job: RepairJob, audit_settings) -> None:

@@ -110,8 +110,12 @@ def first_token_logprobs(model, tokenizer, prompts: list[str], batch_size: int =
 
 def first_token_kl(model, reference, tokenizer, prompts: list[str], batch_size: int = 16) -> float:
     """Mean KL(reference || model) of the first response token's distribution over `prompts`."""
-    ours = first_token_logprobs(model, tokenizer, prompts, batch_size)
-    theirs = first_token_logprobs(reference, tokenizer, prompts, batch_size)
+    return mean_kl(first_token_logprobs(reference, tokenizer, prompts, batch_size),
+                   first_token_logprobs(model, tokenizer, prompts, batch_size))
+
+
+def mean_kl(theirs: torch.Tensor, ours: torch.Tensor) -> float:
+    """Mean KL(theirs || ours) over rows of log-probabilities [rows, vocabulary]."""
     return float((theirs.exp() * (theirs - ours)).sum(-1).mean())
 
 
