@@ -6,6 +6,7 @@ the caller's order. Greedy decoding makes the result deterministic.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -81,9 +82,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT
             output = ids
             watch = _FirstStep(first_step, chunk) if first_step is not None else None
             if first and not sampling and COMPACT:
-                output = _greedy(model, ids, mask, cache, opened, first, stops, pad_id, watch,
-                                 None if before_batch is None else lambda rows, chunk=chunk: before_batch(
-                                     [chunk[r] for r in rows]))
+                output = _greedy(model, ids, mask, cache, opened, first, stops, pad_id, watch, select)
             elif first:
                 output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=first, eos_token_id=stops,
                                         pad_token_id=pad_id, do_sample=False, temperature=None, top_p=None, top_k=None,
@@ -150,8 +149,6 @@ def _greedy(model, ids: torch.Tensor, mask: torch.Tensor, cache: dict, opened: i
 def _keeps_logits(model) -> bool:
     """Whether the causal LM's forward can compute the head on the last position only (most transformers 5.x
     families can): a generation step needs no other."""
-    import inspect
-
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
