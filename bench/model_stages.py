@@ -1,7 +1,7 @@
 """One model's audit stages (behaviour, depth, probe, units: what a cached-reference audit runs, less the comparison)
-and one plain Hugging Face generation round, in one process, so that two commits can be compared on one machine
-(issue 36): the machine's speed moves by 10-30% between runs here, and a round timed beside the stages cancels
-most of it.
+and a plain Hugging Face generation round before and after them, in one process, so that two commits can be
+compared on one machine (issue 36): the machine's speed moves by 10-30% between runs here, and rounds timed beside
+the stages cancel most of it.
 
 Run: .venv/bin/python bench/model_stages.py [--model smollm2-135m-safe-ft] [--threads N]
 An older commit, from a worktree (`git worktree add /tmp/old COMMIT`), its package ahead of the installed one:
@@ -40,14 +40,17 @@ def main() -> None:
     sets = Sets.load(settings)
     with using(settings.judge):
         refusals([("Hi", "Hello!")])  # the judge's backbone loads outside the timing
-        round_seconds = plain_round(loaded)
+        before = plain_round(loaded)
         timings: dict = {}
         start = time.perf_counter()
         measure_one(loaded, sets, settings, None, timings)
         wall = time.perf_counter() - start
+        after = plain_round(loaded)  # the machine's speed drifts: the stages against the mean of both rounds
+    round_seconds = (before + after) / 2
     stages = ", ".join(f"{key.removeprefix('model.')} {value:.1f} s ({value / round_seconds:.2f})"
                        for key, value in timings.items())
-    print(f"{Path(ssah_audit.__file__).parent} ({torch.get_num_threads()} threads): round {round_seconds:.1f} s; "
+    print(f"{Path(ssah_audit.__file__).parent} ({torch.get_num_threads()} threads): round {round_seconds:.1f} s "
+          f"(before {before:.1f}, after {after:.1f}); "
           f"{args.model}'s stages {wall:.1f} s = {wall / round_seconds:.2f} rounds: {stages}")
 
 
