@@ -30,6 +30,13 @@ def pad(sequences: list[list[int]], pad_id: int = 0, side: str = "right",
     return (ids, mask, offsets) if filled is None else (ids, mask, offsets, filled)
 
 
+def by_length(sequences: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of `sequences` in batches of `size`, shortest first: a right-padded batch of similar lengths pads
+    little (the utility answers run 53-86 tokens; in the given order their batches carried 17% padding)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
 def groups_of(counts: list[int], rows: int) -> list[list[int]]:
     """Consecutive indices in groups whose counts sum to at most `rows` (an index with more is a group alone): a
     query with its paths or its completions, whose query is encoded once and its rows run after it."""

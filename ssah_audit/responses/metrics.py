@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..batching import pad
+from ..batching import by_length, pad
 from ..data.sets import compliance_openings, refusal_openings
 from ..models.chat import encode_exchange, format_prompt
 from ..models.head import final_states, output_log_probs, token_log_probs
@@ -62,13 +62,6 @@ def rate(flags, seed: int = 0) -> Rate:
     return Rate(len(flags), value, bootstrap_ci(flags, seed))
 
 
-def _by_length(sequences: list[list[int]], size: int) -> list[list[int]]:
-    """Indices of `sequences` in batches of `size`, shortest first: a right-padded batch of similar lengths pads
-    little (the utility answers run 53-86 tokens; in the given order their batches carried 17% padding)."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    return [order[start:start + size] for start in range(0, len(order), size)]
-
-
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -79,7 +72,7 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
     total_nll, total_tokens = 0.0, 0
     device = _device(model)
     encoded = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in pairs]
-    for batch in _by_length([seq for seq, _ in encoded], batch_size):
+    for batch in by_length([seq for seq, _ in encoded], batch_size):
         rows = [encoded[i] for i in batch]
         labels_of = [[-100] * n_prompt + seq[n_prompt:] for seq, n_prompt in rows]
         ids, mask, _, labels = pad([seq for seq, _ in rows], fill=labels_of)
@@ -98,7 +91,7 @@ def first_token_logprobs(model, tokenizer, prompts: list[str], batch_size: int =
     device = _device(model)
     encoded = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in prompts]
     rows: list[torch.Tensor] = [None] * len(prompts)
-    for batch in _by_length(encoded, batch_size):
+    for batch in by_length(encoded, batch_size):
         ids, mask, _ = pad([encoded[i] for i in batch])  # right padding: positions stay 0..n-1 in every architecture
         states = final_states(model, ids.to(device), mask.to(device))
         last = torch.tensor([len(encoded[i]) - 1 for i in batch], device=states.device)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batching import check_context, pad
+from ..batching import by_length, check_context, pad
 from ..models.chat import encode_exchange
 from ..models.prefix import MIN_SHARED, cache_keyword, common_prefix, decoder, returned_cache
 from ..progress import progress_bar
@@ -75,9 +75,8 @@ def encode(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int
 def _batches(model, exchanges: list[tuple[list[int], int]], batch_size: int, response_only: bool):
     """Length-sorted right-padded batches: (ids, attention mask, token selection)."""
     check_context(model, max(len(ids) for ids, _ in exchanges), "the longest calibration example")
-    order = sorted(range(len(exchanges)), key=lambda i: len(exchanges[i][0]))
-    for start in range(0, len(order), batch_size):
-        chunk = [exchanges[i] for i in order[start:start + batch_size]]
+    for batch in by_length([ids for ids, _ in exchanges], batch_size):
+        chunk = [exchanges[i] for i in batch]
         ids, mask, _ = pad([seq for seq, _ in chunk])
         select = mask.bool()
         if response_only:
