@@ -30,6 +30,7 @@ from .responses.evaluate import measure as measure_behavior
 from .responses.generate import first_tokens
 from .responses.judges import describe as describe_judge
 from .responses.judges import refusals, using
+from .responses.metrics import mean_nll
 from .results import SCHEMA, SCHEMA_VERSION, AuditResult
 from .unit_classes.analyse import analyse
 from .unit_classes.classify import Fractions
@@ -48,7 +49,8 @@ from .unit_classes.classify import Fractions
 # 9: generation 96 rows a batch (the ablation rows too); an opening shared per ablation condition and per template;
 #    unit statistics encode a batch's opening once; the learned judge encodes a prompt once for its completions.
 # 10: the benign queries' final states are kept (the first-token KL reads them instead of running both models).
-REFERENCE_RECIPE = 10
+# 11: the ablation rows measure the first verify_limit prompts and answers.
+REFERENCE_RECIPE = 11
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,17 @@ class Sets:
     templates: TemplateSet | None = None  # the depth stage's jailbreak templates
     depth_limit: int | None = None
 
+    verify_limit: int | None = None
+
     @property
     def attacked(self) -> PromptSet:
         """The harmful prompts the depth stage attacks: the first depth_limit of the harmful set."""
         return self.harmful.limit(self.depth_limit)
+
+    @property
+    def verified(self) -> tuple[PromptSet, PromptSet]:
+        """The harmful and benign prompts each ablation row measures: the first verify_limit of each set."""
+        return self.harmful.limit(self.verify_limit), self.benign.limit(self.verify_limit)
 
     @classmethod
     def load(cls, settings: AuditSettings) -> Sets:
@@ -74,7 +83,7 @@ class Sets:
 
         return cls(get(settings.harmful), get(settings.benign), get(settings.borderline, safe_only=True),
                    get(settings.safety_data), get(settings.utility_data), load_templates(settings.templates),
-                   settings.depth_limit)
+                   settings.depth_limit, settings.verify_limit)
 
 
 def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple[list, str] | None = None,
@@ -86,8 +95,9 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     (see probes.measure)."""
     timings = timings if timings is not None else {}
     tic = time.perf_counter()
+    details: dict = {}
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
-                                settings.batch_size, settings.seed, settings.generation_batch_size)
+                                settings.batch_size, settings.seed, settings.generation_batch_size, details)
     timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     depth = None
@@ -104,11 +114,14 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
                                         completions=completions, states_out=states_out)
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
+    harmful, benign = sets.verified
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
                              Fractions(settings.scu, settings.ucu, settings.ru), None,
-                             sets.harmful, sets.benign, run_verify=settings.verify,
+                             harmful, benign, run_verify=settings.verify,
                              batch_size=settings.batch_size, max_new_tokens=settings.ablation_tokens,
-                             seed=settings.seed, dense=dense_row(behavior, loaded.tokenizer, settings.ablation_tokens),
+                             seed=settings.seed,
+                             dense=dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens,
+                                             len(harmful.prompts), len(benign.answered("utility NLL"))),
                              scores_out=scores_out, generation_batch_size=settings.generation_batch_size,
                              random_seeds=tuple(range(settings.random_seeds)), safety_pairs=safety_pairs)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
@@ -120,16 +133,18 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     return block, classes, directions
 
 
-def dense_row(behavior: dict, tokenizer, tokens: int) -> dict:
-    """The unablated row of the ablation table, read off the behaviour block: the same held-out prompts, the same
+def dense_row(behavior: dict, details: dict, tokenizer, tokens: int, prompts: int, answers: int) -> dict:
+    """The unablated row of the ablation table, read off the behaviour stage (its block and its `details`, see
+    responses.evaluate.measure) on the first `prompts` harmful prompts and `answers` reference answers: the same
     greedy generation (cut to the ablation rows' `tokens`), judge, refusal score and NLL at the same batch size, so
     measuring it again would only repeat the work (tests/test_audit.py checks that the two agree)."""
-    harmful = behavior["samples"]["harmful"]
+    harmful = behavior["samples"]["harmful"][:prompts]
     complied = [not refused for refused in refusals([(s["prompt"], first_tokens(tokenizer, s["completion"], tokens))
                                                     for s in harmful])]
+    scores = details["refusal_scores"][:prompts]
     return {"compliance_rate": sum(complied) / len(complied) if complied else 0.0,
-            "refusal_score": behavior["refusal_score"]["mean"], "nll": behavior["utility"]["nll"],
-            "n": behavior["harmful"]["n"]}
+            "refusal_score": sum(scores) / len(scores) if scores else 0.0,
+            "nll": mean_nll(details["nll_per_answer"][:answers]), "n": len(harmful)}
 
 
 def describe_model(loaded) -> dict:

@@ -75,6 +75,12 @@ class AuditSettings:
     # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
     # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
     verify_tokens: int = 32
+    # Held-out harmful prompts and benign reference answers each ablation row measures (the first N of each set; the
+    # unablated row is read off the behaviour stage on the same N). Each row costs a generation of its prompts and an
+    # NLL pass over its answers, about as much as the behaviour stage: at 50 the table's rates (and the pair's SCU
+    # against random gaps, 37 and 63 points) stay inside the intervals of 100 prompts (BENCHMARKS.md "The audit in
+    # rounds") for half the rows' cost.
+    verify_limit: int = 50
     steps: int = STEPS
     method: str = METHOD
     scu: float = SCU
@@ -108,7 +114,7 @@ class AuditSettings:
         from .components import UNIT_SCORES
         from .responses.judges import check_spec
 
-        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
+        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "verify_limit": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
                    "random_seeds": 1, "seed": 0, "depth_limit": 1,
                    "depth_tokens": 1}
         for name, low in minimum.items():

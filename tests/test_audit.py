@@ -41,6 +41,9 @@ def test_unaligned_against_aligned_fails_the_gate_with_exit_1(failing_audit):
     assert {"max_probe_drop", "min_safe_direction_score"} <= failed
     assert results["probe"]["variant"] == "self" and results["comparison"]["probe"]["score_drop"] >= 0.5
     assert results["comparison"]["units"]["scu_drift_ratio"] is not None
+    # every ablation row measures the same prompts: --quick's 20, fewer than verify_limit
+    evaluation, rows = results["units"]["evaluation"], results["units"]["ablation"]
+    assert evaluation["prompts"] == 20 and {row["n"] for row in rows.values()} == {20}
     assert "FAIL" in result.stdout and str(folder) in result.stdout
 
 
@@ -228,19 +231,25 @@ def test_ablation_dense_row_is_what_verification_would_measure():
     from ssah_audit.responses.evaluate import measure as measure_behavior
     from ssah_audit.unit_classes import calibration, verify
 
-    settings = AuditSettings.quick(verify_tokens=12)  # behaviour generates 32 tokens, the ablation rows 12
+    # behaviour generates 32 tokens for 20 prompts, the ablation rows 12 for the first 9 prompts and answers
+    settings = AuditSettings.quick(verify_tokens=12, verify_limit=9)
     sets = Sets.load(settings)
+    harmful, benign = sets.verified
+    assert len(harmful.prompts) == 9 < len(sets.harmful.prompts)
     for name in ("organism-unaligned", "organism-aligned"):
         loaded = load_model(name)
+        details: dict = {}
         behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
-                                    settings.batch_size, settings.seed)
-        measured = verify.measure(loaded, [p.text for p in sets.harmful.prompts],
-                                  calibration.utility_pairs(sets.benign), settings.ablation_tokens,
+                                    settings.batch_size, settings.seed, details_out=details)
+        pairs = calibration.utility_pairs(benign)
+        measured = verify.measure(loaded, [p.text for p in harmful.prompts], pairs, settings.ablation_tokens,
                                   settings.batch_size)
         # the same greedy generations (a 12-token generation is the first 12 tokens of a 32-token one) and judge,
         # so the rates are exact; the NLL is the same fp32 sum over another batching of the same pairs, so it
         # agrees to fp32 rounding (1e-7 relative), stated here as 1e-6
-        assert dense_row(behavior, loaded.tokenizer, settings.ablation_tokens) == pytest.approx(measured, rel=1e-6)
+        row = dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens, 9, len(pairs))
+        assert row == pytest.approx(measured, rel=1e-6)
+        assert row["n"] == 9
 
 
 def test_a_cached_reference_gives_the_same_audit_without_measuring_it_again(tmp_path, monkeypatch):

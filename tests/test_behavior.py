@@ -286,7 +286,14 @@ def test_a_shared_prefix_encoded_once_gives_every_sequence_its_own_states_on_eve
         pairs = [(p, "Blue, I think.") for p in prompts]
         singles = [metrics.answer_nll(model, tokenizer, [pair]) for pair in pairs]
         expected = sum(s["nll"] * s["tokens"] for s in singles) / sum(s["tokens"] for s in singles)
-        assert metrics.answer_nll(model, tokenizer, pairs)["nll"] == pytest.approx(expected, rel=1e-4), family
+        together = metrics.answer_nll(model, tokenizer, pairs)
+        assert together["nll"] == pytest.approx(expected, rel=1e-4), family
+        # each pair's own sum, in the order given (batches run sorted by length): a mean over the first pairs is
+        # that pass's NLL of them alone (the audit's ablation table reads its unablated row so)
+        for (total, count), single in zip(together["per_answer"], singles, strict=True):
+            assert count == single["tokens"] and total == pytest.approx(single["nll"] * count, rel=1e-4), family
+        assert metrics.mean_nll(together["per_answer"][:2]) == pytest.approx(
+            sum(s["nll"] * s["tokens"] for s in singles[:2]) / sum(s["tokens"] for s in singles[:2]), rel=1e-4)
 
 
 def test_first_token_kl_is_zero_to_itself_and_positive_to_another(aligned, unaligned):

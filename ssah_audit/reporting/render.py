@@ -165,11 +165,15 @@ def remedy_text(plan: dict | None) -> str:
 
 
 def ablation_note(units: dict) -> str:
-    """How the ablation rows were generated, as the table's heading says it: tokens a row, random seeds."""
-    tokens = (units.get("evaluation") or {}).get("max_new_tokens")
+    """How the ablation rows were generated, as the table's heading says it: prompts and answers, tokens a row,
+    random seeds."""
+    evaluation = units.get("evaluation") or {}
+    tokens, prompts, answers = (evaluation.get(key) for key in ("max_new_tokens", "prompts", "answers"))
     seeds = ((units.get("ablation") or {}).get("random") or {}).get("seeds")
     seeds = seeds if isinstance(seeds, list) else []  # not part of the checked schema: read defensively
-    parts = ([f"greedy, {tokens} new tokens a row"] if tokens else []) + (
+    measured = ([f"{prompts} prompts and {answers} reference answers"]  # an older document has none
+                if isinstance(prompts, int) and isinstance(answers, int) else [])
+    parts = measured + ([f"greedy, {tokens} new tokens a row"] if tokens else []) + (
         [f"random control: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"] if seeds else [])
     return "; ".join(parts)
 

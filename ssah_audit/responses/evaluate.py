@@ -35,9 +35,13 @@ def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int,
 
 
 def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,
-            batch_size: int = 16, seed: int = 0, generation_batch_size: int | None = None) -> dict:
+            batch_size: int = 16, seed: int = 0, generation_batch_size: int | None = None,
+            details_out: dict | None = None) -> dict:
     """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape).
-    `generation_batch_size`: rows per generation batch, when not `batch_size` (see AuditSettings)."""
+    `generation_batch_size`: rows per generation batch, when not `batch_size` (see AuditSettings). `details_out`,
+    when given, receives what the document keeps only as means: "refusal_scores" (per harmful prompt) and
+    "nll_per_answer" (metrics.answer_nll's), from which the audit reads its ablation table's unablated row on the
+    first prompts and answers (auditing.dense_row)."""
     check_characters(loaded, harmful, benign, borderline)
     answered = benign.answered("utility NLL")
     start = time.perf_counter()
@@ -49,6 +53,8 @@ def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet
     complied = rate([not s["refusal"] for s in harmful_samples], seed)
     refused = rate([s["refusal"] for s in borderline_samples], seed)
     utility = answer_nll(loaded.model, loaded.tokenizer, answered, batch_size)
+    if details_out is not None:
+        details_out.update(refusal_scores=scores, nll_per_answer=utility["per_answer"])
     return {
         "model": loaded.spec,
         "fingerprint": loaded.fingerprint,

@@ -68,8 +68,11 @@ def _device(model) -> torch.device:
 
 @torch.inference_mode()
 def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8) -> dict:
-    """Mean NLL per answer token of (prompt, reference answer) pairs, and its perplexity."""
+    """Mean NLL per answer token of (prompt, reference answer) pairs, and its perplexity; "per_answer": each pair's
+    (summed NLL, tokens), in the order given, so that a mean over the first pairs needs no other pass (the audit's
+    ablation table, auditing.dense_row)."""
     total_nll, total_tokens = 0.0, 0
+    per_answer: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     device = _device(model)
     encoded = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in pairs]
     for batch in by_length([seq for seq, _ in encoded], batch_size):
@@ -79,10 +82,19 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
         targets = labels[:, 1:].to(device)
         answer = targets != -100  # the head runs on the answer's positions only
         states = final_states(model, ids.to(device), mask.to(device))[:, :-1][answer]
-        total_nll -= float(token_log_probs(model, states, targets[answer]).double().sum())
+        log_probs = token_log_probs(model, states, targets[answer]).double()
+        counts = answer.sum(dim=1).tolist()
+        for i, part, count in zip(batch, log_probs.split(counts), counts, strict=True):
+            per_answer[i] = (-float(part.sum()), count)
+        total_nll -= float(log_probs.sum())
         total_tokens += int(answer.sum())
     nll = total_nll / max(total_tokens, 1)
-    return {"nll": nll, "perplexity": math.exp(nll), "tokens": total_tokens}
+    return {"nll": nll, "perplexity": math.exp(nll), "tokens": total_tokens, "per_answer": per_answer}
+
+
+def mean_nll(per_answer: list[tuple[float, int]]) -> float:
+    """The NLL per answer token over some of answer_nll's "per_answer" entries."""
+    return sum(total for total, _ in per_answer) / max(sum(count for _, count in per_answer), 1)
 
 
 @torch.inference_mode()

@@ -54,7 +54,7 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
         harmful = [p.text for p in evaluate_harmful.prompts]
         benign = calibration.utility_pairs(evaluate_benign)
         doc["evaluation"] = {"harmful": evaluate_harmful.name, "benign": evaluate_benign.name,
-                             "max_new_tokens": max_new_tokens}
+                             "max_new_tokens": max_new_tokens, "prompts": len(harmful), "answers": len(benign)}
         tic = time.perf_counter()
         if run_verify:
             doc["ablation"] = verify.verify(loaded, classes, harmful, benign, max_new_tokens, batch_size,
