@@ -61,12 +61,13 @@ def features(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = R
     Why it is shaped so: an audit asks about one prompt many times (behaviour, each ablation row, each prefilled k),
     and the prompt is most of the tokens. Each distinct prompt is encoded once, left-padded with position ids that
     count real tokens, and each of its completions attends to its cached keys and values: the states are the
-    prompt-then-completion sequence's own (causal attention), to float rounding (tests/test_learned_judge.py).
+    prompt-then-completion sequence's own (causal attention), to float rounding (tests/test_learned_judge.py); the
+    prompts' common opening (the chat template's system prompt) is encoded once a group.
     A pair asked twice is read once. At most `batch_size` completions run together."""
     import torch
 
     from ..batching import groups_of, pad, positions_from_mask
-    from ..models.prefix import cache_keyword, returned_cache
+    from ..models.prefix import cache_keyword, opening_batch, returned_cache
 
     encoded = [encode(tokenizer, prompt, completion) for prompt, completion in pairs]
     first: dict[tuple, int] = {}  # (prompt ids, completion ids) -> the first pair that reads them
@@ -79,9 +80,12 @@ def features(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = R
     out = np.zeros((len(pairs), len(pools), len(layers), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
         for group in groups_of([len(by_query[q]) for q in queries], batch_size):
-            ids, mask, _ = pad([list(queries[g]) for g in group], side="left")
+            # the chat template's opening (SmolLM2's system prompt, about half of a prompt's tokens) encoded once
+            ids, mask, opening, shared = opening_batch(model, [list(queries[g]) for g in group],
+                                                       kinds=[0] * len(group))
             positions = positions_from_mask(mask)
-            cache = returned_cache(model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True))
+            cache = returned_cache(model(input_ids=ids[:, shared:], attention_mask=mask,
+                                         position_ids=positions[:, shared:], use_cache=True, **opening))
             rows = sorted(((place, index) for place, g in enumerate(group) for index in by_query[queries[g]]),
                           key=lambda row: len(encoded[row[1]][1]))
             for chunk in _similar_lengths(rows, [len(encoded[index][1]) for _, index in rows]):
