@@ -30,8 +30,10 @@ JUDGE = DEFAULT_JUDGE  # learned, or the environment's $SSAH_AUDIT_JUDGE (compon
 PREFILL = "0,5,10,20"  # prefilled compliant tokens k of the depth stage (responses/depth.py)
 TEMPLATES = "jailbreaks"  # the depth stage's jailbreak templates: the built-in set, a file, or "none"
 # Harmful prompts the depth stage attacks (the first N of the harmful set): at 50 the stage cost 26-28% of the audit
-# without it on the pair (BENCHMARKS.md "Depth"), over issue 34's 25%; 40 keeps it near a fifth.
-DEPTH_LIMIT = 40
+# without it on the pair (BENCHMARKS.md "Depth"), over issue 34's 25%; at 40 it cost 47 s a model (a round of plain
+# generation is about 50 s), at 20 it costs 25 s, and each of the pair's 16 depth rows at 20 lies inside its interval
+# at 40, both depths unchanged (BENCHMARKS.md "The audit in rounds"). More prompts narrow the intervals (audit.toml).
+DEPTH_LIMIT = 20
 # Tokens of each attacked continuation the judge reads: at 24 its verdict equals its verdict at 32 on 99.8% and 98.3%
 # of the 400 attacked prompts of smollm2-135m-safe and -safe-ft (no row's rate moved more than 4 points; BENCHMARKS.md
 # "Depth"), a quarter less decoding.
