@@ -66,14 +66,16 @@ class Sets:
     verify_limit: int | None = None
 
     @property
-    def attacked(self) -> PromptSet:
-        """The harmful prompts the depth stage attacks: the first depth_limit of the harmful set."""
-        return self.harmful.limit(self.depth_limit)
+    def attacked(self) -> tuple[PromptSet, list[int]]:
+        """The harmful prompts the depth stage attacks, depth_limit of them spread over the set (PromptSet.spread),
+        and their indices in it."""
+        return self.harmful.spread(self.depth_limit)
 
     @property
-    def verified(self) -> tuple[PromptSet, PromptSet]:
-        """The harmful and benign prompts each ablation row measures: the first verify_limit of each set."""
-        return self.harmful.limit(self.verify_limit), self.benign.limit(self.verify_limit)
+    def verified(self) -> tuple[PromptSet, list[int], PromptSet, list[int]]:
+        """The harmful prompts and the benign prompts each ablation row measures, verify_limit of each spread over
+        its set, with their indices in it."""
+        return (*self.harmful.spread(self.verify_limit), *self.benign.spread(self.verify_limit))
 
     @classmethod
     def load(cls, settings: AuditSettings) -> Sets:
@@ -102,10 +104,10 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     tic = time.perf_counter()
     depth = None
     if settings.prefill_tokens or sets.templates:
-        attacked = sets.attacked
+        attacked, which = sets.attacked
         depth = measure_depth(loaded, attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens,
                               settings.generation_batch_size, settings.seed,
-                              [s["completion"] for s in behavior["samples"]["harmful"][:len(attacked)]])
+                              [behavior["samples"]["harmful"][i]["completion"] for i in which])
         timings[f"{label}.depth"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
@@ -114,14 +116,16 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
                                         completions=completions, states_out=states_out)
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
-    harmful, benign = sets.verified
+    harmful, prompts, benign, chosen = sets.verified
+    answered = [i for i, prompt in enumerate(sets.benign.prompts) if prompt.answer]  # behaviour's NLL pairs
+    answers = [answered.index(i) for i in chosen if sets.benign.prompts[i].answer]
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
                              Fractions(settings.scu, settings.ucu, settings.ru), None,
                              harmful, benign, run_verify=settings.verify,
                              batch_size=settings.batch_size, max_new_tokens=settings.ablation_tokens,
                              seed=settings.seed,
-                             dense=dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens,
-                                             len(harmful.prompts), len(benign.answered("utility NLL"))),
+                             dense=dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens, prompts,
+                                             answers),
                              scores_out=scores_out, generation_batch_size=settings.generation_batch_size,
                              random_seeds=tuple(range(settings.random_seeds)), safety_pairs=safety_pairs)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
@@ -133,18 +137,18 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     return block, classes, directions
 
 
-def dense_row(behavior: dict, details: dict, tokenizer, tokens: int, prompts: int, answers: int) -> dict:
+def dense_row(behavior: dict, details: dict, tokenizer, tokens: int, prompts: list[int], answers: list[int]) -> dict:
     """The unablated row of the ablation table, read off the behaviour stage (its block and its `details`, see
-    responses.evaluate.measure) on the first `prompts` harmful prompts and `answers` reference answers: the same
-    greedy generation (cut to the ablation rows' `tokens`), judge, refusal score and NLL at the same batch size, so
+    responses.evaluate.measure) on the harmful prompts and reference answers at these indices: the same greedy
+    generation (cut to the ablation rows' `tokens`), judge, refusal score and NLL at the same batch size, so
     measuring it again would only repeat the work (tests/test_audit.py checks that the two agree)."""
-    harmful = behavior["samples"]["harmful"][:prompts]
+    harmful = [behavior["samples"]["harmful"][i] for i in prompts]
     complied = [not refused for refused in refusals([(s["prompt"], first_tokens(tokenizer, s["completion"], tokens))
                                                     for s in harmful])]
-    scores = details["refusal_scores"][:prompts]
+    scores = [details["refusal_scores"][i] for i in prompts]
     return {"compliance_rate": sum(complied) / len(complied) if complied else 0.0,
             "refusal_score": sum(scores) / len(scores) if scores else 0.0,
-            "nll": mean_nll(details["nll_per_answer"][:answers]), "n": len(harmful)}
+            "nll": mean_nll([details["nll_per_answer"][i] for i in answers]), "n": len(harmful)}
 
 
 def describe_model(loaded) -> dict:
@@ -226,7 +230,7 @@ def _run(loaded, reference, settings: AuditSettings, limits: dict | None, base_i
     sets = Sets.load(settings)
     for model in filter(None, (loaded, reference)):  # sizes first: a later stage must not fail after the work
         check_steps(model.model, settings.steps)
-        check_fits(model, sets.attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens)
+        check_fits(model, sets.attacked[0], settings.prefill_tokens, sets.templates, settings.attack_tokens)
     measured = measure_reference(reference, sets, settings, timings) if reference is not None else None
     states: dict = {}
     block, classes, directions = measure_one(loaded, sets, settings, measured and measured.refusals, timings,

@@ -29,10 +29,10 @@ SEED = 0
 JUDGE = DEFAULT_JUDGE  # learned, or the environment's $SSAH_AUDIT_JUDGE (components.py)
 PREFILL = "0,5,10,20"  # prefilled compliant tokens k of the depth stage (responses/depth.py)
 TEMPLATES = "jailbreaks"  # the depth stage's jailbreak templates: the built-in set, a file, or "none"
-# Harmful prompts the depth stage attacks (the first N of the harmful set): at 50 the stage cost 26-28% of the audit
-# without it on the pair (BENCHMARKS.md "Depth"), over issue 34's 25%; at 40 it cost 47 s a model (a round of plain
-# generation is about 50 s), at 20 it costs 25 s, and each of the pair's 16 depth rows at 20 lies inside its interval
-# at 40, both depths unchanged (BENCHMARKS.md "The audit in rounds"). More prompts narrow the intervals (audit.toml).
+# Harmful prompts the depth stage attacks (N of the harmful set, spread over it: PromptSet.spread): at 50 the stage
+# cost 26-28% of the audit without it on the pair (BENCHMARKS.md "Depth"), over issue 34's 25%; at 40 it cost 47 s a
+# model (a round of plain generation is about 50 s), at 20 it costs 25 s (BENCHMARKS.md "The audit in rounds" has
+# the rows at 20 against the same stage on all 100 prompts). More prompts narrow the intervals (audit.toml).
 DEPTH_LIMIT = 20
 # Tokens of each attacked continuation the judge reads: at 24 its verdict equals its verdict at 32 on 99.8% and 98.3%
 # of the 400 attacked prompts of smollm2-135m-safe and -safe-ft (no row's rate moved more than 4 points; BENCHMARKS.md
@@ -77,8 +77,8 @@ class AuditSettings:
     # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
     # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
     verify_tokens: int = 32
-    # Held-out harmful prompts and benign reference answers each ablation row measures (the first N of each set; the
-    # unablated row is read off the behaviour stage on the same N). Each row costs a generation of its prompts and an
+    # Held-out harmful prompts and benign reference answers each ablation row measures (N of each set, spread over it:
+    # PromptSet.spread; the unablated row is read off the behaviour stage on the same N). Each row costs a generation of its prompts and an
     # NLL pass over its answers, about as much as the behaviour stage: at 50 the table's rates (and the pair's SCU
     # against random gaps, 37 and 63 points) stay inside the intervals of 100 prompts (BENCHMARKS.md "The audit in
     # rounds") for half the rows' cost.
@@ -101,7 +101,7 @@ class AuditSettings:
     generation_batch_size: int = 96
     seed: int = SEED
     # The depth stage (responses/depth.py): harmful compliance with k compliant tokens prefilled, and inside each
-    # jailbreak template, on the first depth_limit harmful prompts, each continuation depth_tokens long (at most
+    # jailbreak template, on depth_limit harmful prompts spread over the set, each continuation depth_tokens long (at most
     # max_new_tokens). "" or "none" turns either attack off.
     prefill: str = PREFILL
     templates: str = TEMPLATES

@@ -231,11 +231,11 @@ def test_ablation_dense_row_is_what_verification_would_measure():
     from ssah_audit.responses.evaluate import measure as measure_behavior
     from ssah_audit.unit_classes import calibration, verify
 
-    # behaviour generates 32 tokens for 20 prompts, the ablation rows 12 for the first 9 prompts and answers
+    # behaviour generates 32 tokens for 20 prompts, the ablation rows 12 for 9 prompts and answers spread over them
     settings = AuditSettings.quick(verify_tokens=12, verify_limit=9)
     sets = Sets.load(settings)
-    harmful, benign = sets.verified
-    assert len(harmful.prompts) == 9 < len(sets.harmful.prompts)
+    harmful, prompts, benign, chosen = sets.verified
+    assert len(harmful.prompts) == 9 < len(sets.harmful.prompts) and prompts[-1] > 9
     for name in ("organism-unaligned", "organism-aligned"):
         loaded = load_model(name)
         details: dict = {}
@@ -247,7 +247,8 @@ def test_ablation_dense_row_is_what_verification_would_measure():
         # the same greedy generations (a 12-token generation is the first 12 tokens of a 32-token one) and judge,
         # so the rates are exact; the NLL is the same fp32 sum over another batching of the same pairs, so it
         # agrees to fp32 rounding (1e-7 relative), stated here as 1e-6
-        row = dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens, 9, len(pairs))
+        assert all(prompt.answer for prompt in sets.benign.prompts)  # so an answer's index is its prompt's
+        row = dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens, prompts, chosen)
         assert row == pytest.approx(measured, rel=1e-6)
         assert row["n"] == 9
 
@@ -278,3 +279,26 @@ def test_a_cached_reference_gives_the_same_audit_without_measuring_it_again(tmp_
     for key in ("behavior", "probe", "units", "reference", "comparison", "remedy", "gate"):
         assert measured(json.loads(json.dumps(first[key]))) == measured(json.loads(json.dumps(second[key]))), key
     assert second["units"]["calibration"]["safety"]["refusals"].startswith("organism-aligned's own refusals")
+
+
+def test_the_depth_stage_and_the_ablation_rows_measure_prompts_spread_over_the_set():
+    """The depth stage's k = 0 row is behaviour's completions of the attacked prompts and the ablation rows measure
+    verify_limit prompts: both spread over the harmful set (PromptSet.spread), each sample its own prompt's."""
+    from ssah_audit.auditing import AuditSettings, Sets, measure_one
+    from ssah_audit.models.resolve import load_model
+    from ssah_audit.responses.generate import first_tokens
+    from ssah_audit.responses.judges import using
+
+    settings = AuditSettings.quick(depth_limit=5, verify_limit=7, prefill="0", templates="none", judge="rules")
+    sets = Sets.load(settings)
+    loaded = load_model("organism-aligned")
+    with using(settings.judge):
+        block, _, _ = measure_one(loaded, sets, settings)
+    _, which = sets.attacked
+    assert which == [0, 4, 8, 12, 16]
+    behaviour, read = block["behavior"]["samples"]["harmful"], block["depth"]["prefill"][0]["samples"]
+    assert [s["prompt"] for s in read] == [behaviour[i]["prompt"] for i in which]
+    assert [s["completion"] for s in read] == [first_tokens(loaded.tokenizer, behaviour[i]["completion"],
+                                                            settings.attack_tokens) for i in which]
+    assert block["units"]["evaluation"]["prompts"] == 7 == block["units"]["evaluation"]["answers"]
+    assert {row["n"] for row in block["units"]["ablation"].values()} == {7}

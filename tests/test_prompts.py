@@ -54,6 +54,21 @@ def test_train_and_eval_splits_are_disjoint_stratified_and_complete(kind):
     assert builtin_set(kind).prompts == evaluation.prompts, "a bare name means the evaluation split"
 
 
+def test_a_spread_subset_keeps_the_sets_mix_of_categories():
+    """The depth stage and the ablation rows measure a few prompts of a set grouped by category: spread over it,
+    every category keeps its share, where the first 20 of the harmful set held two of its ten categories."""
+    harmful = builtin_set("harmful")
+    counts = harmful.categories()
+    for n in (20, 50):
+        subset, indices = harmful.spread(n)
+        assert len(subset) == n == len(set(indices)) and indices == sorted(indices)
+        assert [harmful.prompts[i] for i in indices] == list(subset.prompts)
+        for category, count in counts.items():
+            assert abs(subset.categories()[category] - count * n / len(harmful)) <= 1, (n, category)
+    assert len(harmful.limit(20).categories()) < len(counts) / 2  # why not the first n
+    assert harmful.spread(None) == (harmful, list(range(len(harmful)))) == harmful.spread(10 * len(harmful))
+
+
 def test_splits_are_seeded():
     prompts = builtin_prompts("harmful")
     assert split(prompts, "train", seed=0) == split(prompts, "train", seed=0)

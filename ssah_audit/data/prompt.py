@@ -30,6 +30,14 @@ class PromptSet:
     def limit(self, n: int | None) -> PromptSet:
         return self if n is None else replace(self, prompts=self.prompts[:n])
 
+    def spread(self, n: int | None) -> tuple[PromptSet, list[int]]:
+        """(the set's n prompts at evenly spaced positions, their indices): all of them when n is None or at least
+        the set. Why not the first n: a set grouped by category (the built-in harmful set runs ten categories of
+        ten in turn) keeps its mix; its first 20 prompts were weapons and malware alone, and the pair's fine-tune
+        complied with 68% of the first 50 against 57% of all 100."""
+        indices = spread_indices(len(self.prompts), n)
+        return replace(self, prompts=tuple(self.prompts[i] for i in indices)), indices
+
     def safe_only(self) -> PromptSet:
         """For over-refusal: a set whose prompts carry safe/unsafe labels (XSTest) keeps its safe ones."""
         if not any(p.label == "safe" for p in self.prompts):
@@ -49,3 +57,10 @@ class PromptSet:
         for prompt in self.prompts:
             counts[prompt.category] = counts.get(prompt.category, 0) + 1
         return counts
+
+
+def spread_indices(total: int, n: int | None) -> list[int]:
+    """n of range(total) at evenly spaced positions, in order (all of them when n is None or at least total)."""
+    if n is None or n >= total:
+        return list(range(total))
+    return [i * total // n for i in range(n)]
