@@ -77,11 +77,12 @@ class AuditSettings:
     # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
     # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
     verify_tokens: int = 32
-    # Held-out harmful prompts and benign reference answers each ablation row measures (N of each set, spread over it:
-    # PromptSet.spread; the unablated row is read off the behaviour stage on the same N). Each row costs a generation of its prompts and an
-    # NLL pass over its answers, about as much as the behaviour stage: at 50 the table's rates (and the pair's SCU
-    # against random gaps, 37 and 63 points) stay inside the intervals of 100 prompts (BENCHMARKS.md "The audit in
-    # rounds") for half the rows' cost.
+    # Held-out harmful prompts and benign reference answers each ablation row measures (N of each set, spread over
+    # it: PromptSet.spread; the unablated row is read off the behaviour stage on the same ones). Each row costs a
+    # generation of its prompts and an NLL pass over its answers: at 50 the table costs half of 100 and its numbers
+    # move by sampling alone (on the pair every refusal score and NLL stayed inside its interval at 100, the rates
+    # within 10 points, the SCU-over-random gaps 40 and 56 points against 37 and 63; BENCHMARKS.md "The audit in
+    # rounds").
     verify_limit: int = 50
     steps: int = STEPS
     method: str = METHOD
@@ -101,8 +102,8 @@ class AuditSettings:
     generation_batch_size: int = 96
     seed: int = SEED
     # The depth stage (responses/depth.py): harmful compliance with k compliant tokens prefilled, and inside each
-    # jailbreak template, on depth_limit harmful prompts spread over the set, each continuation depth_tokens long (at most
-    # max_new_tokens). "" or "none" turns either attack off.
+    # jailbreak template, on depth_limit harmful prompts spread over the set, each continuation depth_tokens long (at
+    # most max_new_tokens). "" or "none" turns either attack off.
     prefill: str = PREFILL
     templates: str = TEMPLATES
     depth_limit: int = DEPTH_LIMIT
@@ -116,8 +117,8 @@ class AuditSettings:
         from .components import UNIT_SCORES
         from .responses.judges import check_spec
 
-        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "verify_limit": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1,
-                   "random_seeds": 1, "seed": 0, "depth_limit": 1,
+        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "verify_limit": 1, "steps": 2, "batch_size": 1,
+                   "generation_batch_size": 1, "random_seeds": 1, "seed": 0, "depth_limit": 1,
                    "depth_tokens": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
