@@ -108,6 +108,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
         depth = measure_depth(loaded, attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens,
                               settings.generation_batch_size, settings.seed,
                               [behavior["samples"]["harmful"][i]["completion"] for i in which])
+        depth["spread_of"] = len(sets.harmful)
         timings[f"{label}.depth"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions

@@ -171,7 +171,7 @@ def ablation_note(units: dict) -> str:
     tokens, prompts, answers = (evaluation.get(key) for key in ("max_new_tokens", "prompts", "answers"))
     seeds = ((units.get("ablation") or {}).get("random") or {}).get("seeds")
     seeds = seeds if isinstance(seeds, list) else []  # not part of the checked schema: read defensively
-    measured = ([f"{prompts} prompts and {answers} reference answers"]  # an older document has none
+    measured = ([f"{prompts} prompts and {answers} reference answers spread over their sets"]  # older: none
                 if isinstance(prompts, int) and isinstance(answers, int) else [])
     parts = measured + ([f"greedy, {tokens} new tokens a row"] if tokens else []) + (
         [f"random control: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"] if seeds else [])

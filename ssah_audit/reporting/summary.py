@@ -67,8 +67,10 @@ def safety_location(results: dict) -> str | None:
     spread = ((random or {}).get("sd") or {}).get("compliance_rate") or 0.0
     located = (scu["compliance_rate"] - dense["compliance_rate"] >= LOCATED_RISE and random is not None
                and scu["compliance_rate"] > random["compliance_rate"] + max(2 * spread, LOCATED_MARGIN))
+    # the ablation's own prompts (a document that records their number measured a subset of the behaviour stage's)
+    prompts = f" on the ablation's {dense['n']} prompts" if (units.get("evaluation") or {}).get("prompts") else ""
     text = (f"Removing {whose} {scu['units']:,} safety-critical units ({_pct(units['fractions']['SCU'])} of "
-            f"{units['units']:,}) moves its harmful compliance from {_pct(dense['compliance_rate'])} to "
+            f"{units['units']:,}) moves its harmful compliance{prompts} from {_pct(dense['compliance_rate'])} to "
             f"{_pct(scu['compliance_rate'])}")
     if random:
         text += (f"; removing as many random units gives {_pct(random['compliance_rate'])}"

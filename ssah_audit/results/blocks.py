@@ -112,9 +112,10 @@ class TemplateRows(Record):
 
 @dataclass(kw_only=True)
 class Depth(Record):
-    """How deep the alignment is (responses/depth.py): compliance under prefilling and jailbreak templates on the
-    first `n` prompts of the harmful set `set`, each continuation at most `tokens` tokens; `depth` is the smallest
-    prefilled k at which more than half comply (None: none does)."""
+    """How deep the alignment is (responses/depth.py): compliance under prefilling and jailbreak templates on `n`
+    prompts of the harmful set `set` (spread over its `spread_of` prompts; a document without it attacked its first
+    `n`), each continuation at most `tokens` tokens; `depth` is the smallest prefilled k at which more than half
+    comply (None: none does)."""
 
     set: str = leaf(text)
     n: int = leaf(count)
@@ -122,6 +123,7 @@ class Depth(Record):
     prefill: list[PrefillRow]
     depth: int | None = optional(count)
     templates: TemplateRows | None = None
+    spread_of: int | None = optional(count)
 
 
 @dataclass(kw_only=True)
