@@ -49,7 +49,8 @@ from .unit_classes.classify import Fractions
 # 9: generation 96 rows a batch (the ablation rows too); an opening shared per ablation condition and per template;
 #    unit statistics encode a batch's opening once; the learned judge encodes a prompt once for its completions.
 # 10: the benign queries' final states are kept (the first-token KL reads them instead of running both models).
-# 11: the ablation rows measure the first verify_limit prompts and answers.
+# 11: the ablation rows measure verify_limit prompts and answers and the depth stage depth_limit prompts, each
+#     spread over its set (PromptSet.spread).
 REFERENCE_RECIPE = 11
 
 
@@ -62,7 +63,6 @@ class Sets:
     utility: PromptSet
     templates: TemplateSet | None = None  # the depth stage's jailbreak templates
     depth_limit: int | None = None
-
     verify_limit: int | None = None
 
     @property

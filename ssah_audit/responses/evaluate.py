@@ -40,8 +40,8 @@ def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet
     """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape).
     `generation_batch_size`: rows per generation batch, when not `batch_size` (see AuditSettings). `details_out`,
     when given, receives what the document keeps only as means: "refusal_scores" (per harmful prompt) and
-    "nll_per_answer" (metrics.answer_nll's), from which the audit reads its ablation table's unablated row on the
-    first prompts and answers (auditing.dense_row)."""
+    "nll_per_answer" (metrics.answer_nll's), from which the audit reads its ablation table's unablated row on some
+    of the prompts and answers (auditing.dense_row)."""
     check_characters(loaded, harmful, benign, borderline)
     answered = benign.answered("utility NLL")
     start = time.perf_counter()

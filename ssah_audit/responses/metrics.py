@@ -69,9 +69,8 @@ def _device(model) -> torch.device:
 @torch.inference_mode()
 def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8) -> dict:
     """Mean NLL per answer token of (prompt, reference answer) pairs, and its perplexity; "per_answer": each pair's
-    (summed NLL, tokens), in the order given, so that a mean over the first pairs needs no other pass (the audit's
+    (summed NLL, tokens), in the order given, so that a mean over some of the pairs needs no other pass (the audit's
     ablation table, auditing.dense_row)."""
-    total_nll, total_tokens = 0.0, 0
     per_answer: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     device = _device(model)
     encoded = [encode_exchange(tokenizer, prompt, answer) for prompt, answer in pairs]
@@ -86,10 +85,9 @@ def answer_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
         counts = answer.sum(dim=1).tolist()
         for i, part, count in zip(batch, log_probs.split(counts), counts, strict=True):
             per_answer[i] = (-float(part.sum()), count)
-        total_nll -= float(log_probs.sum())
-        total_tokens += int(answer.sum())
-    nll = total_nll / max(total_tokens, 1)
-    return {"nll": nll, "perplexity": math.exp(nll), "tokens": total_tokens, "per_answer": per_answer}
+    nll = mean_nll(per_answer)
+    return {"nll": nll, "perplexity": math.exp(nll), "tokens": sum(count for _, count in per_answer),
+            "per_answer": per_answer}
 
 
 def mean_nll(per_answer: list[tuple[float, int]]) -> float:
