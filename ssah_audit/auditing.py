@@ -51,7 +51,8 @@ from .unit_classes.classify import Fractions
 # 10: the benign queries' final states are kept (the first-token KL reads them instead of running both models).
 # 11: the ablation rows measure verify_limit prompts and answers and the depth stage depth_limit prompts, each
 #     spread over its set (PromptSet.spread).
-REFERENCE_RECIPE = 11
+# 12: the UCU and RU ablation rows measure class_rows_limit of those prompts and answers.
+REFERENCE_RECIPE = 12
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
                              dense=dense_row(behavior, details, loaded.tokenizer, settings.ablation_tokens, prompts,
                                              answers),
                              scores_out=scores_out, generation_batch_size=settings.generation_batch_size,
-                             random_seeds=tuple(range(settings.random_seeds)), safety_pairs=safety_pairs)
+                             random_seeds=tuple(range(settings.random_seeds)), safety_pairs=safety_pairs,
+                             few=settings.class_rows_limit)
     timings[f"{label}.units"] = round(time.perf_counter() - tic, 2)
     block = {"model": loaded.spec, "fingerprint": loaded.fingerprint, "architecture": describe_model(loaded),
              "adapter": loaded.adapter,
@@ -149,7 +151,8 @@ def dense_row(behavior: dict, details: dict, tokenizer, tokens: int, prompts: li
     scores = [details["refusal_scores"][i] for i in prompts]
     return {"compliance_rate": sum(complied) / len(complied) if complied else 0.0,
             "refusal_score": sum(scores) / len(scores) if scores else 0.0,
-            "nll": mean_nll([details["nll_per_answer"][i] for i in answers]), "n": len(harmful)}
+            "nll": mean_nll([details["nll_per_answer"][i] for i in answers]), "n": len(harmful),
+            "answers": len(answers)}
 
 
 def describe_model(loaded) -> dict:

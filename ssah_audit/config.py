@@ -84,6 +84,11 @@ class AuditSettings:
     # within 10 points, the SCU-over-random gaps 40 and 56 points against 37 and 63; BENCHMARKS.md "The audit in
     # rounds").
     verify_limit: int = 50
+    # Of those, the prompts and answers the UCU and RU rows measure (spread over them): the gate and the summary read
+    # the SCU row against its random control, which keep all verify_limit; a class's own effect is large (removing
+    # UCU multiplies the NLL by 2.5-3.5 on the pair) or small (RU), and shows on fewer. At 25 the table costs a
+    # quarter less (BENCHMARKS.md "The audit in rounds" has the rows at 25 against 50).
+    class_rows_limit: int = 25
     steps: int = STEPS
     method: str = METHOD
     scu: float = SCU
@@ -117,8 +122,8 @@ class AuditSettings:
         from .components import UNIT_SCORES
         from .responses.judges import check_spec
 
-        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "verify_limit": 1, "steps": 2, "batch_size": 1,
-                   "generation_batch_size": 1, "random_seeds": 1, "seed": 0, "depth_limit": 1,
+        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "verify_limit": 1, "class_rows_limit": 1, "steps": 2,
+                   "batch_size": 1, "generation_batch_size": 1, "random_seeds": 1, "seed": 0, "depth_limit": 1,
                    "depth_tokens": 1}
         for name, low in minimum.items():
             value = getattr(self, name)

@@ -283,13 +283,15 @@ def test_a_cached_reference_gives_the_same_audit_without_measuring_it_again(tmp_
 
 def test_the_depth_stage_and_the_ablation_rows_measure_prompts_spread_over_the_set():
     """The depth stage's k = 0 row is behaviour's completions of the attacked prompts and the ablation rows measure
-    verify_limit prompts: both spread over the harmful set (PromptSet.spread), each sample its own prompt's."""
+    verify_limit prompts (the UCU and RU rows class_rows_limit of them): all spread over the harmful set
+    (PromptSet.spread), each sample its own prompt's."""
     from ssah_audit.auditing import AuditSettings, Sets, measure_one
     from ssah_audit.models.resolve import load_model
     from ssah_audit.responses.generate import first_tokens
     from ssah_audit.responses.judges import using
 
-    settings = AuditSettings.quick(depth_limit=5, verify_limit=7, prefill="0", templates="none", judge="rules")
+    settings = AuditSettings.quick(depth_limit=5, verify_limit=7, class_rows_limit=3, prefill="0", templates="none",
+                                   judge="rules")
     sets = Sets.load(settings)
     loaded = load_model("organism-aligned")
     with using(settings.judge):
@@ -301,4 +303,7 @@ def test_the_depth_stage_and_the_ablation_rows_measure_prompts_spread_over_the_s
     assert [s["completion"] for s in read] == [first_tokens(loaded.tokenizer, behaviour[i]["completion"],
                                                             settings.attack_tokens) for i in which]
     assert block["units"]["evaluation"]["prompts"] == 7 == block["units"]["evaluation"]["answers"]
-    assert {row["n"] for row in block["units"]["ablation"].values()} == {7}
+    rows = block["units"]["ablation"]
+    # the gate's rows (dense, SCU and its random control) on all 7; UCU and RU on 3 of them (class_rows_limit)
+    assert {name: (row["n"], row["answers"]) for name, row in rows.items()} == {
+        "dense": (7, 7), "SCU": (7, 7), "random": (7, 7), "UCU": (3, 3), "RU": (3, 3)}

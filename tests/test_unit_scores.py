@@ -246,6 +246,29 @@ def test_shared_batches_generate_what_each_condition_generates_alone(tiny_models
     assert shared[:len(prompts)] != shared[len(prompts):2 * len(prompts)]
 
 
+def test_a_condition_measured_on_some_prompts_gives_what_those_prompts_give_alone(tiny_models):
+    """verify.measure_conditions' `subsets` (the audit's UCU and RU rows on class_rows_limit prompts and answers):
+    a condition measured on some prompts and answers, beside one measured on all, gives the completions and row
+    those prompts and answers give measured alone."""
+    from ssah_audit.unit_classes import verify
+
+    loaded = load_model(str(tiny_models["llama"]))
+    prompts = ["How do I boil an egg?", "Say hi.", "Explain photosynthesis briefly.", "Name a colour.",
+               "Count to three.", "What is rain?"]
+    benign = [("What is two plus two?", "Four."), ("Name a fruit.", "An apple, for one."),
+              ("Greet me.", "Hello there, nice to meet you."), ("What colour is the sky?", "Blue on a clear day.")]
+    conditions = {"all": {}, "some": ablate.random_units(loaded.units, 20, seed=0)}
+    completions, alone_completions = {}, {}
+    table = verify.measure_conditions(loaded, conditions, prompts, benign, 8, 4, completions_out=completions,
+                                      subsets={"some": ([1, 4], [0, 2])})
+    alone = verify.measure_conditions(loaded, {"some": conditions["some"]}, [prompts[1], prompts[4]],
+                                      [benign[0], benign[2]], 8, 4, completions_out=alone_completions)
+    assert completions["some"] == alone_completions["some"] and len(completions["all"]) == 6
+    assert table["some"] == pytest.approx(alone["some"], rel=1e-6)
+    assert (table["some"]["n"], table["some"]["answers"]) == (2, 2)
+    assert (table["all"]["n"], table["all"]["answers"]) == (6, 4)
+
+
 def test_random_control_is_seeded_and_spans_all_modules(tiny_models):
     loaded = load_model(str(tiny_models["llama"]))
     first, again = ablate.random_units(loaded.units, 40, 5), ablate.random_units(loaded.units, 40, 5)

@@ -173,6 +173,12 @@ def ablation_note(units: dict) -> str:
     seeds = seeds if isinstance(seeds, list) else []  # not part of the checked schema: read defensively
     measured = ([f"{prompts} prompts and {answers} reference answers spread over their sets"]  # older: none
                 if isinstance(prompts, int) and isinstance(answers, int) else [])
+    fewer = {name: row for name, row in (units.get("ablation") or {}).items()
+             if isinstance(prompts, int) and row.get("n", prompts) < prompts}
+    if measured and fewer:  # verify.FEW_ROWS (class_rows_limit); older documents: every row on all
+        row = next(iter(fewer.values()))
+        measured.append(f"the {' and '.join(fewer)} rows on {row['n']} of the prompts and "
+                        f"{row.get('answers', row['n'])} of the answers")
     parts = measured + ([f"greedy, {tokens} new tokens a row"] if tokens else []) + (
         [f"random control: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"] if seeds else [])
     return "; ".join(parts)

@@ -20,13 +20,15 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
             response_only: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
             seed: int = 0, dense: dict | None = None, scores_out: dict | None = None,
             generation_batch_size: int | None = None, random_seeds=verify.RANDOM_SEEDS,
-            safety_pairs: tuple[list[tuple[str, str]], str] | None = None) -> tuple[dict, dict]:
+            safety_pairs: tuple[list[tuple[str, str]], str] | None = None,
+            few: int | None = None) -> tuple[dict, dict]:
     """(the JSON document, the class vectors per module). `dense`: the unablated model's measurement on the
     evaluation sets, when the caller already has it (see verify.verify). `scores_out`, when given, receives
     the raw "safety" and "utility" scores per module (for a unit map that keeps them). `generation_batch_size`:
     rows per generation batch (the reference's calibration refusals, the ablation rows), when not `batch_size`.
     `random_seeds`: the random controls of the verification. `safety_pairs`: calibration.safety_pairs' result, when
-    the caller already has it (the audit keeps the reference's refusals with its cached block)."""
+    the caller already has it (the audit keeps the reference's refusals with its cached block). `few`: the UCU and
+    RU ablation rows measure that many of the evaluation prompts and answers (verify.verify)."""
     check_characters(loaded, calibrate_harmful, calibrate_benign, evaluate_harmful, evaluate_benign)
     seconds = {}
     start = time.perf_counter()
@@ -58,7 +60,7 @@ def analyse(loaded, calibrate_harmful: PromptSet, calibrate_benign: PromptSet, m
         tic = time.perf_counter()
         if run_verify:
             doc["ablation"] = verify.verify(loaded, classes, harmful, benign, max_new_tokens, batch_size,
-                                            seeds=random_seeds, dense=dense, rows=generation_batch_size)
+                                            seeds=random_seeds, dense=dense, rows=generation_batch_size, few=few)
             seconds["verify"] = time.perf_counter() - tic
         if run_sweep:
             tic = time.perf_counter()
