@@ -51,7 +51,8 @@ from .unit_classes.classify import Fractions
 # 10: the benign queries' final states are kept (the first-token KL reads them instead of running both models).
 # 11: the ablation rows measure verify_limit prompts and answers and the depth stage depth_limit prompts, each
 #     spread over its set (PromptSet.spread).
-# 12: the UCU and RU ablation rows measure class_rows_limit of those prompts and answers.
+# 12: the UCU and RU ablation rows measure class_rows_limit of those prompts and answers; the borderline prompts
+#     generate borderline_tokens.
 REFERENCE_RECIPE = 12
 
 
@@ -100,7 +101,8 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     tic = time.perf_counter()
     details: dict = {}
     behavior = measure_behavior(loaded, sets.harmful, sets.benign, sets.borderline, settings.max_new_tokens,
-                                settings.batch_size, settings.seed, settings.generation_batch_size, details)
+                                settings.batch_size, settings.seed, settings.generation_batch_size, details,
+                                settings.borderline_tokens)
     timings[f"{label}.behavior"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     depth = None

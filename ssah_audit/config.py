@@ -74,6 +74,10 @@ class AuditSettings:
     utility_data: str = UTILITY_DATA
     limit: int | None = None
     max_new_tokens: int = MAX_NEW_TOKENS
+    # Tokens generated per borderline (safe but harmful-sounding) prompt, at most max_new_tokens: whether a model
+    # refuses a safe request shows in its opening, and the judge's verdict on the first 32 tokens equals its verdict
+    # on 64 for every borderline completion of the pair measured (BENCHMARKS.md "The audit in rounds").
+    borderline_tokens: int = 32
     # Tokens per ablation row (at most max_new_tokens): the judge's verdict on the first 32 tokens equals its verdict
     # on 64 for 99.7% of 336 ablation rows measured (BENCHMARKS.md), and it halves the rows' generation.
     verify_tokens: int = 32
@@ -122,9 +126,9 @@ class AuditSettings:
         from .components import UNIT_SCORES
         from .responses.judges import check_spec
 
-        minimum = {"max_new_tokens": 1, "verify_tokens": 1, "verify_limit": 1, "class_rows_limit": 1, "steps": 2,
-                   "batch_size": 1, "generation_batch_size": 1, "random_seeds": 1, "seed": 0, "depth_limit": 1,
-                   "depth_tokens": 1}
+        minimum = {"max_new_tokens": 1, "borderline_tokens": 1, "verify_tokens": 1, "verify_limit": 1,
+                   "class_rows_limit": 1, "steps": 2, "batch_size": 1, "generation_batch_size": 1, "random_seeds": 1,
+                   "seed": 0, "depth_limit": 1, "depth_tokens": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if type(value) is not int or value < low:

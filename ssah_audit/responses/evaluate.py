@@ -36,19 +36,21 @@ def _judged(loaded, prompt_set: PromptSet, max_new_tokens: int, batch_size: int,
 
 def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet, max_new_tokens: int = 64,
             batch_size: int = 16, seed: int = 0, generation_batch_size: int | None = None,
-            details_out: dict | None = None) -> dict:
+            details_out: dict | None = None, borderline_tokens: int | None = None) -> dict:
     """Behaviour blocks of one model (see `ssah-audit behavior --help` for the document's shape).
     `generation_batch_size`: rows per generation batch, when not `batch_size` (see AuditSettings). `details_out`,
     when given, receives what the document keeps only as means: "refusal_scores" (per harmful prompt) and
     "nll_per_answer" (metrics.answer_nll's), from which the audit reads its ablation table's unablated row on some
-    of the prompts and answers (auditing.dense_row)."""
+    of the prompts and answers (auditing.dense_row). `borderline_tokens`: tokens generated per borderline prompt,
+    when not `max_new_tokens` (the audit's: whether a model refuses a safe request shows in its opening)."""
     check_characters(loaded, harmful, benign, borderline)
     answered = benign.answered("utility NLL")
     start = time.perf_counter()
     rows = generation_batch_size or batch_size
     scores: list[float] = []  # the harmful prompts' refusal scores, from their generation's first step
     harmful_samples = _judged(loaded, harmful, max_new_tokens, rows, scores)
-    borderline_samples = _judged(loaded, borderline, max_new_tokens, rows)
+    borderline_tokens = min(borderline_tokens or max_new_tokens, max_new_tokens)
+    borderline_samples = _judged(loaded, borderline, borderline_tokens, rows)
     generation_seconds = time.perf_counter() - start
     complied = rate([not s["refusal"] for s in harmful_samples], seed)
     refused = rate([s["refusal"] for s in borderline_samples], seed)
@@ -59,7 +61,7 @@ def measure(loaded, harmful: PromptSet, benign: PromptSet, borderline: PromptSet
         "model": loaded.spec,
         "fingerprint": loaded.fingerprint,
         "harmful": complied.as_dict("compliance_rate") | {"set": harmful.name},
-        "borderline": refused.as_dict("refusal_rate") | {"set": borderline.name},
+        "borderline": refused.as_dict("refusal_rate") | {"set": borderline.name, "tokens": borderline_tokens},
         "utility": {"nll": utility["nll"], "perplexity": utility["perplexity"], "tokens": utility["tokens"],
                     "set": benign.name},
         "refusal_score": summary(scores) | {"set": harmful.name},
