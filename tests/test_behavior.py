@@ -425,9 +425,8 @@ def test_label_spellings(label, refusal):
 def test_borderline_prompts_generate_their_own_token_budget(tiny_models):
     """The audit's borderline prompts generate `borderline_tokens` (whether a model refuses a safe request shows in
     its opening), the harmful prompts all of max_new_tokens; the block says how many it generated."""
-    from ssah_audit.responses.evaluate import measure
-
     from ssah_audit.data.prompt import Prompt, PromptSet
+    from ssah_audit.responses.evaluate import measure
 
     loaded = load_model(str(tiny_models["llama"]))  # its context is 64 tokens: short prompts
 
