@@ -104,3 +104,20 @@ def test_an_audit_whose_report_folder_appears_meanwhile_keeps_its_result(monkeyp
                          settings={"limit": 3, "verify": False, "judge": "meddler"})
     assert caught.value.result.behavior.harmful.n == 3 and caught.value.result.provenance.judge.name == "meddler"
     assert [p.name for p in out.iterdir()] == ["theirs.txt"] and (out / "theirs.txt").read_text() == "someone else's"
+
+
+def test_the_ablation_note_says_which_rows_measured_fewer_prompts():
+    """The report's ablation heading names the rows measured on fewer prompts and answers (the audit's UCU and RU
+    rows, class_rows_limit), from the rows themselves; a table whose rows all measured every prompt, and an older
+    document that recorded no counts, say nothing of it."""
+    from ssah_audit.reporting.render import ablation_note
+
+    example = json.loads(EXAMPLE.read_text())["units"]
+    note = ablation_note(example)
+    assert note.startswith("50 prompts and 50 reference answers spread over their sets; the UCU and RU rows on 25 of "
+                           "the prompts and 25 of the answers; greedy, 32 new tokens a row")
+    every = {**example, "ablation": {name: {**row, "n": 50, "answers": 50}
+                                     for name, row in example["ablation"].items()}}
+    assert "rows on" not in ablation_note(every) and ablation_note(every).startswith("50 prompts and 50")
+    older = {**example, "evaluation": {"max_new_tokens": 32}}
+    assert ablation_note(older).startswith("greedy, 32 new tokens a row")
