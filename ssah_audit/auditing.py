@@ -110,8 +110,7 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
         attacked, which = sets.attacked
         depth = measure_depth(loaded, attacked, settings.prefill_tokens, sets.templates, settings.attack_tokens,
                               settings.generation_batch_size, settings.seed,
-                              [behavior["samples"]["harmful"][i]["completion"] for i in which])
-        depth["spread_of"] = len(sets.harmful)
+                              [behavior["samples"]["harmful"][i]["completion"] for i in which], len(sets.harmful))
         timings[f"{label}.depth"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     # the probe's own continuations of the harmful prompts are the first tokens of behaviour's greedy completions
@@ -121,8 +120,8 @@ def measure_one(loaded, sets: Sets, settings: AuditSettings, safety_pairs: tuple
     timings[f"{label}.probe"] = round(time.perf_counter() - tic, 2)
     tic = time.perf_counter()
     harmful, prompts, benign, chosen = sets.verified
-    answered = [i for i, prompt in enumerate(sets.benign.prompts) if prompt.answer]  # behaviour's NLL pairs
-    answers = [answered.index(i) for i in chosen if sets.benign.prompts[i].answer]
+    answered = sets.benign.answered_indices()  # behaviour's NLL pairs
+    answers = [answered.index(i) for i in chosen if i in answered]
     units, classes = analyse(loaded, sets.safety, sets.utility, settings.method,
                              Fractions(settings.scu, settings.ucu, settings.ru), None,
                              harmful, benign, run_verify=settings.verify,

@@ -297,7 +297,7 @@ def test_the_depth_stage_and_the_ablation_rows_measure_prompts_spread_over_the_s
     with using(settings.judge):
         block, _, _ = measure_one(loaded, sets, settings)
     _, which = sets.attacked
-    assert which == [0, 4, 8, 12, 16]
+    assert which == [0, 4, 8, 12, 16] and block["depth"]["spread_of"] == 20  # the report words it by this
     behaviour, read = block["behavior"]["samples"]["harmful"], block["depth"]["prefill"][0]["samples"]
     assert [s["prompt"] for s in read] == [behaviour[i]["prompt"] for i in which]
     assert [s["completion"] for s in read] == [first_tokens(loaded.tokenizer, behaviour[i]["completion"],

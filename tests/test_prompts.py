@@ -178,3 +178,13 @@ def test_chat_formatting_falls_back_for_base_models(tokenizer):
     assert format_prompt(base, "Hi") == FALLBACK_TEMPLATE.format(prompt="Hi")
     prompt_only, full = format_exchange(base, "Hi", "Hello")
     assert full == prompt_only + "Hello<eos>"
+
+
+def test_answered_pairs_and_their_prompt_indices_agree():
+    """`answered_indices` names the prompt behind each of `answered`'s pairs, skipping prompts without an answer."""
+    from ssah_audit.data.prompt import Prompt, PromptSet
+
+    prompts = PromptSet("mixed", "test", (Prompt("a", "one", answer="1"), Prompt("b", "two"),
+                                         Prompt("c", "three", answer="3"), Prompt("d", "four", answer="")))
+    assert prompts.answered_indices() == [0, 2]
+    assert prompts.answered("a test") == [(prompts.prompts[i].text, prompts.prompts[i].answer) for i in [0, 2]]

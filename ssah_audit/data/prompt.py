@@ -47,10 +47,15 @@ class PromptSet:
     def answered(self, needed_for: str) -> list[tuple[str, str]]:
         """(prompt, reference answer) pairs, the one definition behind every utility NLL: the behaviour stage and
         the ablation table's utility column must measure the same pairs."""
-        pairs = [(p.text, p.answer) for p in self.prompts if p.answer]
+        pairs = [(self.prompts[i].text, self.prompts[i].answer) for i in self.answered_indices()]
         if not pairs:
             raise UserError(f"prompt set '{self.name}' has no reference answers (needed for {needed_for})")
         return pairs
+
+    def answered_indices(self) -> list[int]:
+        """Which prompts have a reference answer, in order: `answered`'s k-th pair is prompt answered_indices()[k]
+        (the audit maps the ablation's benign prompts to the behaviour stage's NLL pairs with it)."""
+        return [i for i, prompt in enumerate(self.prompts) if prompt.answer]
 
     def categories(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -82,10 +82,12 @@ def check_fits(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: Templ
 
 
 def measure(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: TemplateSet | None, tokens: int,
-            generation_batch_size: int, seed: int = 0, unprefilled: list[str] | None = None) -> dict:
+            generation_batch_size: int, seed: int = 0, unprefilled: list[str] | None = None,
+            spread_of: int | None = None) -> dict:
     """The depth block of one model on `harmful`: compliance per prefilled k and per template, with bootstrap
     intervals and every sample. `unprefilled`: the model's greedy completions of these prompts already generated
-    (the behaviour stage's), which k = 0 reads cut to `tokens` instead of generating them again."""
+    (the behaviour stage's), which k = 0 reads cut to `tokens` instead of generating them again. `spread_of`: the size
+    of the set `harmful` was spread over (PromptSet.spread), which the block records for the report's wording."""
     tokenizer, prompts = loaded.tokenizer, list(harmful.prompts)
     jobs = _jobs(tokenizer, prompts, ks, templates, skip_zero=unprefilled is not None)
     names = list(dict.fromkeys(row for row, _, _ in jobs))
@@ -113,4 +115,5 @@ def measure(loaded, harmful: PromptSet, ks: tuple[int, ...], templates: Template
             | _row([not r for r in verdicts[f"template:{t.id}"]], seed, samples(f"template:{t.id}", False))
             for t in (templates.templates if templates else ())]
     return {"set": harmful.name, "n": len(prompts), "tokens": tokens, "prefill": prefill, "depth": depth_of(prefill),
-            "templates": ({"set": templates.name, "source": templates.source, "rows": rows} if templates else None)}
+            "templates": ({"set": templates.name, "source": templates.source, "rows": rows} if templates else None)
+            } | ({"spread_of": spread_of} if spread_of is not None else {})
