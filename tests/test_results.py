@@ -121,3 +121,20 @@ def test_the_ablation_note_says_which_rows_measured_fewer_prompts():
     assert "rows on" not in ablation_note(every) and ablation_note(every).startswith("50 prompts and 50")
     older = {**example, "evaluation": {"max_new_tokens": 32}}
     assert ablation_note(older).startswith("greedy, 32 new tokens a row")
+
+
+@pytest.mark.parametrize("where, value", [(("units", "ablation", "UCU", "answers"), -1),
+                                          (("behavior", "borderline", "tokens"), "32")])
+def test_the_counts_behind_the_ablation_rows_and_the_borderline_rate_are_checked(where, value):
+    """A file's ablation row says how many answers its NLL read, and the borderline rate how many tokens a prompt
+    generated: a count that is not one is refused, in one line naming it."""
+    from ssah_audit.errors import UserError
+
+    doc = example()
+    *path, key = where
+    block = doc
+    for part in path:
+        block = block[part]
+    block[key] = value
+    with pytest.raises(UserError, match=".".join(where)):
+        read_results_document(doc, EXAMPLE)

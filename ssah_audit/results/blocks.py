@@ -36,6 +36,7 @@ class BorderlineRate(Record):
     refusal_rate: float = leaf(rate)
     ci95: list = leaf(interval)
     set: str = leaf(text)
+    tokens: int | None = optional(count, newer=True)  # generated a prompt (the audit's borderline_tokens)
 
 
 @dataclass(kw_only=True)
@@ -160,6 +161,7 @@ class AblationRow(Record):
     compliance_rate: float = leaf(rate)
     refusal_score: float = leaf(number)
     nll: float = leaf(number)
+    answers: int | None = optional(count, newer=True)  # reference answers behind the NLL (n prompts behind the rest)
 
 
 @dataclass(kw_only=True)
