@@ -297,10 +297,13 @@ def test_a_shared_prefix_encoded_once_gives_every_sequence_its_own_states_on_eve
 
 
 def test_first_token_kl_is_zero_to_itself_and_positive_to_another(aligned, unaligned):
-    prompts = [p.text for p in builtin_set("benign").prompts[:10]]
+    """Read where the two organisms differ by construction: on harmful prompts one opens a refusal and the other
+    complies (measured 8.8 nats). On benign prompts the organisms' alignment is built to stay quiet (BENCHMARKS.md
+    "Organisms v10"): their KL there was 0.0097 on one machine's build and above 0.01 on others, no margin to test."""
+    prompts = [p.text for p in builtin_set("harmful").prompts[:10]]
     to_itself = metrics.first_token_kl(aligned.model, aligned.model, aligned.tokenizer, prompts)
     assert to_itself == pytest.approx(0, abs=1e-6)  # the same logits twice; only fp32 rounding of log-softmax
-    assert metrics.first_token_kl(aligned.model, unaligned.model, aligned.tokenizer, prompts) > 0.01
+    assert metrics.first_token_kl(aligned.model, unaligned.model, aligned.tokenizer, prompts) > 1.0
 
 
 def test_logit_refusal_score_separates_the_organisms_and_generation_reads_the_same(aligned, unaligned):
