@@ -272,3 +272,22 @@ def test_the_probes_benign_final_states_give_the_first_token_distributions(famil
     (mine, ours), (theirs, their_states) = finals["llama"], finals["mistral"]
     assert compare_behavior.first_token_kl_of_states(mine, theirs, ours, their_states) == pytest.approx(
         metrics.first_token_kl(mine.model, theirs.model, mine.tokenizer, [p.text for p in benign.prompts]), rel=1e-4)
+
+
+def test_the_heads_rows_for_some_tokens_give_the_same_log_probability_differences(families, tiny_models):
+    """models.head.output_logits reads the LM head's rows for a few tokens only: differences between those tokens
+    equal the whole head's log-probability differences (the normaliser cancels), soft caps included, on every
+    family; the probe's leans and holds rely on it."""
+    import torch
+
+    from ssah_audit.models.head import output_log_probs, output_logits
+
+    ids = torch.tensor([3, 17, 40, 41])
+    for family in families:
+        model = load_model(str(tiny_models[family])).model
+        # large states: logits of tens, where gemma2's soft cap (30) bends them
+        states = 300 * torch.randn(2, 5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        whole = output_log_probs(model, states)[..., ids]
+        some = output_logits(model, states, ids)
+        assert some.shape == (2, 5, 4), family
+        torch.testing.assert_close(some - some[..., :1], whole - whole[..., :1], atol=1e-4, rtol=1e-4, msg=family)
