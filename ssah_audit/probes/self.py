@@ -62,11 +62,11 @@ def leans(model, items: list[ProbeItem], own: list[list[int]], steps: int, batch
             compliances = after[1 + n_refusals:, :steps - 1, -1]
             final = torch.cat([query_state[-1].expand(len(compliances), 1, -1), compliances], dim=1)
             # log p(refusal) - log p(C[k]) at one position: the logits of the tokens read, the normaliser cancelling
-            read = sorted({token for c in item.compliances for token in c[:steps]} | {r[0] for r in item.refusals})
-            column = {token: place for place, token in enumerate(read)}
+            read, column = _read([t for c in item.compliances for t in c[:steps]] + [r[0] for r in item.refusals],
+                                 device)
             wanted = torch.tensor([[column[t] for t in c[:steps]] for c in item.compliances], device=device)
             marked = torch.tensor(sorted({column[r[0]] for r in item.refusals}), device=device)
-            logits = output_logits(model, final.to(device, model.dtype), torch.tensor(read, device=device))
+            logits = output_logits(model, final.to(device, model.dtype), read)
             target, refusal = forced_readout(logits, wanted, marked)
             holds.append((refusal - target).double().mean(dim=0).cpu()[None])
             queries.append(query_state.clone())  # a view would keep the whole group's states alive
@@ -94,15 +94,21 @@ def first_token_leans(model, after_query: torch.Tensor, items: list[ProbeItem],
     leans = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        read = sorted({path[0] for item in chunk for path in item.refusals + item.compliances})
-        column = {token: place for place, token in enumerate(read)}
+        read, column = _read([path[0] for item in chunk for path in item.refusals + item.compliances], device)
         states = after_query[start:start + batch_size].to(device, model.dtype)
         readable = torch.stack(lens_states(model, list(states.unbind(1))), dim=1)
-        logits = output_logits(model, readable, torch.tensor(read, device=device))  # [prompts, layers + 1, read]
+        logits = output_logits(model, readable, read)  # [prompts, layers + 1, tokens read]
         for layers, item in zip(logits, chunk, strict=True):
             leans.append((_log_mean(layers, item.refusals, column) - _log_mean(layers, item.compliances, column))
                          .cpu())
     return torch.stack(leans)
+
+
+def _read(tokens: list[int], device) -> tuple[torch.Tensor, dict[int, int]]:
+    """The distinct tokens a readout compares, as the LM head's rows to read, and each one's column in what it gives
+    (models.head.output_logits)."""
+    read = sorted(set(tokens))
+    return torch.tensor(read, device=device), {token: place for place, token in enumerate(read)}
 
 
 def _log_mean(logits: torch.Tensor, paths: list[list[int]], column: dict[int, int]) -> torch.Tensor:
